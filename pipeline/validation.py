@@ -1,0 +1,169 @@
+"""Cross-field rules, checked after Hydra composes and before any model or data set loads.
+
+Each rule returns the problems it finds as messages that name the conflicting keys and the override that fixes
+them; all problems are reported at once. Imports stay light (no torch): this runs in `run.py` first.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import (
+    DataFormat,
+    Device,
+    ModelSource,
+    PeftMethod,
+    Precision,
+    QuantMethod,
+    RunConfig,
+)
+
+STAGE_NAMES = ("sft", "dpo", "grpo")
+
+
+class ConfigError(ValueError):
+    """The composed config is well-typed but inconsistent."""
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """Typed, validated and read-only view of a composed config."""
+    run_cfg = OmegaConf.to_object(cfg)
+    validate(run_cfg)
+    return run_cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    problems = [
+        *_check_stage(cfg),
+        *_check_model(cfg),
+        *_check_hardware(cfg),
+        *_check_quantization(cfg),
+        *_check_batch(cfg),
+        *_check_data(cfg),
+        *_check_rewards(cfg),
+    ]
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def world_size(cfg: RunConfig) -> int:
+    return cfg.hw.num_processes * cfg.hw.num_nodes
+
+
+def split_batch(cfg: RunConfig) -> tuple[int, int]:
+    """stage.batch_size (global) -> (per-device micro-batch, gradient accumulation steps)."""
+    per_rank = cfg.stage.batch_size // world_size(cfg)
+    per_device = max(1, min(cfg.hw.micro_batch, per_rank))
+    return per_device, max(1, per_rank // per_device)
+
+
+def _check_stage(cfg: RunConfig) -> list[str]:
+    problems = []
+    if cfg.stage.name not in STAGE_NAMES:
+        problems.append(f"stage.name={cfg.stage.name} is not one of {', '.join(STAGE_NAMES)}.")
+    if cfg.max_steps <= 0 and cfg.stage.num_epochs <= 0:
+        problems.append("max_steps and stage.num_epochs are both <= 0: set max_steps=N or stage.num_epochs=1.")
+    return problems
+
+
+def _check_model(cfg: RunConfig) -> list[str]:
+    m = cfg.model
+    if m.source == ModelSource.random and "model_type" not in m.arch:
+        return [f"model={m.name} has source=random but no model.arch.model_type: add e.g. model_type: qwen3."]
+    if m.source == ModelSource.gguf and not m.gguf_file:
+        return [f"model={m.name} has source=gguf but no model.gguf_file: name the .gguf file in model.path."]
+    if m.source != ModelSource.random and not m.path:
+        return [f"model={m.name} has no model.path: set a hub id or a local checkpoint directory."]
+    return []
+
+
+def _check_hardware(cfg: RunConfig) -> list[str]:
+    hw = cfg.hw
+    if hw.device == Device.cpu and hw.precision != Precision.fp32:
+        return [
+            f"hw.precision={hw.precision.value} is not supported with hw.device=cpu (hw={hw.name}): "
+            "set hw.precision=fp32, or pick a GPU profile."
+        ]
+    return []
+
+
+def _check_quantization(cfg: RunConfig) -> list[str]:
+    if cfg.quant.method != QuantMethod.none and cfg.peft.method == PeftMethod.full:
+        return [
+            f"quant={cfg.quant.method.value} with peft=full: quantized weights cannot be trained directly. "
+            "Set peft=lora (QLoRA), or quant=none for full fine-tuning."
+        ]
+    return []
+
+
+def _check_batch(cfg: RunConfig) -> list[str]:
+    batch, world = cfg.stage.batch_size, world_size(cfg)
+    if batch <= 0 or batch % world:
+        return [
+            f"stage.batch_size={batch} does not split over {world} processes (hw={cfg.hw.name}): "
+            f"set stage.batch_size to a multiple of {world}."
+        ]
+    per_device, accum = split_batch(cfg)
+    problems = []
+    if per_device * accum * world != batch:
+        problems.append(
+            f"stage.batch_size={batch} is not a multiple of hw.micro_batch={per_device} x {world} processes: "
+            f"set stage.batch_size={per_device * accum * world} or hw.micro_batch to a divisor of {batch // world}."
+        )
+    if cfg.stage.name == "grpo":
+        gens = cfg.stage.num_generations
+        if gens < 2:
+            problems.append(f"stage.num_generations={gens}: GRPO compares completions within a group; set >= 2.")
+        elif batch % gens:
+            problems.append(
+                f"stage.batch_size={batch} (completions per step) is not divisible by stage.num_generations={gens}:"
+                f" set stage.batch_size to a multiple of {gens}, e.g. {gens * max(1, batch // gens)}."
+            )
+    return problems
+
+
+# Columns each stage needs after data.columns renames, and the formats that provide them.
+STAGE_FORMATS = {
+    "sft": (DataFormat.messages, DataFormat.alpaca, DataFormat.prompt_completion, DataFormat.prompt_answer),
+    "dpo": (DataFormat.preference,),
+    "grpo": (DataFormat.prompt_answer,),
+}
+STAGE_COLUMNS = {"dpo": {"prompt", "chosen", "rejected"}, "grpo": {"prompt", "answer"}}
+
+
+def _check_data(cfg: RunConfig) -> list[str]:
+    stage, fmt = cfg.stage.name, cfg.data.format
+    allowed = STAGE_FORMATS.get(stage, ())
+    if fmt != DataFormat.auto and fmt not in allowed:
+        names = ", ".join(f.value for f in allowed)
+        return [f"data.format={fmt.value} cannot feed stage={stage}: it needs {names} (data={cfg.data.name})."]
+    needed = STAGE_COLUMNS.get(stage)
+    if not needed or fmt != DataFormat.auto:
+        return []
+    from pipeline.data import peek_columns
+
+    columns = peek_columns(cfg.data)
+    if columns is None or needed <= columns:
+        return []
+    missing = ", ".join(sorted(needed - columns))
+    return [
+        f"stage={stage} needs columns {', '.join(sorted(needed))} but {cfg.data.path} has "
+        f"{', '.join(sorted(columns))} (missing {missing}): add them, or map yours with "
+        f"data.columns='{{your_column: {sorted(needed - columns)[0]}}}'."
+    ]
+
+
+def _check_rewards(cfg: RunConfig) -> list[str]:
+    if cfg.stage.name != "grpo":
+        return []
+    if not cfg.reward.terms:
+        return [f"reward={cfg.reward.name} has no terms: GRPO needs at least one (e.g. reward=correctness)."]
+    from pipeline.rewards import reward_names
+
+    known = reward_names()
+    return [
+        f"reward.terms.{term}: unknown reward '{t.function or term}'. Known rewards: {', '.join(known)}. "
+        f"Set reward.terms.{term}.function to one of them."
+        for term, t in cfg.reward.terms.items()
+        if (t.function or term) not in known
+    ]
