@@ -1,0 +1,26 @@
+"""Stage runners: one function per training method, picked by `stage.name`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import RunConfig
+
+
+def _runner(name: str) -> Callable[[RunConfig, Path], dict[str, Any]]:
+    # Imported on demand: each stage pulls in torch, transformers and its TRL trainer.
+    if name == "sft":
+        from pipeline.stages.sft import run_sft as runner
+    elif name == "dpo":
+        from pipeline.stages.dpo import run_dpo as runner
+    else:
+        from pipeline.stages.grpo import run_grpo as runner
+    return runner
+
+
+def run_stage(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """Run the configured stage in `run_dir`; returns its summary."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return _runner(cfg.stage.name)(cfg, run_dir)

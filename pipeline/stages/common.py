@@ -1,0 +1,175 @@
+"""What every stage does around its TRL trainer: load data and model, measure, save, summarise.
+
+Each stage file keeps its own visible sequence (prepare -> build trainer -> train -> finish); this module holds
+only the steps that are identical for all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, set_seed
+
+from pipeline.config import Device, Precision, QuantMethod, RunConfig
+from pipeline.data import StageData, load_stage_data
+from pipeline.evaluate import Accuracy, heldout_accuracy
+from pipeline.modeling import check_device, load_model, load_tokenizer
+from pipeline.monitoring import final_metrics, tensorboard_callback, write_json_atomic
+from pipeline.validation import split_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    data: StageData
+    tokenizer: PreTrainedTokenizerBase
+    model: PreTrainedModel
+    accuracy_before: Accuracy | None
+    started: float
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
+    """Data first: a bad row should fail in seconds, not after the model has loaded."""
+    started = time.time()
+    if cfg.hw.torch_threads:
+        torch.set_num_threads(cfg.hw.torch_threads)
+    set_seed(cfg.seed)
+    if is_rank_zero():
+        OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
+    data = load_stage_data(cfg.data, cfg.stage.name, cfg.seed)
+    log.info("data %s: %d training rows%s", cfg.data.name, len(data.train),
+             f", {len(data.eval_prompts)} held-out problems" if data.eval_prompts is not None else "")
+    check_device(cfg.hw)
+    tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
+    model = load_model(cfg.model, cfg.quant, cfg.hw, cfg.paths.cache_dir)
+    if cfg.quant.method != QuantMethod.none:
+        from peft import prepare_model_for_kbit_training
+
+        # k-bit prep (fp32 norms, input grads) must come before the trainer wraps the model with LoRA.
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.hw.gradient_checkpointing
+        )
+    before = _accuracy(cfg, run_dir, model, tokenizer, data, "before")
+    return Prepared(data, tokenizer, model, before, started)
+
+
+def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """TrainingArguments shared by SFTConfig, DPOConfig and GRPOConfig."""
+    per_device, accum = split_batch(cfg)
+    stage, hw = cfg.stage, cfg.hw
+    return {
+        "output_dir": str(run_dir / "checkpoints"),
+        "per_device_train_batch_size": per_device,
+        "gradient_accumulation_steps": accum,
+        "learning_rate": stage.learning_rate,
+        "lr_scheduler_type": stage.lr_scheduler,
+        # transformers 5: a float in [0, 1) is a fraction of the total steps
+        "warmup_steps": stage.warmup_ratio,
+        "num_train_epochs": stage.num_epochs,
+        "max_steps": cfg.max_steps,
+        "weight_decay": stage.weight_decay,
+        "max_grad_norm": stage.max_grad_norm,
+        "optim": stage.optim,
+        "logging_steps": stage.logging_steps,
+        "save_strategy": "steps" if stage.save_steps > 0 else "no",
+        "save_steps": stage.save_steps if stage.save_steps > 0 else 500,
+        # TensorBoard is attached by `callbacks` with our directory; the rest go through report_to.
+        "report_to": [t for t in cfg.logging.report_to if t != "tensorboard"] or "none",
+        "run_name": f"{stage.name}-{cfg.run_id}",
+        "seed": cfg.seed,
+        "use_cpu": hw.device == Device.cpu,
+        "bf16": hw.precision == Precision.bf16,
+        "fp16": hw.precision == Precision.fp16,
+        "gradient_checkpointing": hw.gradient_checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False} if hw.gradient_checkpointing else None,
+    }
+
+
+def callbacks(cfg: RunConfig, run_dir: Path) -> list[TrainerCallback]:
+    if "tensorboard" in cfg.logging.report_to and is_rank_zero():
+        return [tensorboard_callback(run_dir)]
+    return []
+
+
+def finish(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> dict[str, Any]:
+    """Save the final model, measure again, write summary.json; returns the summary."""
+    train_seconds = time.time() - prep.started
+    final = _save_final(trainer, prep.tokenizer, run_dir)
+    after = _accuracy(cfg, run_dir, trainer.model, prep.tokenizer, prep.data, "after")
+    steps = trainer.state.global_step
+    summary = {
+        "stage": cfg.stage.name,
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "peft": cfg.peft.method.value,
+        "quant": cfg.quant.method.value,
+        "hw": cfg.hw.name,
+        "run_id": cfg.run_id,
+        "steps": steps,
+        "wall_time_s": round(time.time() - prep.started, 2),
+        "seconds_per_step": round(_train_runtime(trainer, train_seconds) / max(steps, 1), 3),
+        "metrics": final_metrics(trainer.state.log_history),
+        "accuracy_before": prep.accuracy_before.value if prep.accuracy_before else None,
+        "accuracy_after": after.value if after else None,
+        "eval_problems": after.total if after else 0,
+        "dropped_rows": prep.data.drops.total,
+        "final_dir": str(final),
+    }
+    if is_rank_zero():
+        write_json_atomic(run_dir / "summary.json", summary)
+        _report(summary)
+    return summary
+
+
+def _accuracy(cfg, run_dir, model, tokenizer, data: StageData, phase: str) -> Accuracy | None:
+    if data.eval_prompts is None or not is_rank_zero():
+        return None
+    acc = heldout_accuracy(
+        model, tokenizer, data.eval_prompts,
+        max_new_tokens=cfg.stage.eval_max_new_tokens, batch_size=cfg.hw.eval_batch,
+        predictions_path=run_dir / "samples" / f"eval_{phase}.jsonl",
+    )
+    log.info("held-out accuracy %s training: %.3f (%d/%d)", phase, acc.value, acc.correct, acc.total)
+    return acc
+
+
+def _save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Path:
+    # Saved beside final/ and renamed when complete, so final/ never holds half a model.
+    final, partial = run_dir / "final", run_dir / "final.partial"
+    trainer.save_model(str(partial))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(partial))
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+    return final
+
+
+def _train_runtime(trainer: Trainer, fallback: float) -> float:
+    for entry in reversed(trainer.state.log_history):
+        if "train_runtime" in entry:
+            return float(entry["train_runtime"])
+    return fallback
+
+
+def _report(summary: dict[str, Any]) -> None:
+    before, after = summary["accuracy_before"], summary["accuracy_after"]
+    lines = [f"{summary['stage']} finished: {summary['steps']} steps in {summary['wall_time_s']:.0f} s "
+             f"({summary['seconds_per_step']:.2f} s/step)"]
+    if before is not None and after is not None:
+        lines.append(f"held-out accuracy: {before:.1%} before -> {after:.1%} after "
+                     f"({summary['eval_problems']} problems)")
+    lines.append(f"model: {summary['final_dir']}")
+    log.info("\n".join(lines))

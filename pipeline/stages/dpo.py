@@ -1,0 +1,39 @@
+"""Direct Preference Optimization: raise log p(chosen) - log p(rejected) relative to a frozen reference.
+
+loss = -log sigmoid(beta * [(log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))]). With LoRA the
+reference is the same model with adapters disabled; with full fine-tuning TRL keeps a frozen copy.
+
+    python pipeline/run.py stage=dpo model=qwen2.5_0.5b_instruct data=jsonl data.path=pairs.jsonl
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trl import DPOConfig, DPOTrainer
+
+from pipeline.config import RunConfig
+from pipeline.modeling import lora_config
+from pipeline.stages.common import callbacks, finish, prepare, training_args
+
+
+def run_dpo(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    prep = prepare(cfg, run_dir)
+    args = DPOConfig(
+        **training_args(cfg, run_dir),
+        beta=cfg.stage.beta,
+        loss_type=[cfg.stage.loss_type],
+        max_length=cfg.stage.max_length,
+        label_smoothing=cfg.stage.label_smoothing,
+    )
+    trainer = DPOTrainer(
+        model=prep.model,
+        args=args,
+        train_dataset=prep.data.train,
+        processing_class=prep.tokenizer,
+        peft_config=lora_config(cfg.peft),
+        callbacks=callbacks(cfg, run_dir),
+    )
+    trainer.train()
+    return finish(cfg, run_dir, trainer, prep)

@@ -1,0 +1,51 @@
+"""GRPO: for each prompt sample a group of completions, score them, and use the group-normalised reward as the
+advantage of every token in a completion (no value network). With beta=0 there is no reference model and no KL
+term; the loss is the clipped policy-ratio objective (TRL's loss_type, default dapo: normalised by all tokens).
+
+    python pipeline/run.py                                     # embedded default: arithmetic, SmolLM2, CPU
+    python pipeline/run.py model=qwen2.5_0.5b_instruct data=gsm8k reward=correctness_format hw=single_4090
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trl import GRPOConfig, GRPOTrainer
+
+from pipeline.config import RunConfig
+from pipeline.modeling import lora_config
+from pipeline.rewards import build_reward_funcs
+from pipeline.stages.common import callbacks, finish, prepare, training_args
+
+
+def run_grpo(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    reward_funcs, weights = build_reward_funcs(cfg.reward.terms)
+    prep = prepare(cfg, run_dir)
+    stage = cfg.stage
+    args = GRPOConfig(
+        **training_args(cfg, run_dir),
+        num_generations=stage.num_generations,
+        max_completion_length=stage.max_completion_length,
+        temperature=stage.temperature,
+        top_p=stage.top_p,
+        beta=stage.beta,
+        epsilon=stage.epsilon,
+        epsilon_high=stage.epsilon_high,
+        num_iterations=stage.num_iterations,
+        loss_type=stage.loss_type,
+        scale_rewards=stage.scale_rewards,
+        mask_truncated_completions=stage.mask_truncated_completions,
+        reward_weights=weights,
+    )
+    trainer = GRPOTrainer(
+        model=prep.model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=prep.data.train,
+        processing_class=prep.tokenizer,
+        peft_config=lora_config(cfg.peft),
+        callbacks=callbacks(cfg, run_dir),
+    )
+    trainer.train()
+    return finish(cfg, run_dir, trainer, prep)

@@ -1,0 +1,36 @@
+"""Supervised fine-tuning: next-token cross-entropy on the completion (assistant) part of each row.
+
+Rows arrive as conversational prompt/completion pairs, so TRL masks the prompt tokens out of the loss.
+
+    python pipeline/run.py stage=sft model=qwen2.5_0.5b_instruct data=jsonl data.path=train.jsonl
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trl import SFTConfig, SFTTrainer
+
+from pipeline.config import RunConfig
+from pipeline.modeling import lora_config
+from pipeline.stages.common import callbacks, finish, prepare, training_args
+
+
+def run_sft(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    prep = prepare(cfg, run_dir)
+    args = SFTConfig(
+        **training_args(cfg, run_dir),
+        max_length=cfg.stage.max_length,
+        packing=cfg.stage.packing,
+    )
+    trainer = SFTTrainer(
+        model=prep.model,
+        args=args,
+        train_dataset=prep.data.train,
+        processing_class=prep.tokenizer,
+        peft_config=lora_config(cfg.peft),
+        callbacks=callbacks(cfg, run_dir),
+    )
+    trainer.train()
+    return finish(cfg, run_dir, trainer, prep)
