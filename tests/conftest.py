@@ -1,0 +1,52 @@
+"""Shared test helpers: the repo root, Hydra composition, and running pipeline/run.py in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from pipeline.config import register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+# Small, fast settings for the tiny random model; each e2e run stays a few seconds after imports.
+TINY = [
+    "model=tiny",
+    "max_steps=2",
+    "data.arithmetic.num_train=64",
+    "data.arithmetic.num_eval=8",
+    "stage.eval_max_new_tokens=4",
+    "hw.eval_batch=8",
+]
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=False)
+
+
+def offline_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.update(extra)
+    return env
+
+
+def run_pipeline(args: list[str], cwd: Path, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "pipeline" / "run.py"), *args],
+        cwd=cwd, env=offline_env(**env), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for converted/random models across the session's runs."""
+    return tmp_path_factory.mktemp("model_cache")

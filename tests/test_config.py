@@ -1,0 +1,174 @@
+"""Composition of every config option, the YAML comment rule, and the CLI's compose-time failures."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from pipeline.validation import to_run_config
+from tests.conftest import CONF, REPO, compose_config, offline_env
+
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("stage_data", "experiment"))
+# Options that need a value only the user can give.
+REQUIRED = {("data", "jsonl"): ["data.path=tests/fixtures/config/prompt_answer.jsonl"]}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("group", "option"), [(g, o) for g in GROUPS for o in options(g)], ids=lambda x: str(x)
+)
+def test_every_option_composes_and_validates(group: str, option: str) -> None:
+    overrides = [f"{group}={option}", *REQUIRED.get((group, option), [])]
+    if group == "quant" and option != "none":
+        overrides.append("peft=lora")
+    if group == "data" and option == "gsm8k":
+        # gsm8k is a hub name: validation must not touch the hub, so it passes without network.
+        overrides.append("stage=grpo")
+    cfg = compose_config(overrides)
+    run_cfg = to_run_config(cfg)
+    assert getattr(run_cfg, group) is not None
+    if group == "stage":
+        assert run_cfg.stage.name == option
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo", "grpo"])
+@pytest.mark.parametrize("peft", ["lora", "full"])
+@pytest.mark.parametrize("quant", ["none", "int8", "nf4"])
+def test_stage_peft_quant_matrix(stage: str, peft: str, quant: str) -> None:
+    cfg = compose_config([f"stage={stage}", f"peft={peft}", f"quant={quant}", "model=tiny"])
+    if quant != "none" and peft == "full":
+        with pytest.raises(ValueError, match="peft=lora"):
+            to_run_config(cfg)
+    else:
+        assert to_run_config(cfg).stage.name == stage
+
+
+def test_default_is_the_embedded_job() -> None:
+    cfg = to_run_config(compose_config([]))
+    assert (cfg.stage.name, cfg.model.name, cfg.data.name, cfg.peft.method.value, cfg.hw.name) == (
+        "grpo", "smollm2_135m", "arithmetic", "lora", "cpu"
+    )
+    # the calibrated recipe (STACK_NOTES): 4 prompts x 8 completions, 16 tokens, lr 3e-4 constant, beta 0
+    s = cfg.stage
+    assert (s.batch_size, s.num_generations, s.max_completion_length) == (32, 8, 16)
+    assert (s.learning_rate, s.lr_scheduler, s.beta) == (3e-4, "constant", 0.0)
+
+
+def test_convenience_top_level_overrides() -> None:
+    cfg = to_run_config(compose_config(["max_steps=7", "output_dir=/tmp/somewhere"]))
+    assert cfg.max_steps == 7 and cfg.output_dir == "/tmp/somewhere"
+
+
+def test_run_id_from_environment_names_the_run_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUN_ID", "shared-id")
+    cfg = compose_config(["stage=sft"])
+    assert OmegaConf.to_container(cfg, resolve=True)["output_dir"] == "outputs/sft/shared-id"
+
+
+def yaml_key_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of every `key:` line, list items and the defaults block excluded."""
+    keys, in_defaults = [], False
+    for n, line in enumerate(text.splitlines(), 1):
+        if re.match(r"^defaults:", line):
+            in_defaults = True
+            continue
+        if in_defaults and (line.startswith(" ") or line.startswith("-")):
+            continue
+        in_defaults = False
+        if re.match(r"^\s*[A-Za-z_][\w.]*:", line):
+            keys.append((n, line))
+    return keys
+
+
+@pytest.mark.parametrize("path", sorted(CONF.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONF)))
+def test_every_yaml_key_is_commented(path) -> None:
+    """A key needs a comment above it; keys directly below a commented key share its comment."""
+    lines = path.read_text().splitlines()
+    uncommented = []
+    for n, line in yaml_key_lines(path.read_text()):
+        i = n - 2
+        # Walk up through keys of the same block (deeper or equal indentation) to the nearest comment.
+        while i >= 0 and re.match(r"^\s*[A-Za-z_][\w.]*:", lines[i]) and "#" not in lines[i]:
+            i -= 1
+        if "#" in line or (i >= 0 and lines[i].lstrip().startswith("#")):
+            continue
+        uncommented.append(f"{path.name}:{n}: {line.strip()}")
+    assert not uncommented, "keys without a comment above them:\n" + "\n".join(uncommented)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("stage=bogus", "Could not find 'stage/bogus'"),
+        ("stage.num_generation=4", "Key 'num_generation' not in 'GRPOStageConfig'"),
+        ("stage.learning_rate=fast", "could not be converted to Float"),
+        ("hw.precision=bf17", "expected one of [fp32, bf16, fp16]"),
+        ("data.on_bad_row=ignore", "expected one of [error, skip]"),
+    ],
+)
+def test_bad_overrides_fail_at_compose_time(override: str, message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "pipeline" / "run.py"), override],
+        capture_output=True, text=True, env=offline_env(), cwd=REPO, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr
+
+
+CROSS_FIELD = [
+    (["hw.precision=bf16"], "hw.precision=bf16 is not supported with hw.device=cpu"),
+    (["quant=nf4", "peft=full"], "quant=nf4 with peft=full"),
+    (["stage.batch_size=30"], "stage.batch_size=30 (completions per step) is not divisible by"),
+    (["stage.num_generations=1"], "stage.num_generations=1"),
+    (["hw.micro_batch=5"], "not a multiple of hw.micro_batch=5"),
+    (["reward.terms.correctness.function=corectness"], "unknown reward 'corectness'"),
+    (["stage=dpo", "data=jsonl", "data.path=tests/fixtures/config/prompt_answer.jsonl"],
+     "stage=dpo needs columns chosen, prompt, rejected"),
+    (["stage=grpo", "data.format=messages"], "data.format=messages cannot feed stage=grpo"),
+    (["max_steps=0", "stage.num_epochs=0"], "max_steps and stage.num_epochs are both <= 0"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), CROSS_FIELD, ids=lambda x: str(x))
+def test_cross_field_rules(overrides: list[str], message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        to_run_config(compose_config(overrides))
+    assert message in str(err.value)
+
+
+def test_validation_fails_before_torch_is_imported() -> None:
+    """Compose + validate a bad config in a fresh interpreter and prove torch never loaded."""
+    code = (
+        "import sys\n"
+        "from tests.conftest import compose_config\n"
+        "from pipeline.validation import to_run_config, ConfigError\n"
+        "try:\n"
+        "    to_run_config(compose_config(['hw.precision=bf16', 'stage=dpo', 'data=jsonl',\n"
+        "                                  'data.path=tests/fixtures/config/prompt_answer.jsonl']))\n"
+        "except ConfigError as e:\n"
+        "    print('REFUSED', e)\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env=offline_env(), timeout=120)
+    assert "REFUSED" in proc.stdout and "hw.precision" in proc.stdout and "chosen" in proc.stdout
+    assert proc.stdout.strip().endswith("NO-TORCH"), proc.stdout + proc.stderr
+
+
+def test_cfg_job_prints_config_without_loading_anything() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", str(REPO / "pipeline" / "run.py"), "stage=sft", "--cfg", "job"],
+        capture_output=True, text=True, env=offline_env(), cwd=REPO, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    composed = OmegaConf.create(proc.stdout)
+    assert composed.stage.name == "sft" and composed.model.name == "smollm2_135m"
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "transformers", "trl", "datasets"}
