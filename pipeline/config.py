@@ -52,6 +52,13 @@ class DataFormat(str, Enum):
     prompt_completion = "prompt_completion"  # SFT: prompt, completion
     preference = "preference"  # DPO: prompt, chosen, rejected
     prompt_answer = "prompt_answer"  # GRPO: prompt, answer (answer goes to the rewards)
+    # --- seed formats (issue 4) ---
+    sharegpt = "sharegpt"  # SFT: conversations [{from: human|gpt|system, value}] (or role/content)
+    llamafactory_dpo = "llamafactory_dpo"  # DPO: instruction (+input), output: [chosen, rejected]
+    gsm8k = "gsm8k"  # GRPO/SFT: question, answer "...reasoning... #### 42" (gold = the text after ####)
+    s1k = "s1k"  # GRPO/SFT: question, solution (+ a thinking trajectory and attempt for SFT)
+    mcq = "mcq"  # GRPO/SFT: question, option_A..option_D, correct_answer (A-D), reasoning
+    scored_groups = "scored_groups"  # group_pref/DPO: prompt, responses[], scores[] (top score = chosen)
 
 
 class OnBadRow(str, Enum):
@@ -100,6 +107,8 @@ class StageConfig:
     save_steps: int = 0
     # Tokens generated per held-out problem when measuring accuracy (greedy).
     eval_max_new_tokens: int = 64
+    # Warm-up as a number of steps; > 0 wins over warmup_ratio (recipes often give steps, e.g. 200).
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -150,6 +159,43 @@ class GRPOStageConfig(StageConfig):
 
 
 @dataclass
+class GroupPrefStageConfig(StageConfig):
+    """Offline listwise preference on scored groups (pipeline/stages/group_pref.py): no generation."""
+
+    name: str = "group_pref"
+    learning_rate: float = 5e-6
+    # Groups (prompt + all its responses) per optimizer step over all processes.
+    batch_size: int = 8
+    # Scale of the implicit reward r(y) = beta * log(pi(y) / pi_ref(y)); higher stays closer to the reference.
+    beta: float = 0.1
+    # Margin the chosen reward must beat the strongest rejected one by; 0 stops pushing once it is ahead.
+    alpha: float = 1.0
+    # hinge: max(0, max_rejected r - r_chosen + alpha); dpo_pairs: DPO's -log sigmoid over (chosen, each rejected).
+    loss: str = "hinge"
+    # Softmax-smoothed max over the rejected rewards with temperature 1/lambda; null = the hard max.
+    smooth_lambda: float | None = None
+    # Prompt + one response, in tokens; longer responses are cut at the end.
+    max_length: int = 1024
+    # Responses kept per group (the top-scored one and the highest-scored rejected ones).
+    max_responses: int = 8
+
+
+@dataclass
+class ChainStageConfig(StageConfig):
+    """Stages run one after another in one run dir (pipeline/stages/chain.py); each starts from the previous
+    one's final adapter/model. The inherited StageConfig fields are unused: every sub-stage has its own."""
+
+    name: str = "sft_then_grpo"
+    # Sub-stage names, in order; each writes <run dir>/<i>_<name>/ and is skipped when it already finished.
+    stages: list[str] = field(default_factory=lambda: ["sft", "grpo"])
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
+    grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
+    # Per sub-stage overrides of data keys, e.g. {sft: {path: sft.jsonl}}; by default every stage reads `data`.
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
 class ArithmeticConfig:
     # Built-in data set: "What is a + b?" problems generated from `seed`; eval problems never appear in train.
     num_train: int = 2000
@@ -184,6 +230,10 @@ class DataConfig:
     limit: int | None = None
     on_bad_row: OnBadRow = OnBadRow.error
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
+    # Example turns ([{role, content}, ...]) put between the system prompt and each question (one-shot prompts).
+    few_shot: list[dict[str, str]] = field(default_factory=list)
+    # File name in the run dir for held-out predictions as CSV (id,answer; MCQ letters); null = none.
+    predictions_file: str | None = None
 
 
 @dataclass
@@ -193,6 +243,9 @@ class RewardTermConfig:
     weight: float = 1.0
     # Extra keyword arguments bound to the function (e.g. per_tag: 0.2).
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # Dotted path of your own reward function (pkg.module.fn); it gets completions plus every data column as
+    # keyword arguments. Wins over `function`.
+    _target_: str | None = None
 
 
 @dataclass
@@ -274,11 +327,20 @@ class RunConfig:
     run_id: str = "${oc.env:RUN_ID,${now:%Y%m%d_%H%M%S}}"
     # Everything the run writes lands here.
     output_dir: str = "${paths.output_root}/${stage.name}/${run_id}"
+    # Start from a previous run's final/ dir: a LoRA adapter is merged into the base first, a full model replaces
+    # model.path. Chained stages set it for each later stage.
+    init_from: str | None = None
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"base_model": ModelConfig},
-    "stage": {"base_sft": SFTStageConfig, "base_dpo": DPOStageConfig, "base_grpo": GRPOStageConfig},
+    "stage": {
+        "base_sft": SFTStageConfig,
+        "base_dpo": DPOStageConfig,
+        "base_grpo": GRPOStageConfig,
+        "base_group_pref": GroupPrefStageConfig,
+        "base_chain": ChainStageConfig,
+    },
     "data": {"base_data": DataConfig},
     "reward": {"base_reward": RewardConfig},
     "peft": {"base_peft": PeftConfig},

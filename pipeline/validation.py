@@ -18,7 +18,7 @@ from pipeline.config import (
     RunConfig,
 )
 
-STAGE_NAMES = ("sft", "dpo", "grpo")
+STAGE_NAMES = ("sft", "dpo", "grpo", "group_pref", "sft_then_grpo", "sft_then_dpo")
 
 
 class ConfigError(ValueError):
@@ -33,6 +33,14 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
 
 
 def validate(cfg: RunConfig) -> None:
+    stages = getattr(cfg.stage, "stages", None)
+    if stages is not None:
+        # A chain is valid when every sub-stage is: each is checked as the run it will be.
+        from pipeline.stages.chain import sub_configs
+
+        for sub in sub_configs(cfg):
+            validate(sub)
+        return
     problems = [
         *_check_stage(cfg),
         *_check_model(cfg),
@@ -122,13 +130,15 @@ def _check_batch(cfg: RunConfig) -> list[str]:
     return problems
 
 
-# Columns each stage needs after data.columns renames, and the formats that provide them.
-STAGE_FORMATS = {
-    "sft": (DataFormat.messages, DataFormat.alpaca, DataFormat.prompt_completion, DataFormat.prompt_answer),
-    "dpo": (DataFormat.preference,),
-    "grpo": (DataFormat.prompt_answer,),
+# Formats each stage accepts: the data package's table (light: it imports no `datasets`). A local file passes
+# the column check when its first row has the columns of the stage's main format or of any accepted one.
+from pipeline.data.formats import STAGE_FORMATS  # noqa: E402
+
+STAGE_COLUMNS = {
+    "dpo": {"prompt", "chosen", "rejected"},
+    "grpo": {"prompt", "answer"},
+    "group_pref": {"prompt", "responses", "scores"},
 }
-STAGE_COLUMNS = {"dpo": {"prompt", "chosen", "rejected"}, "grpo": {"prompt", "answer"}}
 
 
 def _check_data(cfg: RunConfig) -> list[str]:
@@ -143,7 +153,7 @@ def _check_data(cfg: RunConfig) -> list[str]:
     from pipeline.data import peek_columns
 
     columns = peek_columns(cfg.data)
-    if columns is None or needed <= columns:
+    if columns is None or needed <= columns or _some_format_fits(allowed, columns):
         return []
     missing = ", ".join(sorted(needed - columns))
     return [
@@ -153,17 +163,26 @@ def _check_data(cfg: RunConfig) -> list[str]:
     ]
 
 
+def _some_format_fits(formats: tuple[DataFormat, ...], columns: set[str]) -> bool:
+    from pipeline.data.formats import REQUIRED
+
+    return any(set(REQUIRED[f]) <= columns for f in formats)
+
+
 def _check_rewards(cfg: RunConfig) -> list[str]:
     if cfg.stage.name != "grpo":
         return []
     if not cfg.reward.terms:
         return [f"reward={cfg.reward.name} has no terms: GRPO needs at least one (e.g. reward=correctness)."]
-    from pipeline.rewards import reward_names
+    from pipeline.rewards import UnknownRewardError, get_reward, reward_names
 
-    known = reward_names()
-    return [
-        f"reward.terms.{term}: unknown reward '{t.function or term}'. Known rewards: {', '.join(known)}. "
-        f"Set reward.terms.{term}.function to one of them."
-        for term, t in cfg.reward.terms.items()
-        if (t.function or term) not in known
-    ]
+    known, problems = reward_names(), []
+    for term, t in cfg.reward.terms.items():
+        name = t._target_ or t.function or term
+        try:
+            get_reward(name)  # a dotted path (custom reward) is imported here, so a typo fails before training
+        except UnknownRewardError as e:
+            detail = str(e) if "." in name else f"Known rewards: {', '.join(known)}."
+            problems.append(f"reward.terms.{term}: unknown reward '{name}'. {detail} "
+                            f"Set reward.terms.{term}.function to one of them.")
+    return problems

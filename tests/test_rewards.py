@@ -26,6 +26,13 @@ from pipeline.rewards.length import length
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Every registered reward (issue 4 added the seed recipes' rewards).
+ALL_REWARDS = [
+    "answer_marker", "correctness", "int_answer", "length", "math_equiv", "mcq_letter", "soft_format",
+    "strict_format", "xml_format", "xmlcount",
+]
+
+
 
 @dataclass
 class Term:
@@ -237,7 +244,7 @@ def test_completion_text(completion: Any, expected: str) -> None:
 
 
 def test_builtin_rewards_are_registered() -> None:
-    assert reward_names() == ["correctness", "length", "xml_format"]
+    assert reward_names() == ALL_REWARDS
     assert get_reward("correctness") is correctness
     assert get_reward("xml_format") is xml_format
     assert get_reward("length") is length
@@ -248,7 +255,7 @@ def test_unknown_reward_error_lists_known_names_and_the_fix() -> None:
         get_reward("corectness")
     message = str(info.value)
     assert message == (
-        "unknown reward 'corectness'; known rewards: correctness, length, xml_format. "
+        f"unknown reward 'corectness'; known rewards: {', '.join(ALL_REWARDS)}. "
         "Set reward.terms.<term>.function to one of them."
     )
     assert isinstance(info.value, KeyError)
@@ -303,7 +310,7 @@ def test_build_reward_funcs_accepts_mappings_and_bound_kwargs_win_over_columns()
 
 
 def test_build_reward_funcs_unknown_function_names_the_known_ones() -> None:
-    with pytest.raises(UnknownRewardError, match="known rewards: correctness, length, xml_format"):
+    with pytest.raises(UnknownRewardError, match="known rewards: answer_marker, correctness, int_answer"):
         build_reward_funcs({"acc": Term(function="corectness")})
 
 
@@ -321,7 +328,7 @@ def test_import_does_not_load_heavy_libraries() -> None:
         "import sys, pipeline.rewards\n"
         "heavy = [m for m in ('torch', 'transformers', 'datasets', 'trl') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
-        "assert pipeline.rewards.reward_names() == ['correctness', 'length', 'xml_format']\n"
+        f"assert pipeline.rewards.reward_names() == {ALL_REWARDS!r}\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60

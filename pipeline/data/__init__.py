@@ -23,7 +23,7 @@ from pipeline.config import DataFormat, OnBadRow
 from pipeline.data.arithmetic import SOURCE as ARITHMETIC
 from pipeline.data.arithmetic import arithmetic_records
 from pipeline.data.errors import BadRow, DataError, DropReport
-from pipeline.data.formats import STAGES, convert, resolve_format
+from pipeline.data.formats import ANSWER_FORMATS, STAGES, convert, resolve_format
 from pipeline.data.sources import Record, is_builtin, is_local, peek_columns, read_records
 
 if TYPE_CHECKING:
@@ -113,6 +113,8 @@ def _load_builtin(data: DataConfig, stage: str, seed: int, sink: _Sink) -> tuple
         raise DataError(data.path, "unknown built-in data set", f"use {ARITHMETIC}", "path")
     if data.eval_path or data.eval_split or data.eval_size:
         log.warning("%s holds out arithmetic.num_eval problems; data.eval_* settings are ignored", ARITHMETIC)
+    if stage == "group_pref":
+        raise DataError(data.path, "the built-in set has no scored groups", "use a scored_groups file", "path")
     train, held_out = arithmetic_records(data.arithmetic)
     # Every arithmetic row has prompt/answer/chosen/rejected, so both views read the same rows.
     fmt = DataFormat.preference if stage == "dpo" else DataFormat.prompt_answer
@@ -128,7 +130,7 @@ def _load_source(data: DataConfig, stage: str, seed: int, sink: _Sink) -> tuple[
     fmt = resolve_format(data.format, stage, set(first), source) if first is not None else None
     splits_off = not (data.eval_path or data.eval_split) and data.eval_size > 0
     converted = sink.rows(records, fmt, stage, source, stop_after=None if splits_off else data.limit)
-    has_answer = fmt == DataFormat.prompt_answer
+    has_answer = fmt in ANSWER_FORMATS
     held_out: list[Record] = []
     if splits_off:
         converted, held_out = _split(converted, data.eval_size, seed, source)

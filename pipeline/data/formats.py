@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pipeline.config import DataConfig
 
 Message = dict[str, str]
-STAGES = ("sft", "dpo", "grpo")
+STAGES = ("sft", "dpo", "grpo", "group_pref")
 ROLES = ("system", "user", "assistant")
 
 # Detection order: the first format whose columns are all present wins (preference before prompt_completion
@@ -28,12 +28,32 @@ REQUIRED: dict[DataFormat, tuple[str, ...]] = {
     DataFormat.preference: ("prompt", "chosen", "rejected"),
     DataFormat.prompt_completion: ("prompt", "completion"),
     DataFormat.prompt_answer: ("prompt", "answer"),
+    # seed formats (seed_formats.py)
+    DataFormat.sharegpt: ("conversations",),
+    DataFormat.llamafactory_dpo: ("instruction", "output"),
+    DataFormat.mcq: ("question", "option_A", "option_B", "option_C", "option_D", "correct_answer"),
+    DataFormat.s1k: ("question", "solution"),
+    DataFormat.gsm8k: ("question", "answer"),
+    DataFormat.scored_groups: ("prompt", "responses", "scores"),
 }
 STAGE_FORMATS: dict[str, tuple[DataFormat, ...]] = {
-    "sft": (DataFormat.messages, DataFormat.alpaca, DataFormat.prompt_completion, DataFormat.prompt_answer),
-    "dpo": (DataFormat.preference,),
-    "grpo": (DataFormat.prompt_answer,),
+    "sft": (
+        DataFormat.messages, DataFormat.sharegpt, DataFormat.alpaca, DataFormat.mcq, DataFormat.s1k,
+        DataFormat.gsm8k, DataFormat.scored_groups, DataFormat.prompt_completion, DataFormat.prompt_answer,
+        DataFormat.llamafactory_dpo,
+    ),
+    "dpo": (DataFormat.preference, DataFormat.llamafactory_dpo, DataFormat.scored_groups),
+    "grpo": (DataFormat.prompt_answer, DataFormat.mcq, DataFormat.s1k, DataFormat.gsm8k),
+    "group_pref": (DataFormat.scored_groups,),
 }
+# question/answer columns are too common to mean GSM8K: that format is used only when data.format says so.
+_EXPLICIT_ONLY = (DataFormat.gsm8k,)
+_SEED_FORMATS = (
+    DataFormat.sharegpt, DataFormat.llamafactory_dpo, DataFormat.gsm8k, DataFormat.s1k, DataFormat.mcq,
+    DataFormat.scored_groups,
+)
+# Formats whose rows carry a gold answer: they give held-out accuracy and feed the GRPO rewards.
+ANSWER_FORMATS = (DataFormat.prompt_answer, DataFormat.mcq, DataFormat.s1k, DataFormat.gsm8k)
 # Column that becomes the SFT completion, per format (messages rows carry their own).
 _SFT_TARGET = {
     DataFormat.alpaca: "output",
@@ -56,21 +76,27 @@ def resolve_format(fmt: DataFormat | str, stage: str, columns: set[str], source:
             problem = f"stage {stage} cannot train on format {fmt.value}; it needs {_needs(accepted)}"
             raise DataError(source, problem, "set data.format to one of those or use another stage", "format")
         return fmt
-    match = next((f for f in accepted if set(REQUIRED[f]) <= columns), None)
+    match = next((f for f in accepted if set(REQUIRED[f]) <= columns and f not in _EXPLICIT_ONLY), None)
     if match:
         return match
     found = sorted(columns)
-    if any(set(cols) <= columns for cols in REQUIRED.values()):
-        wanted = " or ".join("/".join(REQUIRED[f]) for f in accepted)
+    if any(set(cols) <= columns for f, cols in REQUIRED.items() if f not in _EXPLICIT_ONLY):
+        wanted = " or ".join("/".join(REQUIRED[f]) for f in accepted if f not in _SEED_FORMATS)
         example = ", ".join(f"yours: {c}" for c in REQUIRED[accepted[0]][-2:])
+        seed = [f.value for f in accepted if f in _SEED_FORMATS]
+        also = f", or set data.format to one of {', '.join(seed)}" if seed else ""
         problem = f"stage {stage} needs {wanted} columns; found {found}"
-        raise DataError(source, problem, f"provide them or map yours with data.columns={{{example}, ...}}")
+        raise DataError(source, problem, f"provide them or map yours with data.columns={{{example}, ...}}{also}")
     problem = f"no data format matches the first row's columns {found}; formats need {_needs(list(REQUIRED))}"
     raise DataError(source, problem, "rename columns with data.columns (e.g. {question: prompt}) or set them")
 
 
 def convert(row: dict[str, Any], fmt: DataFormat, view: str, data: DataConfig) -> dict[str, Any]:
     """One input row in the `view` stage's format; raises BadRow for a bad row."""
+    from pipeline.data.seed_formats import CONVERTERS
+
+    if fmt in CONVERTERS:
+        return CONVERTERS[fmt](row, view, data)
     if fmt == DataFormat.messages:
         return _from_messages(row, data)
     prompt = _alpaca_prompt(row, data) if fmt == DataFormat.alpaca else _prompt(row, data)
@@ -130,7 +156,9 @@ def _user_prompt(text: str, row: dict[str, Any], data: DataConfig) -> list[Messa
         problem = f"invalid format string {data.prompt_template!r} ({e})"
         fix = "use named fields only, e.g. '{prompt} Be brief.'; write {{ and }} for literal braces"
         raise DataError("data.prompt_template", problem, fix, "prompt_template") from None
-    return _with_system([{"role": "user", "content": content}], data)
+    # One-shot/few-shot example turns sit between the system prompt and the question.
+    shots = [{"role": m["role"], "content": m["content"]} for m in data.few_shot]
+    return _with_system([*shots, {"role": "user", "content": content}], data)
 
 
 def _with_system(messages: list[Message], data: DataConfig) -> list[Message]:

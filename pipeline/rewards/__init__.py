@@ -41,7 +41,9 @@ def reward_names() -> list[str]:
 
 
 def get_reward(name: str) -> RewardFunc:
-    """The registered reward ``name``; UnknownRewardError lists the known names otherwise."""
+    """The registered reward ``name`` (or a dotted path pkg.module.fn); UnknownRewardError otherwise."""
+    if "." in name:
+        return _import_reward(name)
     try:
         return REWARDS[name]
     except KeyError:
@@ -50,6 +52,23 @@ def get_reward(name: str) -> RewardFunc:
             f"unknown reward {name!r}; known rewards: {known}. "
             "Set reward.terms.<term>.function to one of them."
         ) from None
+
+
+def _import_reward(path: str) -> RewardFunc:
+    """A user's reward function by dotted path; it receives completions plus every data column as kwargs."""
+    import importlib
+
+    module_name, _, attr = path.rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise UnknownRewardError(
+            f"reward {path!r} cannot be imported ({e}). Give a dotted path module.function importable from the "
+            "directory you run in (or an installed package), or a registered name: " + ", ".join(reward_names())
+        ) from None
+    if not callable(fn):
+        raise UnknownRewardError(f"reward {path!r} is a {type(fn).__name__}, not a function")
+    return fn
 
 
 def completion_text(completion: Any) -> str:
@@ -77,7 +96,7 @@ def build_reward_funcs(terms: Mapping[str, Any]) -> tuple[list[RewardFunc], list
     funcs: list[RewardFunc] = []
     weights: list[float] = []
     for term_name, term in terms.items():
-        function = _term_field(term, "function", None) or term_name
+        function = _term_field(term, "_target_", None) or _term_field(term, "function", None) or term_name
         fn = get_reward(function)
         bound = dict(_term_field(term, "kwargs", None) or {})
         _check_kwargs(term_name, function, fn, bound)
@@ -121,7 +140,7 @@ def _bind(term_name: str, fn: RewardFunc, bound: dict[str, Any]) -> RewardFunc:
 
 
 # Imported last: the modules register themselves through register_reward defined above.
-from pipeline.rewards import answer, format, length  # noqa: E402, F401
+from pipeline.rewards import answer, format, length, math_equiv, mcq, xml  # noqa: E402, F401
 
 __all__ = [
     "REWARDS",

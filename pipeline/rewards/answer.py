@@ -156,3 +156,8 @@ def _normalize_latex(text: str) -> str:
 
 def _normalize_text(text: str) -> str:
     return " ".join(text.strip(_EDGE_CHARS).rstrip(_EDGE_CHARS + ".").casefold().split())
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} in ``text`` (braces may nest), or None."""
+    return _last_boxed(text)

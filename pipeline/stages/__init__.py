@@ -15,6 +15,10 @@ def _runner(name: str) -> Callable[[RunConfig, Path], dict[str, Any]]:
         from pipeline.stages.sft import run_sft as runner
     elif name == "dpo":
         from pipeline.stages.dpo import run_dpo as runner
+    elif name == "group_pref":
+        from pipeline.stages.group_pref import run_group_pref as runner
+    elif name.startswith("sft_then_"):
+        from pipeline.stages.chain import run_chain as runner
     else:
         from pipeline.stages.grpo import run_grpo as runner
     return runner

@@ -21,8 +21,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from pipeline.config import Device, Precision, QuantMethod, RunConfig
 from pipeline.data import StageData, load_stage_data
 from pipeline.evaluate import Accuracy, heldout_accuracy
-from pipeline.modeling import check_device, load_model, load_tokenizer
+from pipeline.modeling import check_device, load_tokenizer
 from pipeline.monitoring import final_metrics, tensorboard_callback, write_json_atomic
+from pipeline.stages.init_from import load_start_model
 from pipeline.validation import split_batch
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
              f", {len(data.eval_prompts)} held-out problems" if data.eval_prompts is not None else "")
     check_device(cfg.hw)
     tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
-    model = load_model(cfg.model, cfg.quant, cfg.hw, cfg.paths.cache_dir)
+    # the base model, or a previous stage's result (init_from: chained stages)
+    model = load_start_model(cfg)
     if cfg.quant.method != QuantMethod.none:
         from peft import prepare_model_for_kbit_training
 
@@ -77,7 +79,7 @@ def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         "learning_rate": stage.learning_rate,
         "lr_scheduler_type": stage.lr_scheduler,
         # transformers 5: a float in [0, 1) is a fraction of the total steps
-        "warmup_steps": stage.warmup_ratio,
+        "warmup_steps": stage.warmup_steps or stage.warmup_ratio,
         "num_train_epochs": stage.num_epochs,
         "max_steps": cfg.max_steps,
         "weight_decay": stage.weight_decay,
@@ -126,6 +128,7 @@ def finish(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> d
         "accuracy_after": after.value if after else None,
         "eval_problems": after.total if after else 0,
         "dropped_rows": prep.data.drops.total,
+        "dropped_by_reason": {reason: r.count for reason, r in prep.data.drops.reasons.items()},
         "final_dir": str(final),
     }
     if is_rank_zero():
