@@ -1,0 +1,67 @@
+"""Benchmark cases: the same workload expressed as pipeline overrides and as plain-TRL baseline arguments.
+
+The baseline (bench/baseline.py) composes the same overrides only to get the same weights, rows, global batch,
+lengths, learning rate, steps, seed and dtype, then builds TRL's trainer the way the TRL docs show, keeping TRL's
+defaults for everything else. What differs is only what our pipeline chooses on top of TRL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    stage: str
+    # pipeline/run.py overrides (model, data, batch, lengths); the harness adds steps, output and cache paths
+    ours: list[str]
+    steps: int
+    # completions per optimizer step (GRPO) or rows per step (SFT/DPO)
+    batch: int
+    needs_cuda: bool = False
+    notes: str = ""
+    extra_files: list[Path] = field(default_factory=list)
+
+
+SMOL = ["model=smollm2_135m", "peft=lora", "logging=none", "data.arithmetic.num_eval=0"]
+
+CASES = {
+    "grpo_cpu": Case(
+        name="grpo_cpu", stage="grpo", steps=4, batch=32,
+        ours=[*SMOL, "stage=grpo", "stage.batch_size=32", "stage.num_generations=4",
+              "stage.max_completion_length=64", "stage.learning_rate=3e-4"],
+        notes="SmolLM2-135M + LoRA r16, 8 prompts x 4 completions x 64 tokens, arithmetic prompts",
+    ),
+    "sft_cpu": Case(
+        name="sft_cpu", stage="sft", steps=6, batch=8,
+        ours=[*SMOL, "stage=sft", "data=jsonl", f"data.path={GSM8K}",
+              "data.columns={question: prompt, answer: completion}", "stage.batch_size=8",
+              "stage.max_length=512", "stage.learning_rate=2e-4"],
+        notes="SmolLM2-135M + LoRA r16, GSM8K question -> worked answer (mixed lengths, 60-400 tokens)",
+        extra_files=[GSM8K],
+    ),
+    "dpo_cpu": Case(
+        name="dpo_cpu", stage="dpo", steps=4, batch=8,
+        ours=[*SMOL, "stage=dpo", "stage.batch_size=8", "stage.max_length=128", "stage.learning_rate=5e-5"],
+        notes="SmolLM2-135M + LoRA r16, arithmetic preference pairs (rejected = wrong sum)",
+    ),
+    "grpo_gpu": Case(
+        name="grpo_gpu", stage="grpo", steps=5, batch=64, needs_cuda=True,
+        ours=["model=qwen2.5_0.5b_shape", "peft=lora", "logging=none", "data.arithmetic.num_eval=0", "hw=single_4090",
+              "stage=grpo", "stage.batch_size=64", "stage.num_generations=8", "stage.max_completion_length=256"],
+        notes="Qwen2.5-0.5B shapes (random weights) + LoRA, 8 prompts x 8 completions x 256 tokens, bf16",
+    ),
+    "sft_gpu": Case(
+        name="sft_gpu", stage="sft", steps=10, batch=16, needs_cuda=True,
+        ours=["model=qwen2.5_0.5b_shape", "peft=full", "logging=none", "data.arithmetic.num_eval=0", "hw=single_4090",
+              "stage=sft", "data=jsonl", f"data.path={GSM8K}", "data.columns={question: prompt, answer: completion}",
+              "stage.batch_size=16", "stage.max_length=1024"],
+        notes="Qwen2.5-0.5B shapes (random weights), full fine-tuning, GSM8K mixed lengths, bf16",
+        extra_files=[GSM8K],
+    ),
+}

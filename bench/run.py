@@ -1,0 +1,110 @@
+"""Benchmark harness: our pipeline vs a plain-TRL baseline on the same workload, measured in the same run.
+
+    python bench/run.py grpo_cpu [--repeats 2] [--steps N]
+
+Each side runs as its own process, alternating (ours, baseline, ours, baseline, ...) so drift in machine load hits
+both. Throughput comes from what TRL logs on both sides (TensorBoard scalars); peak memory is the child's max RSS
+on CPU (os.wait4) or torch.cuda.max_memory_allocated on GPU. Prints one table, saves JSON under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cases import CASES, REPO, Case
+from measure import Measurement, read_run
+
+RESULTS = REPO / "bench" / "results"
+METRICS = ("samples_per_s", "tokens_per_s", "gen_tokens_per_s", "step_time_s", "peak_mem_gb")
+HIGHER_IS_BETTER = {"samples_per_s", "tokens_per_s", "gen_tokens_per_s"}
+
+
+def run_side(side: str, case: Case, steps: int, out: Path) -> Measurement:
+    common = [*case.ours, f"max_steps={steps}", f"paths.cache_dir={REPO / '.cache' / 'pipeline'}"]
+    if side == "ours":
+        cmd = [sys.executable, str(REPO / "pipeline" / "run.py"), *common, "logging=tensorboard", f"output_dir={out}"]
+    else:
+        cmd = [sys.executable, str(REPO / "bench" / "baseline.py"), str(out), *common]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    log = (out.parent / f"{out.name}.log").open("w")
+    started = time.time()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    # wait4 gives this child's own rusage: ru_maxrss is its peak resident memory (KiB on Linux).
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{side} run of {case.name} failed; see {log.name} in {out.parent}")
+    return read_run(out, side, case, peak_rss_gb=usage.ru_maxrss / 2**20, wall_s=time.time() - started)
+
+
+def table(case: Case, runs: dict[str, list[Measurement]]) -> tuple[str, dict]:
+    rows, summary = [], {}
+    header = f"| {case.name} | ours | plain TRL | ours / TRL |\n|---|---|---|---|"
+    for metric in METRICS:
+        ours = statistics.median(getattr(m, metric) for m in runs["ours"])
+        base = statistics.median(getattr(m, metric) for m in runs["baseline"])
+        if not ours and not base:
+            continue
+        ratio = ours / base if base else float("nan")
+        summary[metric] = {"ours": ours, "baseline": base, "ratio": ratio}
+        better = "" if metric in HIGHER_IS_BETTER else " (lower is better)"
+        rows.append(f"| {metric}{better} | {ours:.3f} | {base:.3f} | {ratio:.2f}x |")
+    return "\n".join([header, *rows]), summary
+
+
+def machine() -> dict:
+    import torch
+
+    desc = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        desc["gpu"] = torch.cuda.get_device_name(0)
+    return desc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("case", choices=sorted(CASES))
+    parser.add_argument("--repeats", type=int, default=2, help="pairs of runs; medians are reported")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the case's)")
+    args = parser.parse_args()
+    case = CASES[args.case]
+    if case.needs_cuda and not _has_cuda():
+        print(f"{case.name}: skipped, needs CUDA and none is visible")
+        return
+    missing = [str(f) for f in case.extra_files if not f.exists()]
+    if missing:
+        raise SystemExit(f"{case.name} needs {', '.join(missing)}")
+    steps = args.steps or case.steps
+    runs: dict[str, list[Measurement]] = {"ours": [], "baseline": []}
+    with tempfile.TemporaryDirectory(prefix=f"bench-{case.name}-") as tmp:
+        for i in range(args.repeats):
+            for side in ("ours", "baseline"):
+                runs[side].append(run_side(side, case, steps, Path(tmp) / f"{side}{i}"))
+                print(f"{side} #{i}: {runs[side][-1]}", flush=True)
+    text, summary = table(case, runs)
+    print(f"\n{case.notes}; {steps} steps, {args.repeats} pair(s), medians\n{text}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    payload = {"case": case.name, "notes": case.notes, "steps": steps, "repeats": args.repeats, "date": stamp,
+               "machine": machine(), "summary": summary,
+               "runs": {side: [m.__dict__ for m in ms] for side, ms in runs.items()}}
+    (RESULTS / f"{case.name}-{stamp}.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    main()
