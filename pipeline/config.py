@@ -34,6 +34,13 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+class Launcher(str, Enum):
+    # How run.py re-launches itself when the hw profile wants more than one process (pipeline/launch.py).
+    accelerate = "accelerate"
+    deepspeed = "deepspeed"
+    torchrun = "torchrun"
+
+
 class PeftMethod(str, Enum):
     lora = "lora"
     full = "full"
@@ -288,6 +295,28 @@ class HwConfig:
     eval_batch: int = 50
     # CPU threads for torch; null keeps torch's default (all cores).
     torch_threads: int | None = None
+    # Memory of one device in GB: the dry run's per-GPU estimate warns above it; null = not checked (CPU).
+    memory_gb: float | None = None
+    # Engine that starts the processes when num_processes x num_nodes > 1 and run.py was started plainly.
+    launcher: Launcher = Launcher.accelerate
+    # DeepSpeed hostfile ("host slots=N" lines) for multi-node runs; relative to the repo root or absolute.
+    hostfile: str | None = None
+    # Rendezvous of rank 0 for multi-node accelerate/torchrun; overridden by MASTER_ADDR / MASTER_PORT.
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+
+
+@dataclass
+class ZeroConfig:
+    # DeepSpeed ZeRO profile; the hw profile picks a default, `zero=<name>` overrides it.
+    name: str = "none"
+    # 0 = DeepSpeed off (plain DDP when several processes); 1 optimizer, 2 + gradients, 3 + weights partitioned.
+    stage: int = 0
+    # JSON in ds_configs/ (or an absolute path); its "auto" values are filled from this config by the Trainer.
+    config_file: str | None = None
+    # Optimizer states (and for stage 3 weights) live in CPU RAM: fits bigger models, slower steps.
+    offload_optimizer: bool = False
+    offload_params: bool = False
 
 
 @dataclass
@@ -318,6 +347,7 @@ class RunConfig:
     peft: PeftConfig = MISSING
     quant: QuantConfig = MISSING
     hw: HwConfig = MISSING
+    zero: ZeroConfig = MISSING
     logging: LoggingConfig = MISSING
     paths: PathsConfig = MISSING
     seed: int = 42
@@ -330,6 +360,8 @@ class RunConfig:
     # Start from a previous run's final/ dir: a LoRA adapter is merged into the base first, a full model replaces
     # model.path. Chained stages set it for each later stage.
     init_from: str | None = None
+    # Print the composed config, the launch command and a per-GPU memory estimate; load and train nothing.
+    dry_run: bool = False
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -346,6 +378,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "peft": {"base_peft": PeftConfig},
     "quant": {"base_quant": QuantConfig},
     "hw": {"base_hw": HwConfig},
+    "zero": {"base_zero": ZeroConfig},
     "logging": {"base_logging": LoggingConfig},
     "paths": {"base_paths": PathsConfig},
 }

@@ -6,6 +6,7 @@ into a safetensors cache, so quantization, dtype and device handling have a sing
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -122,8 +123,17 @@ def model_dir(model: ModelConfig, cache_dir: str) -> str:
     key = json.dumps({"name": model.name, "path": model.path, "gguf": model.gguf_file, "arch": model.arch})
     target = Path(cache_dir) / f"{model.name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     if not (target / "config.json").exists():
-        _materialise(model, target)
+        _materialise_once(model, target)
     return str(target)
+
+
+def _materialise_once(model: ModelConfig, target: Path) -> None:
+    # Every rank of a launch arrives here at once: one converts under a file lock, the others wait and reuse it.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").exists():
+            _materialise(model, target)
 
 
 def _materialise(model: ModelConfig, target: Path) -> None:

@@ -17,23 +17,36 @@ from omegaconf import DictConfig  # noqa: E402
 
 from pipeline.argv import strip_launcher_args  # noqa: E402
 from pipeline.config import register_configs  # noqa: E402
+from pipeline.launch import dispatch, rank_argv  # noqa: E402
 
 strip_launcher_args(sys.argv)
+rank_argv(sys.argv)
 register_configs()
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     # Cross-field checks run here, before torch is imported; the stages import it.
-    from pipeline.validation import to_run_config
-
-    run_cfg = to_run_config(cfg)
     from hydra.core.hydra_config import HydraConfig
 
-    from pipeline.stages import run_stage
+    from pipeline.sweep import refused_in_sweep
+    from pipeline.validation import to_run_config
 
     # Hydra's runtime dir is output_dir for a single run and the job's own subdir in a --multirun sweep.
-    run_stage(run_cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        run_cfg = to_run_config(cfg)
+    except ValueError as err:
+        if refused_in_sweep(err, run_dir):  # a sweep records the refusal and goes on to its next job
+            return
+        raise
+    # A dry run prints and stops; a multi-process profile started plainly re-launches through its launcher.
+    if dispatch(cfg, run_cfg, list(hydra_cfg.overrides.task), run_dir):
+        return
+    from pipeline.stages import run_stage
+
+    run_stage(run_cfg, run_dir)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def validate(cfg: RunConfig) -> None:
         *_check_batch(cfg),
         *_check_data(cfg),
         *_check_rewards(cfg),
+        *_check_distributed(cfg),
     ]
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
@@ -185,4 +186,40 @@ def _check_rewards(cfg: RunConfig) -> list[str]:
             detail = str(e) if "." in name else f"Known rewards: {', '.join(known)}."
             problems.append(f"reward.terms.{term}: unknown reward '{name}'. {detail} "
                             f"Set reward.terms.{term}.function to one of them.")
+    return problems
+
+
+# ---- distributed: ZeRO profiles, hostfiles, the launcher's world size (issue 3) -------------------------------
+
+
+def _check_distributed(cfg: RunConfig) -> list[str]:
+    from pipeline.launch import hostfile_problems, launched_world_problems
+
+    zero, quant = cfg.zero, cfg.quant.method
+    problems = [*hostfile_problems(cfg), *launched_world_problems(cfg)]
+    if zero.stage >= 3 and quant != QuantMethod.none:
+        problems.append(
+            f"quant={quant.value} with zero={zero.name}: ZeRO-3 cannot partition 4-bit/8-bit base weights "
+            "(DeepSpeed #7096, peft #2016). Use zero=zero2 (or zero2_offload) with QLoRA, or quant=none with ZeRO-3."
+        )
+    if zero.stage == 0 and (zero.offload_optimizer or zero.offload_params):
+        problems.append(
+            f"zero={zero.name} offloads to CPU but has no ZeRO stage: offload is a DeepSpeed feature. "
+            "Pick zero=zero2_offload or zero=zero3_offload."
+        )
+    elif zero.offload_params and zero.stage < 3:
+        problems.append(f"zero.offload_params=true needs ZeRO-3 (zero={zero.name}): pick zero=zero3_offload.")
+    if zero.stage and not zero.config_file:
+        problems.append(f"zero={zero.name} has stage {zero.stage} but no zero.config_file: name a JSON in ds_configs/.")
+    if zero.stage:
+        import importlib.util
+
+        from pipeline.launch import ds_config_path
+
+        if importlib.util.find_spec("deepspeed") is None:
+            problems.append(
+                f"zero={zero.name} needs the deepspeed package: pip install -c constraints.txt deepspeed, or zero=none."
+            )
+        if zero.config_file and not ds_config_path(cfg).is_file():
+            problems.append(f"zero.config_file={zero.config_file}: not found in ds_configs/ nor as a path.")
     return problems

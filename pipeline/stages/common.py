@@ -97,6 +97,8 @@ def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         "fp16": hw.precision == Precision.fp16,
         "gradient_checkpointing": hw.gradient_checkpointing,
         "gradient_checkpointing_kwargs": {"use_reentrant": False} if hw.gradient_checkpointing else None,
+        # the zero profile's JSON; its "auto" values are filled from the values above, so they cannot disagree
+        "deepspeed": _deepspeed_config(cfg),
     }
 
 
@@ -119,6 +121,10 @@ def finish(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> d
         "peft": cfg.peft.method.value,
         "quant": cfg.quant.method.value,
         "hw": cfg.hw.name,
+        "zero": cfg.zero.name,
+        "world_size": trainer.args.world_size,
+        # what really ran: DeepSpeed's ZeRO stage as the engine reports it, or DDP / one process
+        "engine": _engine(trainer),
         "run_id": cfg.run_id,
         "steps": steps,
         "wall_time_s": round(time.time() - prep.started, 2),
@@ -131,6 +137,8 @@ def finish(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> d
         "dropped_by_reason": {reason: r.count for reason, r in prep.data.drops.reasons.items()},
         "final_dir": str(final),
     }
+    # every rank says it trained: the evidence that all of them took part
+    log.info("rank %d/%d finished %d optimizer steps", trainer.args.process_index, trainer.args.world_size, steps)
     if is_rank_zero():
         write_json_atomic(run_dir / "summary.json", summary)
         _report(summary)
@@ -138,15 +146,40 @@ def finish(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> d
 
 
 def _accuracy(cfg, run_dir, model, tokenizer, data: StageData, phase: str) -> Accuracy | None:
-    if data.eval_prompts is None or not is_rank_zero():
+    # Once ZeRO-3 has partitioned the weights, each forward gathers them from every rank: generation on rank 0
+    # alone would hang, so all ranks generate the same problems (generate syncs their steps); rank 0 writes.
+    partitioned = cfg.zero.stage >= 3 and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+    if data.eval_prompts is None or not (is_rank_zero() or partitioned):
         return None
     acc = heldout_accuracy(
         model, tokenizer, data.eval_prompts,
         max_new_tokens=cfg.stage.eval_max_new_tokens, batch_size=cfg.hw.eval_batch,
-        predictions_path=run_dir / "samples" / f"eval_{phase}.jsonl",
+        predictions_path=run_dir / "samples" / f"eval_{phase}.jsonl" if is_rank_zero() else None,
     )
+    if not is_rank_zero():
+        return None
     log.info("held-out accuracy %s training: %.3f (%d/%d)", phase, acc.value, acc.correct, acc.total)
     return acc
+
+
+def _engine(trainer: Trainer) -> str:
+    if trainer.is_deepspeed_enabled:
+        return f"deepspeed-zero{trainer.accelerator.state.deepspeed_plugin.zero_stage}"
+    return "ddp" if trainer.args.world_size > 1 else "single"
+
+
+def _deepspeed_config(cfg: RunConfig) -> str | None:
+    from pipeline.launch import ds_config_path
+
+    path = ds_config_path(cfg)
+    if path is None:
+        return None
+    if cfg.hw.device == Device.cpu:
+        import deepspeed
+
+        # DeepSpeed would look for oneCCL on CPU; gloo it is, set before TrainingArguments reads the backend.
+        deepspeed.init_distributed(dist_backend="gloo")
+    return str(path)
 
 
 def _save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Path:
