@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pipeline.rewards.answer import is_correct
@@ -40,9 +41,10 @@ def heldout_accuracy(
     tokenizer.padding_side = "left"
     records = []
     try:
-        for start in range(0, len(problems), batch_size):
+        starts = range(0, len(problems), batch_size)
+        for start in tqdm(starts, desc="evaluate", unit="batch", disable=len(starts) < 2):
             rows = problems[start : start + batch_size]
-            completions = _generate(model, tokenizer, rows["prompt"], max_new_tokens)
+            completions = generate_greedy(model, tokenizer, rows["prompt"], max_new_tokens)
             for prompt, gold, text in zip(rows["prompt"], rows["answer"], completions, strict=True):
                 records.append({"prompt": prompt[-1]["content"], "answer": gold, "completion": text,
                                 "correct": is_correct(text, gold)})
@@ -55,16 +57,26 @@ def heldout_accuracy(
     return Accuracy(sum(r["correct"] for r in records), len(records))
 
 
-def _generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
+def generate_greedy(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
+    """Greedy completions of chat prompts; leaves the model's train/eval mode and padding side as they were."""
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    out = model.generate(
-        **batch,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    # Left padding keeps every prompt's last token adjacent to the tokens generated after it.
+    tokenizer.padding_side = "left"
+    try:
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
     return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)

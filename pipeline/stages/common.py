@@ -20,9 +20,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 
 from pipeline.config import Device, Precision, QuantMethod, RunConfig
 from pipeline.data import StageData, load_stage_data
+from pipeline.data.predictions import write_predictions
 from pipeline.evaluate import Accuracy, heldout_accuracy
+from pipeline.guards import NanGuard
 from pipeline.modeling import check_device, load_tokenizer
-from pipeline.monitoring import final_metrics, tensorboard_callback, write_json_atomic
+from pipeline.monitoring import best_metrics, build_callbacks, final_metrics, write_json_atomic
+from pipeline.resume import CheckpointCallback, SignalCheckpoint, resolve_resume
 from pipeline.stages.init_from import load_start_model
 from pipeline.validation import split_batch
 
@@ -88,6 +91,11 @@ def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         "logging_steps": stage.logging_steps,
         "save_strategy": "steps" if stage.save_steps > 0 else "no",
         "save_steps": stage.save_steps if stage.save_steps > 0 else 500,
+        # pipeline.resume keeps the newest checkpoint.keep complete checkpoints (the Trainer's own rotation
+        # cannot tell a half-written checkpoint from a complete one).
+        "save_total_limit": None,
+        # SFT/DPO batches carry input_ids to count; GRPO counts its own tokens.
+        "include_num_input_tokens_seen": "no" if stage.name == "grpo" else "non_padding",
         # TensorBoard is attached by `callbacks` with our directory; the rest go through report_to.
         "report_to": [t for t in cfg.logging.report_to if t != "tensorboard"] or "none",
         "run_name": f"{stage.name}-{cfg.run_id}",
@@ -103,9 +111,29 @@ def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def callbacks(cfg: RunConfig, run_dir: Path) -> list[TrainerCallback]:
-    if "tensorboard" in cfg.logging.report_to and is_rank_zero():
-        return [tensorboard_callback(run_dir)]
-    return []
+    # NanGuard on every rank (each holds gradients); monitoring and checkpoint marking on rank 0 only.
+    found: list[TrainerCallback] = [NanGuard()]
+    if cfg.checkpoint.save_on_signal:
+        found.append(SignalCheckpoint())
+    if is_rank_zero():
+        found.append(CheckpointCallback(run_dir, cfg.checkpoint.keep))
+        found += build_callbacks(run_dir, cfg.logging, cfg.stage.batch_size)
+    return found
+
+
+def train(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> None:
+    """trainer.train(), resumed when asked; exits with 128+signal after a SIGTERM/SIGINT checkpoint."""
+    checkpoint = resolve_resume(cfg.resume, run_dir)
+    for callback in trainer.callback_handler.callbacks:
+        if hasattr(callback, "bind"):
+            callback.bind(trainer, prep.data.eval_prompts)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, SignalCheckpoint)), None)
+    if stopper is not None and stopper.received is not None:
+        # No final/ and no summary: the run is not finished, and nothing may look as if it were.
+        log.warning("stopped by signal %d at step %d; checkpoint saved in %s. Continue with: resume=auto "
+                    "output_dir=%s", stopper.received, trainer.state.global_step, run_dir / "checkpoints", run_dir)
+        raise SystemExit(128 + stopper.received)
 
 
 def finish(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> dict[str, Any]:
@@ -113,6 +141,9 @@ def finish(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> d
     train_seconds = time.time() - prep.started
     final = _save_final(trainer, prep.tokenizer, run_dir)
     after = _accuracy(cfg, run_dir, trainer.model, prep.tokenizer, prep.data, "after")
+    if is_rank_zero():
+        # e.g. the MCQ recipe's id,answer submission file, from the held-out completions just written
+        write_predictions(cfg.data, run_dir, prep.data.eval_prompts)
     steps = trainer.state.global_step
     summary = {
         "stage": cfg.stage.name,
@@ -130,6 +161,7 @@ def finish(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> d
         "wall_time_s": round(time.time() - prep.started, 2),
         "seconds_per_step": round(_train_runtime(trainer, train_seconds) / max(steps, 1), 3),
         "metrics": final_metrics(trainer.state.log_history),
+        "best": best_metrics(trainer.state.log_history),
         "accuracy_before": prep.accuracy_before.value if prep.accuracy_before else None,
         "accuracy_after": after.value if after else None,
         "eval_problems": after.total if after else 0,

@@ -14,7 +14,7 @@ from trl import SFTConfig, SFTTrainer
 
 from pipeline.config import RunConfig
 from pipeline.modeling import lora_config
-from pipeline.stages.common import callbacks, finish, prepare, training_args
+from pipeline.stages.common import callbacks, finish, prepare, train, training_args
 
 
 def run_sft(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
@@ -32,5 +32,5 @@ def run_sft(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         peft_config=lora_config(cfg.peft),
         callbacks=callbacks(cfg, run_dir),
     )
-    trainer.train()
+    train(cfg, run_dir, trainer, prep)
     return finish(cfg, run_dir, trainer, prep)
