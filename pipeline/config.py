@@ -327,6 +327,20 @@ class LoggingConfig:
     wandb_project: str = "pipeline"
     # online | offline: offline writes to the run dir only; the key comes from WANDB_API_KEY, never config.
     wandb_mode: str = "offline"
+    # Every N optimizer steps, generated completions (prompt, completion, each reward) go to TensorBoard as text
+    # and to <run>/samples/completions.jsonl; 0 turns it off.
+    samples_every: int = 5
+    # Completions shown per sample event (the first ones of the latest generation batch).
+    samples_shown: int = 4
+
+
+@dataclass
+class CheckpointConfig:
+    # Complete checkpoints kept in <run>/checkpoints (the oldest are deleted); 0 keeps all. The save interval is
+    # stage.save_steps.
+    keep: int = 2
+    # SIGTERM/SIGINT finish the current step, save a checkpoint and exit (Slurm sends SIGTERM before killing).
+    save_on_signal: bool = True
 
 
 @dataclass
@@ -362,6 +376,10 @@ class RunConfig:
     init_from: str | None = None
     # Print the composed config, the launch command and a per-GPU memory estimate; load and train nothing.
     dry_run: bool = False
+    # null: start fresh; auto: the newest complete checkpoint in <output_dir>/checkpoints (fresh when none);
+    # a path: that checkpoint. Give the same output_dir (or RUN_ID) as the interrupted run.
+    resume: str | None = None
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
