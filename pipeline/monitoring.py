@@ -212,3 +212,24 @@ def _cell(text: str) -> str:
 
 def _number(value: Any) -> str:
     return "" if value is None else f"{float(value):.3g}"
+
+
+# ---- wandb (opt-in) -------------------------------------------------------------------------------------------
+
+
+def wandb_env(logging: LoggingConfig, run_dir: Path) -> None:
+    """Point wandb at the run dir and the configured mode. The API key is read by wandb itself from
+    WANDB_API_KEY (or its own login); it never passes through our config, so it cannot land in .hydra/."""
+    if "wandb" not in logging.report_to:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        raise RuntimeError("logging=wandb but the wandb package is not installed. Fix: pip install -e '.[wandb]', "
+                           "or logging=tensorboard.")
+    if logging.wandb_mode not in ("online", "offline"):
+        raise ValueError(f"logging.wandb_mode={logging.wandb_mode}: use online or offline.")
+    # The environment wins: WANDB_MODE=disabled in CI, or a site-wide WANDB_DIR, keep working.
+    os.environ.setdefault("WANDB_MODE", logging.wandb_mode)
+    os.environ.setdefault("WANDB_PROJECT", logging.wandb_project)
+    os.environ.setdefault("WANDB_DIR", str(run_dir))

@@ -24,7 +24,8 @@ from pipeline.data.predictions import write_predictions
 from pipeline.evaluate import Accuracy, heldout_accuracy
 from pipeline.guards import NanGuard
 from pipeline.modeling import check_device, load_tokenizer
-from pipeline.monitoring import best_metrics, build_callbacks, final_metrics, write_json_atomic
+from pipeline.monitoring import best_metrics, build_callbacks, final_metrics, wandb_env, write_json_atomic
+from pipeline.plot import plot_run
 from pipeline.resume import CheckpointCallback, SignalCheckpoint, resolve_resume
 from pipeline.stages.init_from import load_start_model
 from pipeline.validation import split_batch
@@ -112,6 +113,7 @@ def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
 
 def callbacks(cfg: RunConfig, run_dir: Path) -> list[TrainerCallback]:
     # NanGuard on every rank (each holds gradients); monitoring and checkpoint marking on rank 0 only.
+    wandb_env(cfg.logging, run_dir)
     found: list[TrainerCallback] = [NanGuard()]
     if cfg.checkpoint.save_on_signal:
         found.append(SignalCheckpoint())
@@ -173,6 +175,7 @@ def finish(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> d
     log.info("rank %d/%d finished %d optimizer steps", trainer.args.process_index, trainer.args.world_size, steps)
     if is_rank_zero():
         write_json_atomic(run_dir / "summary.json", summary)
+        plot_run(run_dir)
         _report(summary)
     return summary
 
