@@ -67,6 +67,10 @@ def _needs(formats: Sequence[DataFormat]) -> str:
     return " | ".join(f"{f.value}: {'/'.join(REQUIRED[f])}" for f in formats)
 
 
+def _explicit(stage: str) -> list[str]:
+    return [f.value for f in STAGE_FORMATS[stage] if f in _EXPLICIT_ONLY] or ["a format the stage accepts"]
+
+
 def resolve_format(fmt: DataFormat | str, stage: str, columns: set[str], source: str) -> DataFormat:
     """The configured format, or for auto the first one the stage accepts whose columns the first row has."""
     fmt = DataFormat(fmt)
@@ -88,7 +92,8 @@ def resolve_format(fmt: DataFormat | str, stage: str, columns: set[str], source:
         problem = f"stage {stage} needs {wanted} columns; found {found}"
         raise DataError(source, problem, f"provide them or map yours with data.columns={{{example}, ...}}{also}")
     problem = f"no data format matches the first row's columns {found}; formats need {_needs(list(REQUIRED))}"
-    raise DataError(source, problem, "rename columns with data.columns (e.g. {question: prompt}) or set them")
+    fix = "rename columns with data.columns (e.g. {question: prompt}) or set them"
+    raise DataError(source, problem, f"{fix}; or set data.format to one of {', '.join(_explicit(stage))}")
 
 
 def convert(row: dict[str, Any], fmt: DataFormat, view: str, data: DataConfig) -> dict[str, Any]:

@@ -7,7 +7,7 @@ whose summary.json and final/ exist is skipped, so re-running the same command (
 an interruption resumes at the first unfinished stage.
 
     python pipeline/run.py experiment=medical_sft_then_grpo_qwen3
-    python pipeline/run.py stage=sft_then_dpo data=jsonl data.path=pairs.jsonl 'stage.data={sft: {columns: {chosen: completion}}}'
+    python pipeline/run.py stage=sft_then_dpo data=jsonl data.path=pairs.jsonl   # SFT on chosen, then DPO
 
 This module stays light at import time: validation expands chains with `sub_configs` before torch loads.
 """
