@@ -12,7 +12,9 @@ from pipeline.rewards import completion_text, register_reward
 # Markers that introduce the final choice, strongest first; full-width colons are common in Chinese text.
 _MARKED = [
     re.compile(r"<answer>\s*\(?([A-D])\b", re.IGNORECASE),
-    re.compile(r"(?:答案|答|正確答案|正确答案|選擇|选择)\s*(?:是|為|为)?\s*[:：]?\s*\(?([A-D])(?![A-Za-z])", re.IGNORECASE),
+    re.compile(
+        r"(?:答案|答|正確答案|正确答案|選擇|选择)\s*(?:是|為|为)?\s*[:：]?\s*\(?([A-D])(?![A-Za-z])", re.IGNORECASE
+    ),
     re.compile(r"\banswer\s*(?:is)?\s*[:：]?\s*\(?([A-D])\b", re.IGNORECASE),
 ]
 _BARE = re.compile(r"^\(?([A-D])[).。.]?$")
