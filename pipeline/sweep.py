@@ -58,14 +58,18 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         else:
             row["status"] = "failed"
         rows.append(row)
+    # the overrides that differ between jobs: what the sweep varied (the rest is common to all of them)
+    common = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
+    for row in rows:
+        row["swept"] = [o for o in row["overrides"] if o not in common]
     return rows
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = ["job", "overrides", "status", *COLUMNS]
+    head = ["job", "swept", "status", *COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        values = [str(row["job"]), " ".join(row["overrides"]), row["status"]]
+        values = [str(row["job"]), " ".join(row["swept"]), row["status"]]
         for keys in COLUMNS.values():
             found = next((src[k] for k in keys for src in (row, row.get("metrics", {})) if src.get(k) is not None),
                          None)

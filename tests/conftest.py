@@ -15,6 +15,9 @@ from pipeline.config import register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
+# DeepSpeed JIT-builds its CPU ops (shm_comm ~40 s, cpu_adam ~55 s) on first use: one build for every test, every
+# session and every rank, under the repo's git-ignored .cache/.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 
 # Small, fast settings for the tiny random model; each e2e run stays a few seconds after imports.
 TINY = [

@@ -1,0 +1,132 @@
+"""Two gloo processes on the CPU through every way a user starts them; each run dir is read back.
+
+The self re-launch (`python pipeline/run.py hw=cpu_2proc`), the typed `deepspeed` launcher (ZeRO-2 and ZeRO-3, SFT
+and GRPO with LoRA), a typed `accelerate launch`, and a two-"node" torchrun (node ranks 0 and 1 on 127.0.0.1).
+Every run must show: world size 2 in the trainer, both ranks finishing their steps, one run dir, artefacts written
+by rank 0 only, and a final adapter that is non-empty, trained and loadable (ZeRO-3 + LoRA can save empty ones).
+A 2x2 Hydra multirun then checks per-job run dirs and the sweep summary.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from pipeline.launch import free_port
+from tests.conftest import REPO, TINY, offline_env
+from tests.test_e2e import _adapter_loads_onto_the_base
+
+RUN = str(REPO / "pipeline" / "run.py")
+STAGE_ARGS = {
+    "sft": ["stage=sft", "stage.batch_size=8"],
+    # a dense reward, so a random model still gets non-zero advantages and LoRA B moves
+    "grpo": ["stage=grpo", "stage.batch_size=8", "stage.num_generations=4", "stage.max_completion_length=8",
+             "reward=shaped"],
+}
+# 2 ranks x micro-batch 4 = the global batch of 8: one micro-batch per rank per step
+TWO_RANKS = ["hw=cpu_2proc", "hw.micro_batch=4"]
+
+
+def args(stage: str, root: Path, cache: Path, *extra: str) -> list[str]:
+    return [*STAGE_ARGS[stage], *TINY, *TWO_RANKS, f"paths.output_root={root}", f"paths.cache_dir={cache}", *extra]
+
+
+def launch(command: list[str], cwd: Path, run_id: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = offline_env(RUN_ID=run_id, OMP_NUM_THREADS="1")
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "PIPELINE_LAUNCHED"):
+        env.pop(key, None)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def check_two_rank_run(root: Path, stage: str, output: str, engine: str, cache: Path) -> dict:
+    """The assertions every 2-process run must pass; returns summary.json."""
+    runs = [p for p in (root / stage).iterdir() if p.is_dir()]
+    assert len(runs) == 1, f"one run dir expected (shared RUN_ID), found {runs}"
+    run = runs[0]
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["world_size"], summary["engine"], summary["steps"]) == (2, engine, 2)
+    # both ranks trained their 2 optimizer steps; only rank 0 writes the log file
+    assert "rank 0/2 finished 2 optimizer steps" in output and "rank 1/2 finished 2 optimizer steps" in output
+    log_file = (run / "run.log").read_text()
+    assert "rank 0/2 finished" in log_file and "rank 1/2" not in log_file
+    # rank-0-only artefacts: one TensorBoard event file, one held-out record per phase, no half-saved model
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
+    assert (run / "samples" / "eval_after.jsonl").read_text().count("\n") == 8
+    assert (run / ".hydra" / "config.yaml").exists() and not (run / "final.partial").exists()
+    adapter = load_file(str(run / "final" / "adapter_model.safetensors"))
+    assert adapter and all(t.numel() > 0 for t in adapter.values()), "empty adapter tensors (ZeRO-3 + LoRA trap)"
+    assert any(t.abs().max() > 0 for k, t in adapter.items() if "lora_B" in k), "the adapter never trained"
+    _adapter_loads_onto_the_base(run / "final", cache)
+    return summary
+
+
+def test_plain_python_relaunches_itself_through_accelerate(tmp_path: Path, model_cache: Path) -> None:
+    proc = launch([sys.executable, RUN, *args("grpo", tmp_path, model_cache)], tmp_path, "relaunch")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    output = proc.stdout + proc.stderr
+    assert "re-launching 2 processes: accelerate launch --multi_gpu --num_processes 2" in output
+    check_two_rank_run(tmp_path, "grpo", output, "ddp", model_cache)
+
+
+@pytest.mark.parametrize(("zero", "stage"), [("zero2", "sft"), ("zero2", "grpo"), ("zero3", "sft"), ("zero3", "grpo")])
+def test_deepspeed_launcher(zero: str, stage: str, tmp_path: Path, model_cache: Path) -> None:
+    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
+               str(free_port()), RUN, *args(stage, tmp_path, model_cache, f"zero={zero}")]
+    proc = launch(command, tmp_path, f"ds-{zero}-{stage}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    output = proc.stdout + proc.stderr
+    # the launcher appended --local_rank to each rank's argv, and Hydra never saw it
+    assert "--local_rank=" in output and "unrecognized arguments" not in output
+    check_two_rank_run(tmp_path, stage, output, f"deepspeed-{zero}", model_cache)
+
+
+def test_accelerate_launch_as_typed(tmp_path: Path, model_cache: Path) -> None:
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--main_process_port",
+               str(free_port()), RUN, *args("sft", tmp_path, model_cache)]
+    proc = launch(command, tmp_path, "accelerate")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    check_two_rank_run(tmp_path, "sft", proc.stdout + proc.stderr, "ddp", model_cache)
+
+
+def test_torchrun_two_nodes_on_localhost(tmp_path: Path, model_cache: Path) -> None:
+    port = str(free_port())
+    overrides = args("sft", tmp_path, model_cache, "hw.num_processes=1", "hw.num_nodes=2")
+    nodes = []
+    for node_rank in ("0", "1"):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", node_rank,
+                   "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", port, RUN, *overrides]
+        env = offline_env(RUN_ID="torchrun", OMP_NUM_THREADS="1")
+        nodes.append(subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "rank 1/2 finished" in outputs[1] and "rank 0/2 finished" in outputs[0]
+    check_two_rank_run(tmp_path, "sft", "".join(outputs), "ddp", model_cache)
+
+
+def test_multirun_2x2_gives_four_run_dirs_and_a_sweep_summary(tmp_path: Path, model_cache: Path) -> None:
+    command = [sys.executable, RUN, "-m", "peft=lora,full", "quant=none,nf4", *STAGE_ARGS["sft"], *TINY,
+               f"paths.output_root={tmp_path}", f"paths.cache_dir={model_cache}"]
+    proc = launch(command, tmp_path, "sweep")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    sweep = tmp_path / "multirun" / "sweep"
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert jobs == ["0", "1", "2", "3"]
+    rows = json.loads((sweep / "sweep_summary.json").read_text())
+    by_overrides = {" ".join(r["swept"]): r for r in rows}
+    assert set(by_overrides) == {"peft=lora quant=none", "peft=lora quant=nf4", "peft=full quant=none",
+                                 "peft=full quant=nf4"}
+    # 4-bit weights cannot be fully fine-tuned: that job is refused with the fix, the sweep goes on
+    refused = by_overrides["peft=full quant=nf4"]
+    assert refused["status"] == "refused" and "Set peft=lora" in refused["reason"]
+    for name in ("peft=lora quant=none", "peft=lora quant=nf4", "peft=full quant=none"):
+        row = by_overrides[name]
+        assert row["status"] == "done" and row["steps"] == 2 and row["metrics"]["train_loss"] > 0
+        assert Path(row["dir"], "final").is_dir()
+    table = (sweep / "sweep_summary.md").read_text()
+    assert table.startswith("| job | swept | status | loss |") and table.count("| done |") == 3
