@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from pipeline.config import RunConfig
 from pipeline.modeling import lora_config
-from pipeline.stages.common import callbacks, finish, prepare, training_args
+from pipeline.stages.common import callbacks, finish, prepare, train, training_args
 
 
 # ---- the loss -------------------------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def run_group_pref(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     else:
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     # ---- data: tokenised once; the collator pads per batch
-    train = prep.data.train.map(
+    groups = prep.data.train.map(
         lambda row: tokenize_group(row, tokenizer, stage.max_length, stage.max_responses),
         remove_columns=prep.data.train.column_names,
     )
@@ -181,12 +181,13 @@ def run_group_pref(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     trainer = GroupPrefTrainer(
         model=model,
         args=args,
-        train_dataset=train,
+        train_dataset=groups,
         data_collator=lambda features: collate_groups(features, tokenizer.pad_token_id),
         processing_class=tokenizer,
         callbacks=callbacks(cfg, run_dir),
         stage=stage,
         ref_model=ref_model,
     )
-    trainer.train()
+    # resumable like every stage (resume=auto continues from <run>/checkpoints)
+    train(cfg, run_dir, trainer, prep)
     return finish(cfg, run_dir, trainer, prep)
