@@ -150,3 +150,25 @@ def test_experiment_runs_two_steps_on_the_tiny_model(name: str, tmp_path: Path, 
         assert lines[0] == "id,answer" and len(lines) == 2 and lines[1].split(",")[0] in {"q1", "q2", "q4", "q6"}
     if name.startswith("gsm8k"):
         assert summary["dropped_rows"] == 1 and summary["eval_problems"] == 1
+
+
+def test_chain_resumes_at_the_first_unfinished_stage_and_hands_over_a_full_model(tmp_path: Path,
+                                                                                 model_cache: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["stage=sft_then_dpo", "model=tiny", "peft=full", "data=jsonl", f"data.path={DATA / 'preference.jsonl'}",
+            "max_steps=1", *CHAIN_SMALL, "stage.dpo.batch_size=2", "stage.dpo.max_length=128",
+            f"output_dir={run_dir}", f"paths.cache_dir={model_cache}"]
+    first = run_pipeline(args, cwd=tmp_path, OMP_NUM_THREADS="2")
+    assert first.returncode == 0, first.stderr[-4000:]
+    sft_summary = (run_dir / "1_sft" / "summary.json").stat().st_mtime
+    # the DPO stage "was interrupted": its dir is gone; the same command redoes only that stage
+    import shutil
+
+    shutil.rmtree(run_dir / "2_dpo")
+    second = run_pipeline(args, cwd=tmp_path, OMP_NUM_THREADS="2")
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert "sft already finished" in out and "starting from the full model" in out
+    assert (run_dir / "1_sft" / "summary.json").stat().st_mtime == sft_summary
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 2
+    assert (run_dir / "2_dpo" / "final" / "model.safetensors").exists()
