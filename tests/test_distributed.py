@@ -36,10 +36,12 @@ def args(stage: str, root: Path, cache: Path, *extra: str) -> list[str]:
     return [*STAGE_ARGS[stage], *TINY, *TWO_RANKS, f"paths.output_root={root}", f"paths.cache_dir={cache}", *extra]
 
 
-def launch(command: list[str], cwd: Path, run_id: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def launch(command: list[str], cwd: Path, run_id: str, **extra: str) -> subprocess.CompletedProcess:
     env = offline_env(RUN_ID=run_id, OMP_NUM_THREADS="1")
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "PIPELINE_LAUNCHED"):
         env.pop(key, None)
+    env.update(extra)
+    timeout = 600
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -75,9 +77,17 @@ def test_plain_python_relaunches_itself_through_accelerate(tmp_path: Path, model
 
 @pytest.mark.parametrize(("zero", "stage"), [("zero2", "sft"), ("zero2", "grpo"), ("zero3", "sft"), ("zero3", "grpo")])
 def test_deepspeed_launcher(zero: str, stage: str, tmp_path: Path, model_cache: Path) -> None:
-    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
-               str(free_port()), RUN, *args(stage, tmp_path, model_cache, f"zero={zero}")]
-    proc = launch(command, tmp_path, f"ds-{zero}-{stage}")
+    overrides = args(stage, tmp_path, model_cache, f"zero={zero}")
+    if (zero, stage) == ("zero3", "sft"):
+        # the multi-node script with the shipped one-host hostfile: `deepspeed --hostfile hostfiles/localhost ...`
+        command = ["bash", str(REPO / "launch" / "deepspeed.sh"), *overrides]
+    else:
+        command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
+                   str(free_port()), RUN, *overrides]
+    # a one-machine hostfile needs no sshd: --no_ssh_check and an explicit master address
+    proc = launch(command, tmp_path, f"ds-{zero}-{stage}", HOSTFILE=str(REPO / "hostfiles" / "localhost"),
+                  MASTER_ADDR="127.0.0.1", DS_FLAGS="--no_ssh_check", MASTER_PORT=str(free_port()),
+                  PYTHON=sys.executable)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     output = proc.stdout + proc.stderr
     # the launcher appended --local_rank to each rank's argv, and Hydra never saw it
@@ -93,14 +103,25 @@ def test_accelerate_launch_as_typed(tmp_path: Path, model_cache: Path) -> None:
     check_two_rank_run(tmp_path, "sft", proc.stdout + proc.stderr, "ddp", model_cache)
 
 
+def test_accelerate_multinode_script_on_one_machine(tmp_path: Path, model_cache: Path) -> None:
+    proc = launch(["bash", str(REPO / "launch" / "accelerate.sh"), *args("grpo", tmp_path, model_cache)], tmp_path,
+                  "accelerate-script", NUM_PROCESSES="2", MASTER_PORT=str(free_port()), PYTHON=sys.executable)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    check_two_rank_run(tmp_path, "grpo", proc.stdout + proc.stderr, "ddp", model_cache)
+
+
 def test_torchrun_two_nodes_on_localhost(tmp_path: Path, model_cache: Path) -> None:
+    """Node 0 is typed as in the README; node 1 goes through launch/torchrun.sh with the same values in env."""
     port = str(free_port())
     overrides = args("sft", tmp_path, model_cache, "hw.num_processes=1", "hw.num_nodes=2")
+    typed = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", "0",
+             "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", port, RUN, *overrides]
+    script = ["bash", str(REPO / "launch" / "torchrun.sh"), *overrides]
+    script_env = {"NNODES": "2", "NODE_RANK": "1", "NPROC_PER_NODE": "1", "MASTER_ADDR": "127.0.0.1",
+                  "MASTER_PORT": port, "PYTHON": sys.executable}
     nodes = []
-    for node_rank in ("0", "1"):
-        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", node_rank,
-                   "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", port, RUN, *overrides]
-        env = offline_env(RUN_ID="torchrun", OMP_NUM_THREADS="1")
+    for command, extra in ((typed, {}), (script, script_env)):
+        env = offline_env(RUN_ID="torchrun", OMP_NUM_THREADS="1", **extra)
         nodes.append(subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
     outputs = [node.communicate(timeout=600)[0] for node in nodes]
