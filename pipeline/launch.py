@@ -198,7 +198,8 @@ def relaunch(cfg: RunConfig, overrides: list[str], run_dir: Path) -> None:
     """Start all ranks through the profile's launcher and wait; raises when any rank fails."""
     # One machine: any free port, so concurrent runs on one host do not collide; several: the agreed one.
     port = free_port() if cfg.hw.num_nodes == 1 and "MASTER_PORT" not in os.environ else None
-    command = launch_command(cfg, child_overrides(overrides, run_dir), port)
+    # .hydra/ of this run (or sweep job) is already written by this process, with the overrides as typed
+    command = launch_command(cfg, [*child_overrides(overrides, run_dir), "hydra.output_subdir=null"], port)
     env = dict(os.environ, RUN_ID=cfg.run_id, **{LAUNCHED_ENV: "1"})
     # One CPU thread per rank unless the profile says otherwise: ranks would fight over the same cores.
     env.setdefault("OMP_NUM_THREADS", str(cfg.hw.torch_threads or 1))

@@ -151,3 +151,18 @@ def test_multirun_2x2_gives_four_run_dirs_and_a_sweep_summary(tmp_path: Path, mo
         assert Path(row["dir"], "final").is_dir()
     table = (sweep / "sweep_summary.md").read_text()
     assert table.startswith("| job | swept | status | loss |") and table.count("| done |") == 3
+
+
+def test_multirun_jobs_each_go_through_the_profile_s_launcher(tmp_path: Path, model_cache: Path) -> None:
+    command = [sys.executable, RUN, "-m", "stage.learning_rate=1e-4,1e-3", *args("sft", tmp_path, model_cache)]
+    proc = launch(command, tmp_path, "sweep2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    output = proc.stdout + proc.stderr
+    assert output.count("re-launching 2 processes: accelerate launch") == 2
+    assert output.count("rank 1/2 finished 2 optimizer steps") == 2
+    sweep = tmp_path / "multirun" / "sweep2"
+    rows = json.loads((sweep / "sweep_summary.json").read_text())
+    assert [(r["swept"], r["status"], r["world_size"]) for r in rows] == [
+        (["stage.learning_rate=0.0001"], "done", 2), (["stage.learning_rate=0.001"], "done", 2)]
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "summary.json").read_text())["engine"] == "ddp"
