@@ -107,3 +107,17 @@ def test_training_lowers_the_group_loss(tmp_path, model_cache) -> None:
     assert losses[-1] < losses[0] - 0.05
     assert summary["metrics"]["rewards/margin"] > 0 and summary["steps"] == 6
     assert (run_dir / "final" / "adapter_model.safetensors").exists()
+
+
+def test_tokenize_group_shares_the_prompt_and_cuts_long_responses() -> None:
+    from transformers import AutoTokenizer
+
+    from pipeline.stages.group_pref import tokenize_group
+
+    tokenizer = AutoTokenizer.from_pretrained(str(REPO / "pipeline" / "assets" / "smollm2_tokenizer"))
+    row = {"prompt": [{"role": "user", "content": "Say hi"}], "chosen": "hi", "rejected": ["word " * 100, "yo"]}
+    out = tokenize_group(row, tokenizer, max_length=40, max_responses=2)
+    n = out["prompt_len"]
+    assert len(out["input_ids"]) == 2 and out["cut"] == 1
+    assert out["input_ids"][0][:n] == out["input_ids"][1][:n]
+    assert out["input_ids"][0][-1] == tokenizer.eos_token_id and len(out["input_ids"][1]) == 40

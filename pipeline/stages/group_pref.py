@@ -19,6 +19,7 @@ transformers Trainer runs it with one named hook (`compute_loss`) plus `log` to 
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 from pipeline.config import RunConfig
 from pipeline.modeling import lora_config
 from pipeline.stages.common import callbacks, finish, prepare, train, training_args
+
+log = logging.getLogger(__name__)
 
 
 # ---- the loss -------------------------------------------------------------------------------------------------
@@ -67,17 +70,18 @@ def group_loss(
 # ---- data: one row = one group, chosen first ------------------------------------------------------------------
 def tokenize_group(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, max_length: int,
                    max_responses: int) -> dict[str, Any]:
-    """{input_ids: one token list per response (prompt + response + eos), prompt_len}."""
+    """{input_ids: one token list per response (prompt + response + eos), prompt_len, cut: responses shortened}."""
     text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
     prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
     # Keep at least half the budget for the response: its tokens are what the loss scores.
     prompt = prompt[-(max_length // 2):]
     responses = [row["chosen"], *row["rejected"]][:max_responses]
-    ids = []
+    ids, cut = [], 0
     for response in responses:
         answer = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        cut += len(prompt) + len(answer) > max_length
         ids.append(prompt + answer[: max_length - len(prompt)])
-    return {"input_ids": ids, "prompt_len": len(prompt)}
+    return {"input_ids": ids, "prompt_len": len(prompt), "cut": cut}
 
 
 def collate_groups(features: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -177,6 +181,10 @@ def run_group_pref(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         lambda row: tokenize_group(row, tokenizer, stage.max_length, stage.max_responses),
         remove_columns=prep.data.train.column_names,
     )
+    cut = sum(groups["cut"])
+    if cut:
+        log.warning("%d responses are longer than stage.max_length=%d tokens with their prompt and were cut at the "
+                    "end (their ends are not scored). Fix: raise stage.max_length.", cut, stage.max_length)
     args = TrainingArguments(**training_args(cfg, run_dir), remove_unused_columns=False)
     trainer = GroupPrefTrainer(
         model=model,
