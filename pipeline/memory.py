@@ -6,7 +6,7 @@ Per device, for P parameters of which T train, N ranks, ZeRO stage z (bytes):
   optimizer    T x (8: Adam m, v | 12 under DeepSpeed mixed precision: + fp32 master) / N when z >= 1
   activations  micro_batch x seq x hidden x layers x 34 bytes (Korthikanti et al.; 2 x h x s x b per layer
                plus one layer's 34 with gradient checkpointing), x2 in fp32, + fp32 logits (micro x seq x vocab)
-  generation   GRPO only: the KV cache of one micro-batch of completions
+  generation   GRPO only: the KV cache of the rank's share of completions (TRL generates them at once)
   runtime      ~1 GiB CUDA context and allocator slack
 Offload moves optimizer states (and for ZeRO-3 weights) to CPU RAM. The shapes come from the model config (local
 dir, the HF cache, a table of the presets' public configs, or `model.arch`), never from a download.
@@ -105,8 +105,10 @@ def estimate(cfg: RunConfig) -> Estimate:
     parts = {"weights": weights, "gradients": grads, "optimizer": optim,
              "activations": _activation_bytes(cfg, shapes, half)}
     if cfg.stage.name == "grpo":
-        # K and V per layer for every token of one micro-batch of completions, in the weight dtype
-        parts["generation"] = 2 * shapes.layers * shapes.kv_dim * _seq(cfg) * _micro(cfg) * dtype_bytes
+        # TRL generates a rank's whole share of the batch at once (steps_per_generation = accumulation): K and V
+        # per layer for every token of those completions, in the weight dtype
+        per_rank = cfg.stage.batch_size // world
+        parts["generation"] = 2 * shapes.layers * shapes.kv_dim * _seq(cfg) * per_rank * dtype_bytes
     if hw.device == Device.cuda:
         parts["runtime"] = GIB
     return Estimate(shapes, trainable, {k: v / GIB for k, v in parts.items()}, hw.memory_gb)
