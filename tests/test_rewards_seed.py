@@ -134,3 +134,10 @@ def test_gsm8k_smol_recipe_four_rewards() -> None:
     scores = [f([chat(GOOD_XML)], answer=["12"])[0] for f in funcs]
     assert [f.__name__ for f in funcs] == ["xmlcount", "soft_format", "int_answer", "correctness"]
     assert scores == [0.5, 0.5, 0.5, 2.0]
+
+
+def test_heldout_accuracy_reads_option_letters_for_mcq_golds() -> None:
+    from pipeline.rewards.answer import is_correct
+
+    assert is_correct("分析……答案：B", "B") and is_correct("<answer>c</answer>", "C")
+    assert not is_correct("答案：A", "B") and is_correct("x = 12", "12")

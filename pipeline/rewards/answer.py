@@ -71,7 +71,12 @@ def score_answer(
 
 
 def is_correct(completion_text: str, gold: str) -> bool:
-    """Whether the completion's final answer matches the gold (exactly or numerically)."""
+    """Whether the completion's final answer matches the gold (exactly or numerically); a gold option letter
+    (A-D, the mcq format) is compared with the letter the completion picks ("答案：B", "Answer: B", <answer>B)."""
+    if gold.strip().upper() in ("A", "B", "C", "D"):
+        from pipeline.rewards.mcq import extract_letter
+
+        return extract_letter(completion_text) == gold.strip().upper()
     return score_answer(extract_answer(completion_text), gold) > 0
 
 
