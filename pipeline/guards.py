@@ -47,3 +47,71 @@ def _first_non_finite_grad(model: torch.nn.Module) -> str | None:
     if torch.isfinite(norms).all():
         return None
     return grads[int((~torch.isfinite(norms)).nonzero()[0])][0]
+
+
+# ---- rows longer than the stage's max_length --------------------------------------------------------------------
+
+
+def row_lengths(rows: Any, tokenizer: Any) -> list[int]:
+    """Tokens of each row as the trainer will see it (prompt + the longest completion/chosen/rejected)."""
+    lengths = []
+    for row in rows:
+        answers = [row[k] for k in ("completion", "chosen", "rejected") if k in row] or [[]]
+        lengths.append(max(_tokens(tokenizer, row["prompt"], answer) for answer in answers))
+    return lengths
+
+
+def _tokens(tokenizer: Any, prompt: Any, completion: Any) -> int:
+    if isinstance(prompt, list):
+        text = tokenizer.apply_chat_template(list(prompt) + list(completion or []), tokenize=False)
+    else:
+        text = str(prompt) + str(completion or "")
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def long_rows(rows: Any, tokenizer: Any, max_length: int, skip: bool, drops: Any) -> tuple[Any, int]:
+    """Report (or, when skipping bad rows, drop and count) rows over `max_length` tokens: TRL truncates them
+    silently. Returns (rows to train on, number of rows over the limit)."""
+    import logging
+
+    from pipeline.data.errors import DataError
+
+    lengths = row_lengths(rows, tokenizer)
+    over = [i for i, n in enumerate(lengths) if n > max_length]
+    if not over:
+        return rows, 0
+    first = over[0]
+    fix = f"raise stage.max_length (longest row: {max(lengths)} tokens) or shorten those rows"
+    if len(over) == len(lengths):
+        # TRL would cut every completion off and drop every row: an empty run that fails far from the cause.
+        raise DataError("training data", f"every training row is longer than stage.max_length={max_length} tokens "
+                        f"(shortest: {min(lengths)})", fix, field=None)
+    message = (f"{len(over)} of {len(rows)} training rows are longer than stage.max_length={max_length} tokens "
+               f"(first: training row {first + 1}, {lengths[first]} tokens)")
+    log = logging.getLogger(__name__)
+    if not skip:
+        log.warning("%s; TRL truncates them (their ends are not trained on; a row whose completion is cut off "
+                    "entirely is dropped). Fix: %s, or "
+                    "data.on_bad_row=skip to drop them.", message, fix)
+        return rows, len(over)
+    for i in over:
+        drops.add(DataError(f"training row {i + 1}", f"{lengths[i]} tokens > stage.max_length={max_length}", fix,
+                            reason=f"longer than stage.max_length={max_length}"))
+    log.warning("%s: dropped (data.on_bad_row=skip). Fix: %s.", message, fix)
+    keep = sorted(set(range(len(rows))) - set(over))
+    return rows.select(keep), len(over)
+
+
+# ---- model loading ------------------------------------------------------------------------------------------------
+
+
+class ModelLoadError(RuntimeError):
+    """The model or tokenizer could not be loaded; the message names model.path and the fix."""
+
+
+def explain_load_error(name: str, path: str, err: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"model={name}: cannot load model.path={path} ({type(err).__name__}: {str(err).splitlines()[0][:300]}). "
+        "Fix: a hub id needs network or the local hub cache (HF_HUB_OFFLINE=1 allows only cached models); a local "
+        "path must be a folder with config.json and weights (a run's final/ or export/)."
+    )

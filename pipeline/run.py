@@ -18,8 +18,10 @@ from omegaconf import DictConfig  # noqa: E402
 from pipeline.argv import strip_launcher_args  # noqa: E402
 from pipeline.config import register_configs  # noqa: E402
 from pipeline.launch import dispatch, rank_argv  # noqa: E402
+from pipeline.secrets import refuse_secret_overrides  # noqa: E402
 
 strip_launcher_args(sys.argv)
+refuse_secret_overrides(sys.argv)
 rank_argv(sys.argv)
 register_configs()
 

@@ -44,6 +44,7 @@ def validate(cfg: RunConfig) -> None:
     problems = [
         *_check_stage(cfg),
         *_check_model(cfg),
+        *_check_model_location(cfg),
         *_check_hardware(cfg),
         *_check_quantization(cfg),
         *_check_batch(cfg),
@@ -83,6 +84,28 @@ def _check_model(cfg: RunConfig) -> list[str]:
         return [f"model={m.name} has source=gguf but no model.gguf_file: name the .gguf file in model.path."]
     if m.source != ModelSource.random and not m.path:
         return [f"model={m.name} has no model.path: set a hub id or a local checkpoint directory."]
+    return []
+
+
+def _check_model_location(cfg: RunConfig) -> list[str]:
+    """A local model path that does not exist fails here, before the data loads, instead of in transformers' long
+    message about hub ids."""
+    from pathlib import Path
+
+    m = cfg.model
+    if m.source == ModelSource.random or not m.path or m.path.startswith("pkg:"):
+        return []
+    path = Path(m.path).expanduser()
+    if path.is_dir():
+        needed = m.gguf_file if m.source == ModelSource.gguf else "config.json"
+        if needed and not (path / needed).is_file():
+            return [f"model.path={m.path} has no {needed} (model={m.name}): point model.path at the folder that "
+                    f"holds the checkpoint (config.json + weights), e.g. a run's final/ or export/ folder."]
+        return []
+    if m.path.startswith(("/", ".", "~")) or m.path.count("/") > 1 or path.exists():
+        return [f"model.path={m.path}: no such directory (model={m.name}). Fix: give an existing local checkpoint "
+                f"folder, or a hub id like Qwen/Qwen2.5-0.5B-Instruct."]
+    # Anything else is a hub id: whether it can be fetched is only known when loading (validation stays offline).
     return []
 
 

@@ -18,15 +18,15 @@ import torch
 from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, set_seed
 
-from pipeline.config import Device, Precision, QuantMethod, RunConfig
+from pipeline.config import Device, OnBadRow, Precision, QuantMethod, RunConfig
 from pipeline.data import StageData, load_stage_data
 from pipeline.data.predictions import write_predictions
 from pipeline.evaluate import Accuracy, heldout_accuracy
-from pipeline.guards import NanGuard
+from pipeline.guards import NanGuard, explain_load_error, long_rows
 from pipeline.modeling import check_device, load_tokenizer
 from pipeline.monitoring import best_metrics, build_callbacks, final_metrics, wandb_env, write_json_atomic
 from pipeline.plot import plot_run
-from pipeline.resume import CheckpointCallback, SignalCheckpoint, resolve_resume
+from pipeline.resume import CheckpointCallback, SignalCheckpoint, check_checkpoint, resolve_resume
 from pipeline.stages.init_from import load_start_model
 from pipeline.validation import split_batch
 
@@ -40,6 +40,8 @@ class Prepared:
     model: PreTrainedModel
     accuracy_before: Accuracy | None
     started: float
+    # training rows over stage.max_length (truncated by TRL, or dropped under data.on_bad_row=skip)
+    long_rows: int = 0
 
 
 def is_rank_zero() -> bool:
@@ -52,15 +54,26 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
     if cfg.hw.torch_threads:
         torch.set_num_threads(cfg.hw.torch_threads)
     set_seed(cfg.seed)
+    if cfg.resume not in (None, "", "auto"):
+        # A bad resume=PATH fails now, not after the data and model have loaded.
+        check_checkpoint(Path(cfg.resume))
     if is_rank_zero():
         OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
     data = load_stage_data(cfg.data, cfg.stage.name, cfg.seed)
     log.info("data %s: %d training rows%s", cfg.data.name, len(data.train),
              f", {len(data.eval_prompts)} held-out problems" if data.eval_prompts is not None else "")
     check_device(cfg.hw)
-    tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
-    # the base model, or a previous stage's result (init_from: chained stages)
-    model = load_start_model(cfg)
+    try:
+        tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
+        # the base model, or a previous stage's result (init_from: chained stages)
+        model = load_start_model(cfg)
+    except OSError as err:
+        raise explain_load_error(cfg.model.name, cfg.model.path, err) from err
+    long = 0
+    # group_pref rows hold several responses; its tokenizer cuts and reports them (stages/group_pref.py)
+    if getattr(cfg.stage, "max_length", None) and cfg.stage.name != "group_pref":
+        skip = cfg.data.on_bad_row == OnBadRow.skip
+        data.train, long = long_rows(data.train, tokenizer, cfg.stage.max_length, skip, data.drops)
     if cfg.quant.method != QuantMethod.none:
         from peft import prepare_model_for_kbit_training
 
@@ -69,7 +82,7 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
             model, use_gradient_checkpointing=cfg.hw.gradient_checkpointing
         )
     before = _accuracy(cfg, run_dir, model, tokenizer, data, "before")
-    return Prepared(data, tokenizer, model, before, started)
+    return Prepared(data, tokenizer, model, before, started, long)
 
 
 def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
@@ -168,6 +181,7 @@ def finish(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> d
         "accuracy_after": after.value if after else None,
         "eval_problems": after.total if after else 0,
         "dropped_rows": prep.data.drops.total,
+        "rows_over_max_length": prep.long_rows,
         "dropped_by_reason": {reason: r.count for reason, r in prep.data.drops.reasons.items()},
         "final_dir": str(final),
     }
