@@ -97,13 +97,9 @@ def generate_greedy(model, tokenizer, prompts: list[list[dict]], max_new_tokens:
 OPTIONS = {"compare": str, "limit": int, "max_new_tokens": int, "batch_size": int, "eval_path": str, "out": str}
 
 
-def scorer(data_format: str) -> Callable[[str, str], bool]:
-    """The answer check the run's rewards use: the option letter for MCQ data, the final number/answer else."""
-    if data_format == "mcq":
-        from pipeline.rewards.mcq import extract_letter
-
-        return lambda text, gold: (extract_letter(text) or "") == str(gold).strip().upper()
-    return is_correct
+def is_mcq(data_format: str, golds: list[str]) -> bool:
+    """MCQ data gets a CSV of predictions (the format its recipes submit); is_correct already reads letters."""
+    return data_format == "mcq" or all(str(g).strip().upper() in ("A", "B", "C", "D") for g in golds)
 
 
 def evaluate_run(run_dir: Path, **opts) -> dict:
@@ -129,19 +125,18 @@ def evaluate_run(run_dir: Path, **opts) -> dict:
     elif compare:
         loaders[Path(compare).name] = lambda: load_tuned(Path(compare))
     out = Path(opts.get("out") or run_dir / "eval")
-    score = scorer(getattr(cfg.data.format, "value", str(cfg.data.format)))
     results, rows = {}, None
     for name, load in loaders.items():
         model, tokenizer = load()
         path = out / f".{name}.jsonl"
-        acc = heldout_accuracy(model, tokenizer, problems, predictions_path=path, score=score,
+        acc = heldout_accuracy(model, tokenizer, problems, predictions_path=path,
                                max_new_tokens=opts.get("max_new_tokens") or cfg.stage.eval_max_new_tokens,
                                batch_size=opts.get("batch_size") or cfg.hw.eval_batch)
         del model
         results[name] = {"correct": acc.correct, "total": acc.total, "accuracy": acc.value}
         rows = _merge_predictions(rows, name, path)
     report = {"run_dir": str(run_dir), "data": cfg.data.name, "problems": len(problems), "models": results}
-    _write_outputs(out, report, rows, mcq=score is not is_correct)
+    _write_outputs(out, report, rows, mcq=is_mcq(getattr(cfg.data.format, "value", ""), problems["answer"]))
     return report
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.evaluate import _write_outputs, scorer
+from pipeline.evaluate import _write_outputs, is_mcq
 from tests.conftest import TINY, offline_env, run_pipeline
 
 IDS = torch.tensor([[1, 2, 3, 4, 5, 6]])
@@ -68,8 +68,7 @@ def test_evaluate_refuses_an_unfinished_run_and_bad_options(lora_run: Path, tmp_
 
 
 def test_mcq_scoring_and_csv_predictions(tmp_path: Path) -> None:
-    score = scorer("mcq")
-    assert score("The answer is (B).", "b") and not score("The answer is C", "B")
+    assert is_mcq("mcq", ["1"]) and is_mcq("auto", ["A", "d "]) and not is_mcq("auto", ["A", "12"])
     _write_outputs(tmp_path, {"models": {}}, [{"prompt": "q", "answer": "B", "tuned_completion": "B",
                                                "tuned_correct": True}], mcq=True)
     assert (tmp_path / "predictions.csv").read_text().splitlines() == [
