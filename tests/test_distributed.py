@@ -95,6 +95,20 @@ def test_deepspeed_launcher(zero: str, stage: str, tmp_path: Path, model_cache: 
     check_two_rank_run(tmp_path, stage, output, f"deepspeed-{zero}", model_cache)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("zero", "stage", "engine"), [
+    ("zero2_offload", "sft", "deepspeed-zero2+offload-optimizer"),
+    ("zero3_offload", "grpo", "deepspeed-zero3+offload-optimizer-param"),
+])
+def test_deepspeed_offload_profiles(zero: str, stage: str, engine: str, tmp_path: Path, model_cache: Path) -> None:
+    """DeepSpeed's CPU Adam takes the step (JIT-built once, ~1-2 min, then cached): an extra, not in the default run."""
+    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
+               str(free_port()), RUN, *args(stage, tmp_path, model_cache, f"zero={zero}")]
+    proc = launch(command, tmp_path, f"ds-{zero}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    check_two_rank_run(tmp_path, stage, proc.stdout + proc.stderr, engine, model_cache)
+
+
 def test_accelerate_launch_as_typed(tmp_path: Path, model_cache: Path) -> None:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--main_process_port",
                str(free_port()), RUN, *args("sft", tmp_path, model_cache)]

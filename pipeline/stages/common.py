@@ -213,7 +213,11 @@ def _accuracy(cfg, run_dir, model, tokenizer, data: StageData, phase: str) -> Ac
 
 def _engine(trainer: Trainer) -> str:
     if trainer.is_deepspeed_enabled:
-        return f"deepspeed-zero{trainer.accelerator.state.deepspeed_plugin.zero_stage}"
+        plugin = trainer.accelerator.state.deepspeed_plugin
+        zero = plugin.deepspeed_config.get("zero_optimization", {})
+        offloaded = [k.split("_")[1] for k in ("offload_optimizer", "offload_param")
+                     if zero.get(k, {}).get("device", "none") != "none"]
+        return f"deepspeed-zero{plugin.zero_stage}" + (f"+offload-{'-'.join(offloaded)}" if offloaded else "")
     return "ddp" if trainer.args.world_size > 1 else "single"
 
 
