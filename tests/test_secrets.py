@@ -21,18 +21,20 @@ def files_containing(root: Path, needle: bytes) -> list[str]:
     return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
-def test_tokens_from_the_environment_never_reach_the_run_dir(tmp_path: Path, model_cache: Path) -> None:
+def test_tokens_from_the_environment_never_reach_the_run_dir_tensorboard_or_wandb(tmp_path: Path, model_cache: Path) -> None:
     secret = f"canary-secret-{uuid.uuid4().hex}"
     # A value that *is* meant to be recorded (the run id): proves the scan sees .hydra/, logs and checkpoints.
     control = f"canary-control-{uuid.uuid4().hex}"
     run_dir = tmp_path / "run"
     proc = run_pipeline(
         [*TINY, "stage=sft", "stage.batch_size=8", "stage.save_steps=1", "logging.samples_every=1",
-         f"run_id={control}", f"output_dir={run_dir}", f"paths.cache_dir={model_cache}"],
+         "logging=wandb", f"run_id={control}", f"output_dir={run_dir}", f"paths.cache_dir={model_cache}"],
         cwd=tmp_path, **dict.fromkeys(SECRET_VARS, secret),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run_dir / "checkpoints" / "checkpoint-2" / "training_args.bin").exists()
+    # wandb ran offline (the default mode) into the run dir: its files are scanned too.
+    assert list((run_dir / "wandb").glob("offline-run-*/files"))
     recorded = files_containing(run_dir, control.encode())
     assert any(f.startswith(".hydra/") for f in recorded) and "config.yaml" in recorded
     assert files_containing(run_dir, secret.encode()) == []
