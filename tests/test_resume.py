@@ -82,10 +82,16 @@ def baseline(stage: str, tmp_path: Path, cache: Path) -> dict[int, dict]:
     return losses
 
 
+# GRPO's loss is ~0 by construction with one policy update per batch (ratio 1, advantages centred): its grad norm,
+# rewards and completion lengths show that the same completions were sampled from the same weights.
+COMPARED = ("loss", "grad_norm", "reward", "completions/mean_length", "rewards/chosen")
+
+
 def assert_same_losses(resumed: dict[int, dict], reference: dict[int, dict], first: int) -> None:
     for step in range(first, STEPS + 1):
-        assert resumed[step]["loss"] == reference[step]["loss"], f"step {step}"
-        assert resumed[step]["grad_norm"] == reference[step]["grad_norm"], f"step {step}"
+        for key in COMPARED:
+            if key in reference[step]:
+                assert resumed[step][key] == reference[step][key], f"step {step}: {key}"
 
 
 @pytest.mark.parametrize("stage", ["sft", "grpo"])
