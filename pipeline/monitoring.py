@@ -41,7 +41,7 @@ def best_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
     best: dict[str, float] = {}
     for entry in log_history:
         for key, value in entry.items():
-            if not isinstance(value, int | float) or not math.isfinite(value) or key.endswith("_std"):
+            if not isinstance(value, int | float) or not math.isfinite(value) or key.endswith("std"):
                 continue
             lower = "loss" in key
             if not (lower or "reward" in key or "accuracy" in key):
