@@ -150,6 +150,22 @@ def test_experiment_runs_two_steps_on_the_tiny_model(name: str, tmp_path: Path, 
         assert lines[0] == "id,answer" and len(lines) == 2 and lines[1].split(",")[0] in {"q1", "q2", "q4", "q6"}
     if name.startswith("gsm8k"):
         assert summary["dropped_rows"] == 1 and summary["eval_problems"] == 1
+    if name == "gsm8k_grpo_smol":
+        # one curve per reward term, besides the weighted total
+        logged = scalars(run_dir)
+        assert all(f"train/rewards/{t}/mean" in logged for t in ("xmlcount", "soft_format", "int_answer",
+                                                                  "correctness"))
+
+
+def test_group_pref_and_chains_are_validated_before_anything_loads() -> None:
+    with pytest.raises(ValueError, match="stage=group_pref needs columns prompt, responses, scores"):
+        to_run_config(compose_config(["stage=group_pref", "data=jsonl", f"data.path={DATA / 'preference.jsonl'}"]))
+    # each sub-stage of a chain is checked as the run it will be
+    with pytest.raises(ValueError, match="stage.batch_size=6 .* not divisible by stage.num_generations=4"):
+        to_run_config(compose_config(["stage=sft_then_grpo", "stage.grpo.batch_size=6",
+                                      "stage.grpo.num_generations=4"]))
+    with pytest.raises(ValueError, match=r"stage.stages=\['sft', 'ppo'\]"):
+        to_run_config(compose_config(["stage=sft_then_grpo", "stage.stages=[sft,ppo]"]))
 
 
 def test_chain_resumes_at_the_first_unfinished_stage_and_hands_over_a_full_model(tmp_path: Path,
