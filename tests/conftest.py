@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import register_configs
 
@@ -47,6 +47,13 @@ def run_pipeline(args: list[str], cwd: Path, timeout: int = 600, **env: str) -> 
         [sys.executable, str(REPO / "pipeline" / "run.py"), *args],
         cwd=cwd, env=offline_env(**env), capture_output=True, text=True, timeout=timeout,
     )
+
+
+def tiny_model_dir(cache: Path) -> Path:
+    """The cached `model=tiny` checkpoint itself: other tests may cache tiny variants (+model.arch...) beside it."""
+    from pipeline.modeling import model_dir
+
+    return Path(model_dir(OmegaConf.to_object(compose_config(["model=tiny"])).model, str(cache)))
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY, run_pipeline
+from tests.conftest import TINY, run_pipeline, tiny_model_dir
 
 # stage-specific knobs that keep 2 steps to a few seconds on 2 cores
 STAGE_ARGS = {
@@ -41,7 +41,7 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
 
 
 def tiny_initial_weights(cache: Path) -> dict[str, torch.Tensor]:
-    (model_dir,) = [p for p in cache.iterdir() if p.name.startswith("tiny-") and p.is_dir()]
+    model_dir = tiny_model_dir(cache)
     return load_file(str(model_dir / "model.safetensors"))
 
 
@@ -90,7 +90,7 @@ def _adapter_loads_onto_the_base(final: Path, cache: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    (model_dir,) = [p for p in cache.iterdir() if p.name.startswith("tiny-") and p.is_dir()]
+    model_dir = tiny_model_dir(cache)
     base = AutoModelForCausalLM.from_pretrained(str(model_dir))
     tuned = PeftModel.from_pretrained(base, str(final))
     ids = torch.tensor([[1, 2, 3, 4]])
