@@ -181,3 +181,20 @@ class SignalCheckpoint(TrainerCallback):
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def already_done(checkpoint: str | None, max_steps: int) -> bool:
+    """Whether the checkpoint has reached the run's last step. The Trainer would still run one more step when
+    resumed there (its max_steps check comes after each step), so such a resume only loads the weights."""
+    if checkpoint is None:
+        return False
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    last = max_steps if max_steps > 0 else state.get("max_steps", 0)
+    return last > 0 and state.get("global_step", 0) >= last
+
+
+def load_finished(trainer: Any, checkpoint: str) -> None:
+    """Weights and trainer state of a checkpoint that ended training (see `already_done`)."""
+    log.info("%s already reached the last step: loading its weights, no further training", checkpoint)
+    trainer._load_from_checkpoint(checkpoint)  # the Trainer's own loader (model or adapter weights)
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))

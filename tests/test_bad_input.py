@@ -169,11 +169,12 @@ def test_over_length_rows_reach_the_summary(tmp_path: Path, model_cache: Path) -
     assert "2 of 8 training rows are longer than stage.max_length=48" in (run_dir / "run.log").read_text()
 
 
-def test_nan_loss_stops_before_the_optimizer_step(tmp_path: Path, model_cache: Path) -> None:
-    # Weights of 1e30 overflow attention on the first forward: a real NaN loss, no mock.
+def test_nan_loss_stops_before_the_optimizer_step(tmp_path: Path) -> None:
+    # Weights of 1e30 overflow attention on the first forward: a real NaN loss, no mock. Its own model cache:
+    # the session cache must hold only the standard tiny model (other tests look it up by name).
     run_dir = tmp_path / "run"
     proc = run_pipeline([*TINY, "stage=sft", "stage.batch_size=8", "+model.arch.initializer_range=1e30",
-                         "stage.save_steps=1", f"output_dir={run_dir}", f"paths.cache_dir={model_cache}"],
+                         "stage.save_steps=1", f"output_dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"],
                         cwd=tmp_path)
     assert proc.returncode != 0
     assert "step 1: the loss is NaN/inf" in proc.stderr and "stopped before the optimizer step" in proc.stderr

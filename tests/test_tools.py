@@ -101,10 +101,14 @@ def test_export_merges_lora_and_refuses_to_overwrite(lora_run: Path) -> None:
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= names and "adapter_config.json" not in names
     assert torch.allclose(_export_logits(out), _adapter_logits(lora_run), atol=1e-4)
 
-    again = tool("export", str(lora_run), cwd=lora_run.parent)
-    assert again.returncode == 1 and "already exists" in again.stderr and "force=true" in again.stderr
-    forced = tool("export", str(lora_run), "force=true", cwd=lora_run.parent)
-    assert forced.returncode == 0 and not (lora_run / "export.partial").exists()
+    from pipeline.export import ExportError, export_run
+
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(ExportError, match="already exists. Fix: force=true"):
+        export_run(lora_run)
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    assert export_run(lora_run, force=True) == out and not (lora_run / "export.partial").exists()
+    assert (out / "model.safetensors").stat().st_mtime_ns != stamp
 
 
 def test_export_qlora_merges_into_the_dequantized_base(tmp_path: Path) -> None:

@@ -26,7 +26,14 @@ from pipeline.guards import NanGuard, explain_load_error, long_rows
 from pipeline.modeling import check_device, load_tokenizer
 from pipeline.monitoring import best_metrics, build_callbacks, final_metrics, wandb_env, write_json_atomic
 from pipeline.plot import plot_run
-from pipeline.resume import CheckpointCallback, SignalCheckpoint, check_checkpoint, resolve_resume
+from pipeline.resume import (
+    CheckpointCallback,
+    SignalCheckpoint,
+    already_done,
+    check_checkpoint,
+    load_finished,
+    resolve_resume,
+)
 from pipeline.stages.init_from import load_start_model
 from pipeline.validation import split_batch
 
@@ -142,6 +149,9 @@ def train(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> No
     for callback in trainer.callback_handler.callbacks:
         if hasattr(callback, "bind"):
             callback.bind(trainer, prep.data.eval_prompts)
+    if already_done(checkpoint, cfg.max_steps):
+        load_finished(trainer, checkpoint)
+        return
     trainer.train(resume_from_checkpoint=checkpoint)
     stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, SignalCheckpoint)), None)
     if stopper is not None and stopper.received is not None:
