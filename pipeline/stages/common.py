@@ -23,7 +23,7 @@ from pipeline.data import StageData, load_stage_data
 from pipeline.data.predictions import write_predictions
 from pipeline.evaluate import Accuracy, heldout_accuracy
 from pipeline.guards import NanGuard, explain_load_error, long_rows
-from pipeline.modeling import check_device, load_tokenizer
+from pipeline.modeling import check_device, load_tokenizer, lora_config
 from pipeline.monitoring import best_metrics, build_callbacks, final_metrics, wandb_env, write_json_atomic
 from pipeline.plot import plot_run
 from pipeline.resume import (
@@ -141,6 +141,18 @@ def callbacks(cfg: RunConfig, run_dir: Path) -> list[TrainerCallback]:
         found.append(CheckpointCallback(run_dir, cfg.checkpoint.keep))
         found += build_callbacks(run_dir, cfg.logging, cfg.stage.batch_size)
     return found
+
+
+def trainer_inputs(cfg: RunConfig, run_dir: Path, prep: Prepared) -> dict[str, Any]:
+    """Keyword arguments that SFTTrainer, DPOTrainer and GRPOTrainer take the same way."""
+    return {
+        "model": prep.model,
+        "train_dataset": prep.data.train,
+        "processing_class": prep.tokenizer,
+        # LoRA is applied by the trainer (after any k-bit preparation in `prepare`); None trains every weight.
+        "peft_config": lora_config(cfg.peft),
+        "callbacks": callbacks(cfg, run_dir),
+    }
 
 
 def train(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> None:

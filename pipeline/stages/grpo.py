@@ -14,9 +14,8 @@ from typing import Any
 from trl import GRPOConfig, GRPOTrainer
 
 from pipeline.config import RunConfig
-from pipeline.modeling import lora_config
 from pipeline.rewards import build_reward_funcs
-from pipeline.stages.common import callbacks, finish, prepare, train, training_args
+from pipeline.stages.common import finish, prepare, train, trainer_inputs, training_args
 
 
 def run_grpo(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
@@ -38,14 +37,6 @@ def run_grpo(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         mask_truncated_completions=stage.mask_truncated_completions,
         reward_weights=weights,
     )
-    trainer = GRPOTrainer(
-        model=prep.model,
-        reward_funcs=reward_funcs,
-        args=args,
-        train_dataset=prep.data.train,
-        processing_class=prep.tokenizer,
-        peft_config=lora_config(cfg.peft),
-        callbacks=callbacks(cfg, run_dir),
-    )
+    trainer = GRPOTrainer(args=args, reward_funcs=reward_funcs, **trainer_inputs(cfg, run_dir, prep))
     train(cfg, run_dir, trainer, prep)
     return finish(cfg, run_dir, trainer, prep)

@@ -13,8 +13,7 @@ from typing import Any
 from trl import SFTConfig, SFTTrainer
 
 from pipeline.config import RunConfig
-from pipeline.modeling import lora_config
-from pipeline.stages.common import callbacks, finish, prepare, train, training_args
+from pipeline.stages.common import finish, prepare, train, trainer_inputs, training_args
 
 
 def run_sft(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
@@ -24,13 +23,6 @@ def run_sft(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         max_length=cfg.stage.max_length,
         packing=cfg.stage.packing,
     )
-    trainer = SFTTrainer(
-        model=prep.model,
-        args=args,
-        train_dataset=prep.data.train,
-        processing_class=prep.tokenizer,
-        peft_config=lora_config(cfg.peft),
-        callbacks=callbacks(cfg, run_dir),
-    )
+    trainer = SFTTrainer(args=args, **trainer_inputs(cfg, run_dir, prep))
     train(cfg, run_dir, trainer, prep)
     return finish(cfg, run_dir, trainer, prep)
