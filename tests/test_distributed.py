@@ -76,9 +76,8 @@ def test_plain_python_relaunches_itself_through_accelerate(tmp_path: Path, model
     check_two_rank_run(tmp_path, "grpo", output, "deepspeed-zero2", model_cache)
 
 
-# zero2 x grpo adds no path the other three lack: an extra (-m slow) to keep the default suite short on 2 cores
-@pytest.mark.parametrize(("zero", "stage"), [("zero2", "sft"), pytest.param("zero2", "grpo", marks=pytest.mark.slow),
-                                             ("zero3", "sft"), ("zero3", "grpo")])
+# the matrix: ZeRO-2 and ZeRO-3, each with SFT and GRPO (LoRA), through the deepspeed launcher
+@pytest.mark.parametrize(("zero", "stage"), [("zero2", "sft"), ("zero2", "grpo"), ("zero3", "sft"), ("zero3", "grpo")])
 def test_deepspeed_launcher(zero: str, stage: str, tmp_path: Path, model_cache: Path) -> None:
     overrides = args(stage, tmp_path, model_cache, f"zero={zero}")
     if (zero, stage) == ("zero3", "sft"):
