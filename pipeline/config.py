@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig
 
 
 class ModelSource(str, Enum):
@@ -227,8 +227,9 @@ class DataConfig:
     eval_split: str | None = None
     eval_size: int = 0
     format: DataFormat = DataFormat.auto
-    # Rename source columns to the ones the format expects, e.g. {question: prompt}.
-    columns: dict[str, str] = field(default_factory=dict)
+    # Rename source columns to the ones the format expects, e.g. {question: prompt}. Not a struct node, so that
+    # `data.columns={question: prompt}` on the command line can add names Hydra's struct mode would refuse.
+    columns: dict[str, str] = field(default_factory=lambda: DictConfig({}, flags={"struct": False}))
     # Prepended as a system turn to every prompt; null keeps the chat template's own default.
     system_prompt: str | None = None
     # Python format string applied to the prompt text, e.g. "{prompt}\nAnswer with just the number.".

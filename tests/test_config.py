@@ -66,6 +66,15 @@ def test_convenience_top_level_overrides() -> None:
     assert cfg.max_steps == 7 and cfg.output_dir == "/tmp/somewhere"
 
 
+def test_column_renames_from_the_command_line() -> None:
+    # README's `data.columns='{question: prompt}'`: new names in a dict node Hydra would otherwise refuse (struct)
+    renames = "data.columns={question: prompt, answer: completion}"
+    cfg = compose_config(["stage=sft", "data=jsonl", "data.path=x.jsonl", renames])
+    assert to_run_config(cfg).data.columns == {"question": "prompt", "answer": "completion"}
+    cfg = compose_config(["stage=grpo", "data=gsm8k", "data.columns.q=prompt"])
+    assert to_run_config(cfg).data.columns == {"question": "prompt", "q": "prompt"}
+
+
 def test_run_id_from_environment_names_the_run_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUN_ID", "shared-id")
     cfg = compose_config(["stage=sft"])
