@@ -15,18 +15,26 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from pipeline.config import Device, PeftMethod, Precision, register_configs
+from pipeline.config import Device, PeftMethod, Precision, RunConfig, register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main(out_dir: Path, overrides: list[str]) -> None:
+def workload(overrides: list[str]) -> tuple[RunConfig, str]:
+    """The composed run config of a case's overrides, and the model directory it trains."""
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     from omegaconf import OmegaConf
 
+    from pipeline.modeling import model_dir
+
     run = OmegaConf.to_object(cfg)
+    return run, model_dir(run.model, run.paths.cache_dir)
+
+
+def main(out_dir: Path, overrides: list[str]) -> None:
+    run, path = workload(overrides)
     # TRL's TensorBoard logging goes to $TENSORBOARD_LOGGING_DIR: the harness reads both sides the same way.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out_dir / "tb")
 
@@ -35,11 +43,9 @@ def main(out_dir: Path, overrides: list[str]) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pipeline.data import load_stage_data
-    from pipeline.modeling import model_dir
 
     stage, hw = run.stage, run.hw
     rows = load_stage_data(run.data, stage.name, run.seed).train
-    path = model_dir(run.model, run.paths.cache_dir)
     dtype = torch.bfloat16 if hw.precision == Precision.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path if run.model.tokenizer is None else run.model.tokenizer)

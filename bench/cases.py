@@ -41,7 +41,7 @@ CASES = {
         name="sft_cpu", stage="sft", steps=6, batch=8,
         ours=[*SMOL, "stage=sft", "data=jsonl", f"data.path={GSM8K}",
               "data.columns={question: prompt, answer: completion}", "stage.batch_size=8",
-              "stage.max_length=512", "stage.learning_rate=2e-4"],
+              "stage.max_length=1024", "stage.learning_rate=2e-4"],
         notes="SmolLM2-135M + LoRA r16, GSM8K question -> worked answer (mixed lengths, 60-400 tokens)",
         extra_files=[GSM8K],
     ),

@@ -22,6 +22,8 @@ class Measurement:
     step_time_s: float
     peak_mem_gb: float
     wall_s: float
+    # model FLOPs utilisation on GPU: 6 * parameters * tokens/s over the device's dense bf16 peak; 0 elsewhere
+    mfu: float = 0.0
 
     def __str__(self) -> str:
         return (f"{self.steps} steps, {self.step_time_s:.2f} s/step, {self.samples_per_s:.2f} samples/s, "
@@ -38,7 +40,7 @@ def scalars(tb_dir: Path) -> dict[str, list[float]]:
     return values
 
 
-def read_run(out: Path, side: str, case: Case, *, peak_rss_gb: float, wall_s: float) -> Measurement:
+def read_run(out: Path, side: str, case: Case, *, peak_mem_gb: float, wall_s: float) -> Measurement:
     logged = scalars(out / "tb")
     if "train/train_runtime" not in logged:
         raise SystemExit(f"{side}: no train/train_runtime in {out / 'tb'}; did training finish?")
@@ -54,5 +56,29 @@ def read_run(out: Path, side: str, case: Case, *, peak_rss_gb: float, wall_s: fl
         side=side, steps=steps, train_runtime_s=runtime,
         samples_per_s=steps * case.batch / runtime, tokens_per_s=tokens / runtime,
         gen_tokens_per_s=generated / runtime, step_time_s=runtime / max(steps, 1),
-        peak_mem_gb=peak_rss_gb, wall_s=wall_s,
+        peak_mem_gb=peak_mem_gb, wall_s=wall_s,
     )
+
+
+# dense bf16 tensor-core peak in FLOP/s by device-name fragment (vendor datasheets, SXM parts, no sparsity)
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12, "3090": 71e12}
+
+
+def peak_flops(device_name: str) -> float | None:
+    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in device_name), None)
+
+
+def mfu(tokens_per_s: float, n_params: int, device_name: str) -> float:
+    """6·N·tokens/s ÷ peak (the issue's definition; counts the full model even when only LoRA weights train)."""
+    peak = peak_flops(device_name)
+    return 6 * n_params * tokens_per_s / peak if peak else 0.0
+
+
+def count_params(model_path: str) -> int:
+    """Parameters of the model at `model_path`, counted on the meta device (nothing is loaded)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+    return sum(p.numel() for p in model.parameters())

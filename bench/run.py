@@ -21,28 +21,35 @@ import time
 from pathlib import Path
 
 from cases import CASES, REPO, Case
-from measure import Measurement, read_run
+from measure import Measurement, count_params, mfu, read_run
 
 RESULTS = REPO / "bench" / "results"
-METRICS = ("samples_per_s", "tokens_per_s", "gen_tokens_per_s", "step_time_s", "peak_mem_gb")
-HIGHER_IS_BETTER = {"samples_per_s", "tokens_per_s", "gen_tokens_per_s"}
+METRICS = ("samples_per_s", "tokens_per_s", "gen_tokens_per_s", "step_time_s", "peak_mem_gb", "mfu")
+HIGHER_IS_BETTER = {"samples_per_s", "tokens_per_s", "gen_tokens_per_s", "mfu"}
 
 
 def run_side(side: str, case: Case, steps: int, out: Path) -> Measurement:
     common = [*case.ours, f"max_steps={steps}", f"paths.cache_dir={REPO / '.cache' / 'pipeline'}"]
+    gpu_peak = out.parent / f"{out.name}.gpu_peak"
+    child = [sys.executable, str(REPO / "bench" / "child.py"), str(gpu_peak)]
     if side == "ours":
-        cmd = [sys.executable, str(REPO / "pipeline" / "run.py"), *common, "logging=tensorboard", f"output_dir={out}"]
+        cmd = [*child, str(REPO / "pipeline" / "run.py"), *common, "logging=tensorboard", f"output_dir={out}"]
     else:
-        cmd = [sys.executable, str(REPO / "bench" / "baseline.py"), str(out), *common]
+        cmd = [*child, str(REPO / "bench" / "baseline.py"), str(out), *common]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    log = (out.parent / f"{out.name}.log").open("w")
+    log_path = out.parent / f"{out.name}.log"
+    log = log_path.open("w")
     started = time.time()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     # wait4 gives this child's own rusage: ru_maxrss is its peak resident memory (KiB on Linux).
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{side} run of {case.name} failed; see {log.name} in {out.parent}")
-    return read_run(out, side, case, peak_rss_gb=usage.ru_maxrss / 2**20, wall_s=time.time() - started)
+        # the run's temporary directory goes away with the harness: show the end of the log now
+        tail = "\n".join(log_path.read_text().splitlines()[-25:])
+        raise SystemExit(f"{side} run of {case.name} failed ({' '.join(cmd)}):\n{tail}")
+    # GPU: what torch allocated at its peak (bench/child.py); CPU: the process's peak resident memory
+    peak_gb = int(gpu_peak.read_text()) / 2**30 if gpu_peak.exists() else usage.ru_maxrss / 2**20
+    return read_run(out, side, case, peak_mem_gb=peak_gb, wall_s=time.time() - started)
 
 
 def table(case: Case, runs: dict[str, list[Measurement]]) -> tuple[str, dict]:
@@ -90,6 +97,8 @@ def main() -> None:
             for side in ("ours", "baseline"):
                 runs[side].append(run_side(side, case, steps, Path(tmp) / f"{side}{i}"))
                 print(f"{side} #{i}: {runs[side][-1]}", flush=True)
+    if _has_cuda():
+        add_mfu(case, runs)
     text, summary = table(case, runs)
     print(f"\n{case.notes}; {steps} steps, {args.repeats} pair(s), medians\n{text}")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -98,6 +107,16 @@ def main() -> None:
                "machine": machine(), "summary": summary,
                "runs": {side: [m.__dict__ for m in ms] for side, ms in runs.items()}}
     (RESULTS / f"{case.name}-{stamp}.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def add_mfu(case: Case, runs: dict[str, list[Measurement]]) -> None:
+    import torch
+    from baseline import workload
+
+    n_params = count_params(workload([*case.ours, f"paths.cache_dir={REPO / '.cache' / 'pipeline'}"])[1])
+    device = torch.cuda.get_device_name(0)
+    for measurement in (m for side in runs.values() for m in side):
+        measurement.mfu = mfu(measurement.tokens_per_s, n_params, device)
 
 
 def _has_cuda() -> bool:
