@@ -28,6 +28,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class GenerationEngine(str, Enum):
+    transformers = "transformers"  # TRL's model.generate in the training process, any device
+    vllm_colocate = "vllm_colocate"  # vLLM in the training process on the same GPU (extra `gpu`)
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
@@ -125,6 +130,9 @@ class SFTStageConfig(StageConfig):
     max_length: int = 1024
     # Concatenate short examples into full rows: faster on mixed lengths, changes batch statistics.
     packing: bool = False
+    # Run each micro-batch's rows as one sequence (positions restart per row) so no compute goes to padding; same
+    # loss. Used when every row fits max_length (TRL cannot truncate padding-free rows).
+    padding_free: bool = True
 
 
 @dataclass
@@ -163,6 +171,10 @@ class GRPOStageConfig(StageConfig):
     top_p: float = 1.0
     # Give zero loss to completions cut at max_completion_length.
     mask_truncated_completions: bool = False
+    # transformers | vllm_colocate (CUDA + `pip install -e '.[gpu]'`; TRL syncs the policy, LoRA merged, each step)
+    generation: GenerationEngine = GenerationEngine.transformers
+    # Share of GPU memory vLLM reserves for its weights and KV cache in colocate mode.
+    vllm_gpu_memory_utilization: float = 0.3
 
 
 @dataclass
@@ -294,6 +306,10 @@ class HwConfig:
     gradient_checkpointing: bool = False
     # Problems generated at once during held-out evaluation.
     eval_batch: int = 50
+    # GRPO generation speed-ups that sample the same distribution (pipeline/fast_generation.py): generate through
+    # LoRA merged into a copy of the weights; inverse-CDF sampling instead of torch.multinomial.
+    merge_lora_for_generation: bool = False
+    fast_sampling: bool = False
     # CPU threads for torch; null keeps torch's default (all cores).
     torch_threads: int | None = None
     # Memory of one device in GB: the dry run's per-GPU estimate warns above it; null = not checked (CPU).

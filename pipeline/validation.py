@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config import (
     DataFormat,
     Device,
+    GenerationEngine,
     ModelSource,
     PeftMethod,
     Precision,
@@ -46,6 +47,7 @@ def validate(cfg: RunConfig) -> None:
         *_check_model(cfg),
         *_check_model_location(cfg),
         *_check_hardware(cfg),
+        *_check_generation(cfg),
         *_check_quantization(cfg),
         *_check_batch(cfg),
         *_check_data(cfg),
@@ -117,6 +119,21 @@ def _check_hardware(cfg: RunConfig) -> list[str]:
             "set hw.precision=fp32, or pick a GPU profile."
         ]
     return []
+
+
+def _check_generation(cfg: RunConfig) -> list[str]:
+    if getattr(cfg.stage, "generation", None) != GenerationEngine.vllm_colocate:
+        return []
+    import importlib.util
+
+    problems = []
+    if cfg.hw.device != Device.cuda:
+        problems.append(f"stage.generation=vllm_colocate needs a GPU, but hw={cfg.hw.name} is device "
+                        f"{cfg.hw.device.value}: pick a GPU hw profile, or stage.generation=transformers.")
+    if importlib.util.find_spec("vllm") is None:
+        problems.append("stage.generation=vllm_colocate needs vLLM, which is not installed: "
+                        "pip install -e '.[gpu]', or stage.generation=transformers.")
+    return problems
 
 
 def _check_quantization(cfg: RunConfig) -> list[str]:

@@ -142,6 +142,7 @@ CROSS_FIELD = [
      "stage=dpo needs columns chosen, prompt, rejected"),
     (["stage=grpo", "data.format=messages"], "data.format=messages cannot feed stage=grpo"),
     (["max_steps=0", "stage.num_epochs=0"], "max_steps and stage.num_epochs are both <= 0"),
+    (["stage.generation=vllm_colocate"], "stage.generation=vllm_colocate needs a GPU, but hw=cpu is device cpu"),
 ]
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig
 
-from pipeline.config import RunConfig
+from pipeline.config import GenerationEngine, GRPOStageConfig, RunConfig
+from pipeline.fast_generation import FastGenerationGRPOTrainer
 from pipeline.rewards import build_reward_funcs
 from pipeline.stages.common import finish, prepare, train, trainer_inputs, training_args
 
@@ -36,7 +37,19 @@ def run_grpo(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         scale_rewards=stage.scale_rewards,
         mask_truncated_completions=stage.mask_truncated_completions,
         reward_weights=weights,
+        **generation_engine(stage),
     )
-    trainer = GRPOTrainer(args=args, reward_funcs=reward_funcs, **trainer_inputs(cfg, run_dir, prep))
+    trainer = FastGenerationGRPOTrainer(
+        args=args, reward_funcs=reward_funcs, **trainer_inputs(cfg, run_dir, prep),
+        merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
+    )
     train(cfg, run_dir, trainer, prep)
     return finish(cfg, run_dir, trainer, prep)
+
+
+def generation_engine(stage: GRPOStageConfig) -> dict[str, Any]:
+    """GRPOConfig arguments for stage.generation; vLLM colocate shares the training GPU (TRL syncs weights)."""
+    if stage.generation != GenerationEngine.vllm_colocate:
+        return {}
+    return {"use_vllm": True, "vllm_mode": "colocate",
+            "vllm_gpu_memory_utilization": stage.vllm_gpu_memory_utilization}

@@ -7,22 +7,39 @@ Rows arrive as conversational prompt/completion pairs, so TRL masks the prompt t
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from trl import SFTConfig, SFTTrainer
 
-from pipeline.config import RunConfig
+from pipeline.config import OnBadRow, RunConfig
 from pipeline.stages.common import finish, prepare, train, trainer_inputs, training_args
+
+log = logging.getLogger(__name__)
 
 
 def run_sft(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     prep = prepare(cfg, run_dir)
+    padding_free = use_padding_free(cfg, prep.long_rows)
     args = SFTConfig(
         **training_args(cfg, run_dir),
-        max_length=cfg.stage.max_length,
+        # padding-free rows are not truncated by TRL; they are known to fit already
+        max_length=None if padding_free else cfg.stage.max_length,
         packing=cfg.stage.packing,
+        padding_free=padding_free,
     )
     trainer = SFTTrainer(args=args, **trainer_inputs(cfg, run_dir, prep))
     train(cfg, run_dir, trainer, prep)
     return finish(cfg, run_dir, trainer, prep)
+
+
+def use_padding_free(cfg: RunConfig, long_rows: int) -> bool:
+    """Padding-free when asked, not packing (packing brings its own), and no row needs truncating."""
+    if not cfg.stage.padding_free or cfg.stage.packing:
+        return False
+    # under on_bad_row=skip the long rows were dropped in prepare(); otherwise TRL must truncate them
+    if long_rows and cfg.data.on_bad_row != OnBadRow.skip:
+        log.info("padding-free off: %d rows need truncating to stage.max_length", long_rows)
+        return False
+    return True
