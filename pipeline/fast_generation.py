@@ -73,7 +73,8 @@ def trim_padding(inputs: dict[str, Any]) -> dict[str, Any]:
 
     TRL pads prompts (left) and completions (right) to the longest of the whole generation batch, so each
     micro-batch carries the widest row of all of them. Dropped columns are masked out of the loss and, being left
-    padding or after every completion's end, change no other token's output (RoPE sees relative positions only).
+    padding or after every completion's end, change no other token's output (RoPE sees relative positions only;
+    a model with absolute position embeddings would instead see its prompts start at 0, as in generation).
     """
     if any(inputs.get(key) is not None for key in _MULTIMODAL):
         return inputs
