@@ -1,4 +1,4 @@
-"""Faster GRPO generation on TRL's transformers path, without changing what is sampled.
+"""Faster GRPO steps on TRL's transformers path, without changing what is sampled or the loss.
 
 Measured on CPU (SmolLM2-135M + LoRA r16, 32 completions x 64 tokens, 2 cores): 11.3 s per generation with TRL as is,
 9.2 s with inverse-CDF sampling, 7.7 s with the LoRA also merged for the duration of the call.
@@ -9,6 +9,8 @@ Measured on CPU (SmolLM2-135M + LoRA r16, 32 completions x 64 tokens, 2 cores): 
 - `inverse_cdf_sampling`: `torch.multinomial` draws one exponential per vocabulary entry (49k per token on
   SmolLM2, ~25 ms per decode step on 2 cores); one uniform per row against the cumulative distribution samples the
   same distribution at a fraction of the cost.
+- `trim_padding`: each training micro-batch is cut to its own longest prompt and completion (training −20% at
+  micro-batches of 1–2 on the same workload).
 """
 
 from __future__ import annotations
