@@ -20,21 +20,21 @@ from pipeline.config import Device, PeftMethod, Precision, RunConfig, register_c
 REPO = Path(__file__).resolve().parents[1]
 
 
-def workload(overrides: list[str]) -> tuple[RunConfig, str]:
-    """The composed run config of a case's overrides, and the model directory it trains."""
+def workload(overrides: list[str]) -> RunConfig:
+    """The composed run config of a case's overrides (nothing is loaded)."""
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     from omegaconf import OmegaConf
 
-    from pipeline.modeling import model_dir
-
-    run = OmegaConf.to_object(cfg)
-    return run, model_dir(run.model, run.paths.cache_dir)
+    return OmegaConf.to_object(cfg)
 
 
 def main(out_dir: Path, overrides: list[str]) -> None:
-    run, path = workload(overrides)
+    from pipeline.modeling import model_dir
+
+    run = workload(overrides)
+    path = model_dir(run.model, run.paths.cache_dir)
     # TRL's TensorBoard logging goes to $TENSORBOARD_LOGGING_DIR: the harness reads both sides the same way.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out_dir / "tb")
 

@@ -73,12 +73,3 @@ def mfu(tokens_per_s: float, n_params: int, device_name: str) -> float:
     peak = peak_flops(device_name)
     return 6 * n_params * tokens_per_s / peak if peak else 0.0
 
-
-def count_params(model_path: str) -> int:
-    """Parameters of the model at `model_path`, counted on the meta device (nothing is loaded)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
-    return sum(p.numel() for p in model.parameters())

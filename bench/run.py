@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from cases import CASES, REPO, Case
-from measure import Measurement, count_params, mfu, read_run
+from measure import Measurement, mfu, read_run
 
 RESULTS = REPO / "bench" / "results"
 METRICS = ("samples_per_s", "tokens_per_s", "gen_tokens_per_s", "step_time_s", "peak_mem_gb", "mfu")
@@ -113,7 +113,10 @@ def add_mfu(case: Case, runs: dict[str, list[Measurement]]) -> None:
     import torch
     from baseline import workload
 
-    n_params = count_params(workload([*case.ours, f"paths.cache_dir={REPO / '.cache' / 'pipeline'}"])[1])
+    from pipeline.memory import model_shapes
+
+    # counted on the meta device from the model's config, as the dry run's memory estimate does
+    n_params = model_shapes(workload(case.ours).model).params
     device = torch.cuda.get_device_name(0)
     for measurement in (m for side in runs.values() for m in side):
         measurement.mfu = mfu(measurement.tokens_per_s, n_params, device)

@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO, tiny_model_dir
+from tests.conftest import REPO, compose_config, tiny_model_dir
 
 sys.path.insert(0, str(REPO / "bench"))
 
 from cases import CASES  # noqa: E402
-from measure import Measurement, count_params, mfu  # noqa: E402
+from measure import Measurement, mfu  # noqa: E402
 from run import table  # noqa: E402
 
 
@@ -23,12 +23,16 @@ def test_mfu_is_six_n_tokens_over_the_devices_peak() -> None:
     assert mfu(1000.0, 10**9, "some unknown accelerator") == 0.0
 
 
-def test_count_params_matches_the_loaded_model(model_cache) -> None:
+def test_mfu_parameter_count_matches_the_loaded_model(model_cache) -> None:
+    from omegaconf import OmegaConf
     from transformers import AutoModelForCausalLM
+
+    from pipeline.memory import model_shapes
 
     path = tiny_model_dir(model_cache)  # materialised on first use
     loaded = AutoModelForCausalLM.from_pretrained(path)
-    assert count_params(str(path)) == sum(p.numel() for p in loaded.parameters())
+    tiny = OmegaConf.to_object(compose_config(["model=tiny"])).model
+    assert model_shapes(tiny).params == sum(p.numel() for p in loaded.parameters())
 
 
 def measurement(side: str, samples: float, peak: float) -> Measurement:
