@@ -321,6 +321,9 @@ class HwConfig:
     # Rendezvous of rank 0 for multi-node accelerate/torchrun; overridden by MASTER_ADDR / MASTER_PORT.
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
+    # A rank that waits longer than this on the others (a collective they never join) fails, naming itself and
+    # where it waited, instead of hanging; the first-time GGUF conversion and DeepSpeed's op builds fit well inside.
+    collective_timeout_s: int = 1800
 
 
 @dataclass

@@ -2,10 +2,12 @@
 checkpoint on SIGTERM/SIGINT.
 
 The Trainer writes `checkpoints/checkpoint-N/` file by file (model, optimizer, scheduler, RNG states, trainer
-state). A process killed half-way leaves a folder that *looks* like a checkpoint; so only a folder holding
-`checkpoint_complete.json` -- written last, by rename, listing every file and its size -- counts as complete.
-Resuming checks the listed sizes again, so a truncated file is reported by name instead of failing deep inside
-torch.load.
+state; under DeepSpeed a `global_stepN/` folder of per-rank ZeRO shards -- see pipeline.checkpoint_files). A process
+killed half-way leaves a folder that *looks* like a checkpoint; so only a folder holding `checkpoint_complete.json`
+-- written last, by rank 0, by rename, after every rank has written its own files, listing every file of every rank
+and its size -- counts as complete. Resuming checks the listed sizes again, so a truncated file is reported by name
+instead of failing deep inside torch.load, and checks that the run has as many processes as a DeepSpeed checkpoint
+was sharded over.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from pipeline import checkpoint_files
+from pipeline.distributed import any_rank, barrier
+
 log = logging.getLogger(__name__)
 
 MARKER = "checkpoint_complete.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
-# Files without which the Trainer cannot restore the exact state (weights are checked separately).
-REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
-WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 class CheckpointError(ValueError):
@@ -55,7 +57,7 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and step_of(p) >= 0), key=step_of)
 
 
-def resolve_resume(resume: str | None, run_dir: Path) -> str | None:
+def resolve_resume(resume: str | None, run_dir: Path, world_size: int = 1) -> str | None:
     """The checkpoint folder to resume from, or None to start fresh. Raises CheckpointError."""
     if resume is None or resume == "":
         return None
@@ -68,13 +70,13 @@ def resolve_resume(resume: str | None, run_dir: Path) -> str | None:
         path = complete[-1]
     else:
         path = Path(resume)
-    check_checkpoint(path)
+    check_checkpoint(path, world_size)
     log.info("resuming from %s (step %d)", path, step_of(path))
     return str(path)
 
 
-def check_checkpoint(path: Path) -> None:
-    """Raise CheckpointError unless `path` is a complete, readable checkpoint."""
+def check_checkpoint(path: Path, world_size: int = 1) -> None:
+    """Raise CheckpointError unless `path` is a complete, readable checkpoint this run's ranks can load."""
     fix = f"Fix: resume=auto picks the newest complete one, or name another checkpoint-N under {path.parent}."
     if not path.is_dir():
         raise CheckpointError(f"resume={path}: no such checkpoint folder. {fix}")
@@ -84,7 +86,8 @@ def check_checkpoint(path: Path) -> None:
             f"(the run stopped while saving). {fix}"
         )
     try:
-        listed = json.loads((path / MARKER).read_text())["files"]
+        marker = json.loads((path / MARKER).read_text())
+        listed = marker["files"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"resume={path}: {MARKER} is unreadable ({err}). {fix}") from err
     for name, size in listed.items():
@@ -98,20 +101,38 @@ def check_checkpoint(path: Path) -> None:
         json.loads((path / "trainer_state.json").read_text())
     except (OSError, ValueError) as err:
         raise CheckpointError(f"resume={path}: trainer_state.json is unreadable ({err}). {fix}") from err
+    _check_world_size(path, marker.get("world_size") or checkpoint_files.written_by(path), world_size)
 
 
-def mark_complete(path: Path) -> None:
-    """Write the marker last, via rename, after checking what the Trainer should have written."""
-    missing = [name for name in REQUIRED if not (path / name).is_file()]
-    if not any((path / name).is_file() for name in WEIGHTS):
-        missing.append("model or adapter weights")
+def _check_world_size(path: Path, written: int, now: int) -> None:
+    """DeepSpeed shards the optimizer over the ranks that wrote it and cannot load it into another number of
+    ranks; a plain/DDP checkpoint holds whole states, so it loads into any number (only the per-rank RNG streams
+    differ, so the continuation is not bit-for-bit the one the old world size would have trained)."""
+    if written == now:
+        return
+    if checkpoint_files.layout(path) == checkpoint_files.DEEPSPEED:
+        raise CheckpointError(
+            f"resume={path}: this DeepSpeed checkpoint was written by {written} processes and this run has {now}; "
+            f"ZeRO optimizer shards load only into the same number of ranks. Fix: resume with {written} processes "
+            f"(hw.num_processes x hw.num_nodes = {written}), or start a new run from its weights with "
+            f"init_from={path} (a fresh optimizer)."
+        )
+    log.warning("resume=%s: written by %d process(es), resumed with %d: weights, optimizer, scheduler and data "
+                "position carry over; per-rank random streams start anew, so sampling differs from an "
+                "uninterrupted run", path, written, now)
+
+
+def mark_complete(path: Path, world_size: int = 1) -> None:
+    """Write the marker last, via rename, after checking what the Trainer should have written (all ranks)."""
+    missing = checkpoint_files.missing(path, world_size)
     if missing:
         raise CheckpointError(f"{path}: the trainer did not write {', '.join(missing)}; not marking it complete.")
     files = {
         str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file() and f.name != MARKER
     }
+    record = {"step": step_of(path), "world_size": world_size, "layout": checkpoint_files.layout(path), "files": files}
     tmp = path / (MARKER + ".tmp")
-    tmp.write_text(json.dumps({"step": step_of(path), "files": files}, indent=1) + "\n")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
     os.replace(tmp, path / MARKER)
 
 
@@ -136,15 +157,19 @@ def _discard_incomplete(run_dir: Path, after: int) -> None:
 
 
 class CheckpointCallback(TrainerCallback):
-    """After each save: mark the checkpoint complete, then keep the newest `keep`."""
+    """After each save, on every rank: wait until all ranks have written their files, mark the checkpoint
+    complete (rank 0), keep the newest `keep`, and wait again -- a rank that ran ahead and exited (a SIGTERM stop)
+    would make its launcher kill rank 0 before the marker is written."""
 
     def __init__(self, run_dir: Path, keep: int) -> None:
         self.run_dir, self.keep = run_dir, keep
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        barrier()
         if state.is_world_process_zero:
-            mark_complete(checkpoint_root(self.run_dir) / f"checkpoint-{state.global_step}")
+            mark_complete(checkpoint_root(self.run_dir) / f"checkpoint-{state.global_step}", args.world_size)
             rotate(self.run_dir, self.keep)
+        barrier()
 
 
 class SignalCheckpoint(TrainerCallback):
@@ -173,7 +198,9 @@ class SignalCheckpoint(TrainerCallback):
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
-        if self.received is not None:
+        # A signal may reach one rank only (kill PID); every rank must save -- DeepSpeed's save is collective.
+        if any_rank(self.received is not None, args.device):
+            self.received = self.received or signal.SIGTERM
             control.should_save = True
             control.should_training_stop = True
         return control

@@ -26,5 +26,8 @@ def _runner(name: str) -> Callable[[RunConfig, Path], dict[str, Any]]:
 
 def run_stage(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Run the configured stage in `run_dir`; returns its summary."""
+    from pipeline.distributed import explain_timeouts  # torch: only once a stage really runs
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    return _runner(cfg.stage.name)(cfg, run_dir)
+    with explain_timeouts(cfg.hw.collective_timeout_s):
+        return _runner(cfg.stage.name)(cfg, run_dir)

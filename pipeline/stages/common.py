@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +22,20 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from pipeline.config import Device, OnBadRow, Precision, QuantMethod, RunConfig
 from pipeline.data import StageData, load_stage_data
 from pipeline.data.predictions import write_predictions
+from pipeline.distributed import world
 from pipeline.evaluate import Accuracy, heldout_accuracy
 from pipeline.guards import NanGuard, explain_load_error, long_rows
-from pipeline.modeling import check_device, load_tokenizer, lora_config
-from pipeline.monitoring import best_metrics, build_callbacks, final_metrics, wandb_env, write_json_atomic
-from pipeline.plot import plot_run
-from pipeline.resume import (
-    CheckpointCallback,
-    SignalCheckpoint,
-    already_done,
-    check_checkpoint,
-    load_finished,
-    resolve_resume,
+from pipeline.modeling import check_device, keep_cpu_4bit_layout, load_tokenizer, lora_config
+from pipeline.monitoring import (
+    CompletionsCallback,
+    best_metrics,
+    build_callbacks,
+    final_metrics,
+    wandb_env,
+    write_json_atomic,
 )
+from pipeline.plot import plot_run
+from pipeline.resume import CheckpointCallback, SignalCheckpoint, already_done, load_finished, resolve_resume
 from pipeline.stages.init_from import load_start_model
 from pipeline.validation import split_batch
 
@@ -49,6 +51,8 @@ class Prepared:
     started: float
     # training rows over stage.max_length (truncated by TRL, or dropped under data.on_bad_row=skip)
     long_rows: int = 0
+    # the checkpoint folder to resume from (resume=auto|PATH), None for a fresh start
+    checkpoint: str | None = None
 
 
 def is_rank_zero() -> bool:
@@ -61,9 +65,8 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
     if cfg.hw.torch_threads:
         torch.set_num_threads(cfg.hw.torch_threads)
     set_seed(cfg.seed)
-    if cfg.resume not in (None, "", "auto"):
-        # A bad resume=PATH fails now, not after the data and model have loaded.
-        check_checkpoint(Path(cfg.resume))
+    # A bad resume=PATH (or one written by another number of DeepSpeed ranks) fails now, before data and model load.
+    checkpoint = resolve_resume(cfg.resume, run_dir, world())
     if is_rank_zero():
         OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
     data = load_stage_data(cfg.data, cfg.stage.name, cfg.seed)
@@ -84,12 +87,15 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
     if cfg.quant.method != QuantMethod.none:
         from peft import prepare_model_for_kbit_training
 
+        if world() > 1:
+            keep_cpu_4bit_layout(model)
+
         # k-bit prep (fp32 norms, input grads) must come before the trainer wraps the model with LoRA.
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.hw.gradient_checkpointing
         )
     before = _accuracy(cfg, run_dir, model, tokenizer, data, "before")
-    return Prepared(data, tokenizer, model, before, started, long)
+    return Prepared(data, tokenizer, model, before, started, long, checkpoint)
 
 
 def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
@@ -126,6 +132,8 @@ def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         "fp16": hw.precision == Precision.fp16,
         "gradient_checkpointing": hw.gradient_checkpointing,
         "gradient_checkpointing_kwargs": {"use_reentrant": False} if hw.gradient_checkpointing else None,
+        # a rank waiting longer than this on a collective fails (pipeline.distributed names it) instead of hanging
+        "ddp_timeout": hw.collective_timeout_s,
         # the zero profile's JSON; its "auto" values are filled from the values above, so they cannot disagree
         "deepspeed": _deepspeed_config(cfg),
     }
@@ -134,12 +142,17 @@ def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
 def callbacks(cfg: RunConfig, run_dir: Path) -> list[TrainerCallback]:
     # NanGuard on every rank (each holds gradients); monitoring and checkpoint marking on rank 0 only.
     wandb_env(cfg.logging, run_dir)
-    found: list[TrainerCallback] = [NanGuard()]
+    # CheckpointCallback on every rank too: its barrier waits for all ranks' files before rank 0 marks them.
+    found: list[TrainerCallback] = [NanGuard(), CheckpointCallback(run_dir, cfg.checkpoint.keep)]
     if cfg.checkpoint.save_on_signal:
         found.append(SignalCheckpoint())
     if is_rank_zero():
-        found.append(CheckpointCallback(run_dir, cfg.checkpoint.keep))
         found += build_callbacks(run_dir, cfg.logging, cfg.stage.batch_size)
+    elif cfg.zero.stage >= 3 and cfg.logging.samples_every > 0:
+        # ZeRO-3: rank 0's sample generation gathers weights from every rank, so every rank must generate too.
+        logging_cfg = cfg.logging
+        found.append(CompletionsCallback(run_dir, None, logging_cfg.samples_every, logging_cfg.samples_shown,
+                                         write=False))
     return found
 
 
@@ -157,7 +170,7 @@ def trainer_inputs(cfg: RunConfig, run_dir: Path, prep: Prepared) -> dict[str, A
 
 def train(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> None:
     """trainer.train(), resumed when asked; exits with 128+signal after a SIGTERM/SIGINT checkpoint."""
-    checkpoint = resolve_resume(cfg.resume, run_dir)
+    checkpoint = prep.checkpoint
     for callback in trainer.callback_handler.callbacks:
         if hasattr(callback, "bind"):
             callback.bind(trainer, prep.data.eval_prompts)
@@ -253,7 +266,7 @@ def _deepspeed_config(cfg: RunConfig) -> str | None:
         import deepspeed
 
         # DeepSpeed would look for oneCCL on CPU; gloo it is, set before TrainingArguments reads the backend.
-        deepspeed.init_distributed(dist_backend="gloo")
+        deepspeed.init_distributed(dist_backend="gloo", timeout=timedelta(seconds=cfg.hw.collective_timeout_s))
     return str(path)
 
 
