@@ -164,3 +164,12 @@ def _materialise(model: ModelConfig, target: Path) -> None:
         AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(partial)
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
+
+
+def keep_cpu_4bit_layout(model: PreTrainedModel) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights into its CPU inference layout (other shape) on the first
+    no-grad forward. Only rank 0 runs the held-out evaluation before training; with its weights repacked, the
+    ranks disagree on parameter shapes and DDP's / DeepSpeed's initial broadcast waits forever (issue 15)."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False

@@ -140,9 +140,12 @@ class CompletionsCallback(TrainerCallback):
     it prints them to the console and wandb only). SFT/DPO: greedy completions of the first held-out prompts.
     """
 
-    def __init__(self, run_dir: Path, writer: Any, every: int, shown: int) -> None:
+    def __init__(self, run_dir: Path, writer: Any, every: int, shown: int, write: bool = True) -> None:
         self.path, self.writer, self.every, self.shown = run_dir / "samples" / "completions.jsonl", writer, every, shown
         self.eval_prompts, self.trainer = None, None
+        # False on the other ranks of a ZeRO-3 run: they join rank 0's generation (each forward gathers the
+        # partitioned weights from every rank) and write nothing.
+        self.write = write
 
     def bind(self, trainer: Any, eval_prompts: Any) -> None:
         # The callback API hands over the model, not the trainer that holds GRPO's latest completions.
@@ -152,7 +155,7 @@ class CompletionsCallback(TrainerCallback):
         if self.trainer is None or state.global_step % self.every or "loss" not in (logs or {}):
             return
         rows = self._grpo_rows() if hasattr(self.trainer, "_logs") else self._greedy_rows()
-        if not rows:
+        if not rows or not self.write:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
