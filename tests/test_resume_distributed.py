@@ -83,7 +83,10 @@ def marker(path: Path) -> dict:
     return json.loads((path / "checkpoint_complete.json").read_text())
 
 
-@pytest.mark.parametrize(("stage", "zero"), [("sft", "zero2"), ("grpo", "zero3")])
+@pytest.mark.parametrize(("stage", "zero"), [
+    ("sft", "zero2"), ("grpo", "zero3"),
+    pytest.param("dpo", "zero3", marks=pytest.mark.slow),  # policy + reference under ZeRO-3
+])
 def test_deepspeed_kill_9_then_resume_equals_uninterrupted(stage, zero, tmp_path, model_cache) -> None:
     extra = (f"zero={zero}", "checkpoint.keep=1")
     reference_dir = tmp_path / "uninterrupted"
@@ -154,15 +157,19 @@ def test_sigterm_to_one_rank_saves_on_both_and_resumes(tmp_path, model_cache) ->
     assert sorted(logged(run_dir)) == list(range(1, STEPS + 1)) and (run_dir / "summary.json").exists()
 
 
-@pytest.mark.parametrize(("stage", "quant"), [("sft", "nf4"), ("sft", "int8"), ("grpo", "nf4"), ("grpo", "int8")])
-def test_quantized_base_with_two_processes_trains_and_saves(stage, quant, tmp_path, model_cache) -> None:
+@pytest.mark.parametrize(("stage", "quant", "zero"), [
+    ("sft", "nf4", "none"), ("sft", "int8", "none"), ("grpo", "nf4", "none"), ("grpo", "int8", "none"),
+    ("sft", "nf4", "zero2"),  # QLoRA on hw=dual_3090's default engine
+])
+def test_quantized_base_with_two_processes_trains_and_saves(stage, quant, zero, tmp_path, model_cache) -> None:
     """These hung in DDP's first broadcast: rank 0's held-out evaluation had repacked its 4-bit weights."""
-    command = [sys.executable, RUN, *two_rank_args(stage, tmp_path, model_cache, f"quant={quant}",
+    command = [sys.executable, RUN, *two_rank_args(stage, tmp_path, model_cache, f"quant={quant}", f"zero={zero}",
                                                  "hw.collective_timeout_s=120")]
     proc = subprocess.run(command, cwd=tmp_path, env=dict(env(), RUN_ID=f"{stage}-{quant}"), capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    summary = check_two_rank_run(tmp_path, stage, proc.stdout + proc.stderr, "ddp", model_cache)
+    engine = "ddp" if zero == "none" else f"deepspeed-{zero}"
+    summary = check_two_rank_run(tmp_path, stage, proc.stdout + proc.stderr, engine, model_cache)
     assert summary["quant"] == quant
 
 
