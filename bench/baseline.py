@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from pipeline.config import Device, PeftMethod, Precision, RunConfig, register_configs
+from pipeline.config.schema import Device, PeftMethod, Precision, RunConfig, register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def workload(overrides: list[str]) -> RunConfig:
 
 
 def main(out_dir: Path, overrides: list[str]) -> None:
-    from pipeline.modeling import model_dir
+    from pipeline.train.modeling import model_dir
 
     run = workload(overrides)
     path = model_dir(run.model, run.paths.cache_dir)

@@ -15,10 +15,10 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from pipeline.argv import strip_launcher_args  # noqa: E402
-from pipeline.config import register_configs  # noqa: E402
-from pipeline.launch import dispatch, rank_argv  # noqa: E402
-from pipeline.secrets import refuse_secret_overrides  # noqa: E402
+from pipeline.config.argv import strip_launcher_args  # noqa: E402
+from pipeline.config.schema import register_configs  # noqa: E402
+from pipeline.config.secrets import refuse_secret_overrides  # noqa: E402
+from pipeline.launch.launcher import dispatch, rank_argv  # noqa: E402
 
 strip_launcher_args(sys.argv)
 refuse_secret_overrides(sys.argv)
@@ -31,8 +31,8 @@ def main(cfg: DictConfig) -> None:
     # Cross-field checks run here, before torch is imported; the stages import it.
     from hydra.core.hydra_config import HydraConfig
 
-    from pipeline.sweep import refused_in_sweep
-    from pipeline.validation import to_run_config
+    from pipeline.config.checks import to_run_config
+    from pipeline.launch.sweep import refused_in_sweep
 
     # Hydra's runtime dir is output_dir for a single run and the job's own subdir in a --multirun sweep.
     hydra_cfg = HydraConfig.get()
@@ -46,7 +46,7 @@ def main(cfg: DictConfig) -> None:
     # A dry run prints and stops; a multi-process profile started plainly re-launches through its launcher.
     if dispatch(cfg, run_cfg, list(hydra_cfg.overrides.task), run_dir):
         return
-    from pipeline.stages import run_stage
+    from pipeline.train.stages import run_stage
 
     run_stage(run_cfg, run_dir)
 

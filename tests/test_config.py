@@ -9,7 +9,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.validation import to_run_config
+from pipeline.config.checks import to_run_config
 from tests.conftest import CONF, REPO, compose_config, offline_env
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("stage_data", "experiment"))
@@ -158,7 +158,7 @@ def test_validation_fails_before_torch_is_imported() -> None:
     code = (
         "import sys\n"
         "from tests.conftest import compose_config\n"
-        "from pipeline.validation import to_run_config, ConfigError\n"
+        "from pipeline.config.checks import to_run_config, ConfigError\n"
         "try:\n"
         "    to_run_config(compose_config(['hw.precision=bf16', 'stage=dpo', 'data=jsonl',\n"
         "                                  'data.path=tests/fixtures/config/prompt_answer.jsonl']))\n"

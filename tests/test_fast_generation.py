@@ -10,7 +10,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
-from pipeline.fast_generation import FastGenerationGRPOTrainer, inverse_cdf_sampling, merged_lora, trim_padding
+from pipeline.train.fast_generation import FastGenerationGRPOTrainer, inverse_cdf_sampling, merged_lora, trim_padding
 from tests.conftest import REPO
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.launch import (
+from pipeline.config.checks import to_run_config
+from pipeline.launch.launcher import (
     HostfileError,
     child_overrides,
     executable,
@@ -18,8 +19,7 @@ from pipeline.launch import (
     parse_hostfile,
     rank_argv,
 )
-from pipeline.memory import estimate, lora_params, model_shapes
-from pipeline.validation import to_run_config
+from pipeline.launch.memory import estimate, lora_params, model_shapes
 from tests.conftest import REPO, compose_config, offline_env
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import (
+from pipeline.config.schema import (
     DataFormat,
     Device,
     GenerationEngine,
@@ -37,7 +37,7 @@ def validate(cfg: RunConfig) -> None:
     stages = getattr(cfg.stage, "stages", None)
     if stages is not None:
         # A chain is valid when every sub-stage is: each is checked as the run it will be.
-        from pipeline.stages.chain import sub_configs
+        from pipeline.train.stages.chain import sub_configs
 
         for sub in sub_configs(cfg):
             validate(sub)
@@ -233,7 +233,7 @@ def _check_rewards(cfg: RunConfig) -> list[str]:
 
 
 def _check_distributed(cfg: RunConfig) -> list[str]:
-    from pipeline.launch import hostfile_problems, launched_world_problems
+    from pipeline.launch.launcher import hostfile_problems, launched_world_problems
 
     zero, quant = cfg.zero, cfg.quant.method
     problems = [*hostfile_problems(cfg), *launched_world_problems(cfg)]
@@ -254,7 +254,7 @@ def _check_distributed(cfg: RunConfig) -> list[str]:
     if zero.stage:
         import importlib.util
 
-        from pipeline.launch import ds_config_path
+        from pipeline.launch.launcher import ds_config_path
 
         if importlib.util.find_spec("deepspeed") is None:
             problems.append(

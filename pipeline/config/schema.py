@@ -2,7 +2,7 @@
 
 The schema dataclass owns types and defaults; YAML options under conf/ override only what differs. Because each
 group node is typed, a typo'd key, a wrong type or an unknown enum value fails while Hydra composes, before
-anything heavy is imported. Rules that involve more than one field live in `pipeline.validation`.
+anything heavy is imported. Rules that involve more than one field live in `pipeline.config.checks`.
 
 This module must stay light: it is imported by `run.py` before torch or transformers.
 """

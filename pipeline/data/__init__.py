@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import DataFormat, OnBadRow
+from pipeline.config.schema import DataFormat, OnBadRow
 from pipeline.data.arithmetic import SOURCE as ARITHMETIC
 from pipeline.data.arithmetic import arithmetic_records
 from pipeline.data.errors import BadRow, DataError, DropReport
@@ -29,7 +29,7 @@ from pipeline.data.sources import Record, is_builtin, is_local, peek_columns, re
 if TYPE_CHECKING:
     import datasets
 
-    from pipeline.config import DataConfig
+    from pipeline.config.schema import DataConfig
 
 __all__ = ["DataError", "DropReport", "StageData", "load_stage_data", "peek_columns"]
 

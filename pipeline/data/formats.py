@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import DataFormat
+from pipeline.config.schema import DataFormat
 from pipeline.data.errors import BadRow, DataError
 
 if TYPE_CHECKING:
-    from pipeline.config import DataConfig
+    from pipeline.config.schema import DataConfig
 
 Message = dict[str, str]
 STAGES = ("sft", "dpo", "grpo", "group_pref")

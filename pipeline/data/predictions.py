@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config import DataFormat
+from pipeline.config.schema import DataFormat
 
 if TYPE_CHECKING:
     import datasets
 
-    from pipeline.config import DataConfig
+    from pipeline.config.schema import DataConfig
 
 
 def write_predictions(data: DataConfig, run_dir: Path, eval_rows: datasets.Dataset | None) -> Path | None:

@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import DataFormat
+from pipeline.config.schema import DataFormat
 from pipeline.data import formats as f
 from pipeline.data.errors import BadRow
 
 if TYPE_CHECKING:
-    from pipeline.config import DataConfig
+    from pipeline.config.schema import DataConfig
 
 LETTERS = ("A", "B", "C", "D")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",

@@ -18,9 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.config import Launcher, RunConfig
+from pipeline.config.schema import Launcher, RunConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "pipeline" / "run.py"
 # Set in the children of a re-launch: a launcher that starts a process without rank variables must not loop.
 LAUNCHED_ENV = "PIPELINE_LAUNCHED"
@@ -238,7 +238,7 @@ def dry_run_report(composed: object, cfg: RunConfig, overrides: list[str], run_d
     """The composed config, the exact command that would run, and the per-GPU memory estimate."""
     from omegaconf import OmegaConf
 
-    from pipeline.memory import estimate
+    from pipeline.launch.memory import estimate
 
     kept = [o for o in overrides if not o.lstrip("+~").startswith("dry_run=")]
     if world_size(cfg) > 1 and not inside_launcher():

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config import Device, ModelConfig, ModelSource, PeftMethod, Precision, QuantMethod, RunConfig
+from pipeline.config.schema import Device, ModelConfig, ModelSource, PeftMethod, Precision, QuantMethod, RunConfig
 
 GIB = 2**30
 # Public configs of the shipped model presets, so a dry run knows their shapes without the hub.
@@ -91,7 +91,7 @@ def estimate(cfg: RunConfig) -> Estimate:
     half = hw.precision != Precision.fp32
     lora = cfg.peft.method == PeftMethod.lora
     trainable = lora_params(shapes, cfg.peft.r, cfg.peft.target_modules) if lora else shapes.params
-    # fp16 profiles load fp32 weights and train with autocast (pipeline.modeling.DTYPES)
+    # fp16 profiles load fp32 weights and train with autocast (pipeline.train.modeling.DTYPES)
     dtype_bytes = 2 if hw.precision == Precision.bf16 else 4
     weights = _weight_bytes(shapes, cfg.quant.method, dtype_bytes)
     grads = trainable * (4 if lora else dtype_bytes)
@@ -115,7 +115,7 @@ def estimate(cfg: RunConfig) -> Estimate:
 
 
 def _micro(cfg: RunConfig) -> int:
-    from pipeline.validation import split_batch
+    from pipeline.config.checks import split_batch
 
     return split_batch(cfg)[0]
 

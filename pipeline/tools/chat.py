@@ -1,10 +1,10 @@
 """Talk to a tuned model: each turn goes through the model's own chat template with the whole conversation.
 
-    python -m pipeline.chat outputs/grpo/RUN                       # greedy replies, up to 256 new tokens
-    python -m pipeline.chat outputs/grpo/RUN temperature=0.7 max_new_tokens=512 system="You are terse."
+    python -m pipeline.tools.chat outputs/grpo/RUN                       # greedy replies, up to 256 new tokens
+    python -m pipeline.tools.chat outputs/grpo/RUN temperature=0.7 max_new_tokens=512 system="You are terse."
 
 Commands inside the chat: /reset forgets the conversation, /exit (or Ctrl-D) leaves. Input may be piped:
-`echo "What is 2 + 3?" | python -m pipeline.chat RUN` answers once and exits.
+`echo "What is 2 + 3?" | python -m pipeline.tools.chat RUN` answers once and exits.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def chat(model: Any, tokenizer: Any, stdin: TextIO, stdout: TextIO, max_new_toke
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.chat", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.chat", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a finished run (its final/), or an export directory")
     parser.add_argument("options", nargs="*", help=f"key=value: {', '.join(OPTIONS)}")
     args = parser.parse_args(argv)
@@ -75,10 +75,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _load(path: Path) -> tuple[Any, Any]:
-    from pipeline.tuned import RunDirError, load_tuned
+    from pipeline.tools.tuned import RunDirError, load_tuned
 
     if (path / "config.json").is_file():
-        # An export (python -m pipeline.export): a plain transformers model directory.
+        # An export (python -m pipeline.tools.export): a plain transformers model directory.
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         return AutoModelForCausalLM.from_pretrained(str(path)).eval(), AutoTokenizer.from_pretrained(str(path))

@@ -1,9 +1,9 @@
 """Held-out accuracy: greedy, batched generation scored with the stage's answer extraction; and the CLI that
 measures a finished run, alone or side by side with its base model or another run.
 
-    python -m pipeline.evaluate outputs/grpo/RUN                  # the tuned model on the run's held-out split
-    python -m pipeline.evaluate outputs/grpo/RUN compare=base     # base vs tuned, one table
-    python -m pipeline.evaluate outputs/grpo/RUN compare=outputs/grpo/OTHER limit=50 max_new_tokens=32
+    python -m pipeline.tools.evaluate outputs/grpo/RUN                  # the tuned model on the run's held-out split
+    python -m pipeline.tools.evaluate outputs/grpo/RUN compare=base     # base vs tuned, one table
+    python -m pipeline.tools.evaluate outputs/grpo/RUN compare=outputs/grpo/OTHER limit=50 max_new_tokens=32
 
 Writes <run>/eval/eval.json and the predictions per problem (predictions.csv for MCQ data, else .jsonl).
 """
@@ -92,7 +92,7 @@ def generate_greedy(model, tokenizer, prompts: list[list[dict]], max_new_tokens:
     return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-# ---- CLI: python -m pipeline.evaluate RUN_DIR [compare=base|RUN_DIR] [limit=N] ... ------------------------------
+# ---- CLI: python -m pipeline.tools.evaluate RUN_DIR [compare=base|RUN_DIR] [limit=N] ... ---------------------
 
 OPTIONS = {"compare": str, "limit": int, "max_new_tokens": int, "batch_size": int, "eval_path": str, "out": str}
 
@@ -107,7 +107,7 @@ def evaluate_run(run_dir: Path, **opts) -> dict:
     from dataclasses import replace
 
     from pipeline.data import load_stage_data
-    from pipeline.tuned import load_tuned, load_untuned, run_config
+    from pipeline.tools.tuned import load_tuned, load_untuned, run_config
 
     cfg = run_config(run_dir)
     if opts.get("eval_path"):
@@ -152,7 +152,7 @@ def _merge_predictions(rows: list[dict] | None, name: str, path: Path) -> list[d
 def _write_outputs(out: Path, report: dict, rows: list[dict], mcq: bool) -> None:
     import csv
 
-    from pipeline.monitoring import write_json_atomic
+    from pipeline.train.monitoring import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     if mcq:
@@ -189,11 +189,12 @@ def parse_options(pairs: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description="Held-out accuracy of a run.")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.evaluate",
+                                     description="Held-out accuracy of a run.")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("options", nargs="*", help=f"key=value: {', '.join(OPTIONS)}")
     args = parser.parse_args(argv)
-    from pipeline.tuned import RunDirError
+    from pipeline.tools.tuned import RunDirError
 
     try:
         report = evaluate_run(args.run_dir, **parse_options(args.options))

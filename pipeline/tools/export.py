@@ -1,7 +1,7 @@
 """Export a finished run as one standalone model: LoRA merged into the base, safetensors + tokenizer.
 
-    python -m pipeline.export outputs/grpo/RUN                   # -> outputs/grpo/RUN/export/
-    python -m pipeline.export outputs/grpo/RUN out=/models/mine force=true
+    python -m pipeline.tools.export outputs/grpo/RUN                   # -> outputs/grpo/RUN/export/
+    python -m pipeline.tools.export outputs/grpo/RUN out=/models/mine force=true
 
 QLoRA runs (quant=nf4|int8) merge into the dequantized base: the adapter was trained against the quantized
 weights, so those -- not the original full-precision ones -- are what it corrects. Full fine-tuning runs are
@@ -16,8 +16,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from pipeline.config import QuantMethod
-from pipeline.tuned import RunDirError, final_dir, is_adapter, load_base, run_config
+from pipeline.config.schema import QuantMethod
+from pipeline.tools.tuned import RunDirError, final_dir, is_adapter, load_base, run_config
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def export_run(run_dir: Path, out: Path | None = None, force: bool = False) -> P
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.export", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("options", nargs="*", help="out=DIR (default <run>/export), force=true")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """PNG plots of a run from its <run>/metrics.jsonl, and the final/best figures in summary.json.
 
-    python -m pipeline.plot outputs/grpo/20260101_120000      # plots/*.png, summary.json updated
+    python -m pipeline.tools.plot outputs/grpo/20260101_120000      # plots/*.png, summary.json updated
 
 Runs by itself at the end of training; on demand it also works on a run that is still going or was killed
 (it then marks summary.json "finished": false, because there is no final/ model).
@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipeline.monitoring import best_metrics, final_metrics, read_metrics, write_json_atomic
+from pipeline.train.monitoring import best_metrics, final_metrics, read_metrics, write_json_atomic
 
 # Curves of the overview, in reading order: what is optimised, what it earns, what drives it, how fast.
 OVERVIEW = ("loss", "reward", "learning_rate", "grad_norm", "completions/mean_length", "perf/samples_per_s")
@@ -114,7 +114,7 @@ def update_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.plot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.plot", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run directory (holds metrics.jsonl)")
     run_dir = parser.parse_args(argv).run_dir
     if not (run_dir / "metrics.jsonl").is_file():

@@ -1,5 +1,5 @@
 """A finished run, loaded back: its typed config, its tuned model (base + LoRA adapter, or the full model) and
-its tokenizer. Shared by `pipeline.evaluate`, `pipeline.export` and `pipeline.chat`."""
+its tokenizer. Shared by `pipeline.tools.evaluate`, `pipeline.tools.export` and `pipeline.tools.chat`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from pipeline.config import SCHEMAS, QuantConfig, RunConfig
+from pipeline.config.schema import SCHEMAS, QuantConfig, RunConfig
 
 
 class RunDirError(ValueError):
@@ -48,7 +48,7 @@ def is_adapter(final: Path) -> bool:
 
 
 def load_base(cfg: RunConfig, quant: QuantConfig | None = None) -> Any:
-    from pipeline.modeling import load_model
+    from pipeline.train.modeling import load_model
 
     return load_model(cfg.model, quant or cfg.quant, cfg.hw, cfg.paths.cache_dir)
 
@@ -72,7 +72,7 @@ def load_tuned(run_dir: Path, cfg: RunConfig | None = None) -> tuple[Any, Any]:
 
 def load_untuned(run_dir: Path, cfg: RunConfig | None = None) -> tuple[Any, Any]:
     """(base model, tokenizer) the run started from, loaded as the run loaded it."""
-    from pipeline.modeling import load_tokenizer
+    from pipeline.train.modeling import load_tokenizer
 
     cfg = cfg or run_config(run_dir)
     model = load_base(cfg)

@@ -24,7 +24,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from pipeline.config import (
+from pipeline.config.schema import (
     Device,
     HwConfig,
     ModelConfig,

@@ -14,7 +14,7 @@ import torch
 from transformers import TrainerCallback, TrainerState
 from transformers.integrations import TensorBoardCallback
 
-from pipeline.config import LoggingConfig
+from pipeline.config.schema import LoggingConfig
 
 METRICS = "metrics.jsonl"
 
@@ -87,7 +87,7 @@ def build_callbacks(run_dir: Path, logging: LoggingConfig, batch_size: int) -> l
 
 class MetricsCallback(TrainerCallback):
     """Adds perf/samples_per_s, perf/tokens_per_s and perf/peak_memory_mb to each training log and appends every
-    log to <run>/metrics.jsonl (what `python -m pipeline.plot` reads)."""
+    log to <run>/metrics.jsonl (what `python -m pipeline.tools.plot` reads)."""
 
     def __init__(self, run_dir: Path, batch_size: int) -> None:
         self.path, self.batch_size = run_dir / METRICS, batch_size
@@ -177,8 +177,8 @@ class CompletionsCallback(TrainerCallback):
     def _greedy_rows(self) -> list[dict[str, Any]]:
         if self.eval_prompts is None or not len(self.eval_prompts):
             return []
-        from pipeline.evaluate import generate_greedy
         from pipeline.rewards.answer import is_correct
+        from pipeline.tools.evaluate import generate_greedy
 
         rows = self.eval_prompts[: self.shown]
         model, tokenizer = self.trainer.model, self.trainer.processing_class

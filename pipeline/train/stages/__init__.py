@@ -6,21 +6,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import RunConfig
+from pipeline.config.schema import RunConfig
 
 
 def _runner(name: str) -> Callable[[RunConfig, Path], dict[str, Any]]:
     # Imported on demand: each stage pulls in torch, transformers and its TRL trainer.
     if name == "sft":
-        from pipeline.stages.sft import run_sft as runner
+        from pipeline.train.stages.sft import run_sft as runner
     elif name == "dpo":
-        from pipeline.stages.dpo import run_dpo as runner
+        from pipeline.train.stages.dpo import run_dpo as runner
     elif name == "group_pref":
-        from pipeline.stages.group_pref import run_group_pref as runner
+        from pipeline.train.stages.group_pref import run_group_pref as runner
     elif name.startswith("sft_then_"):
-        from pipeline.stages.chain import run_chain as runner
+        from pipeline.train.stages.chain import run_chain as runner
     else:
-        from pipeline.stages.grpo import run_grpo as runner
+        from pipeline.train.stages.grpo import run_grpo as runner
     return runner
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from pipeline.config import DataConfig, RunConfig
+from pipeline.config.schema import DataConfig, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ def finished(sub_dir: Path) -> bool:
 
 
 def run_chain(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    from pipeline.stages import run_stage
-    from pipeline.stages.common import is_rank_zero
+    from pipeline.train.stages import run_stage
+    from pipeline.train.stages.common import is_rank_zero
 
     summaries = []
     for sub in sub_configs(cfg, run_dir):
@@ -84,7 +84,7 @@ def run_chain(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         "final_dir": summaries[-1].get("final_dir"),
     }
     if is_rank_zero():
-        from pipeline.monitoring import write_json_atomic
+        from pipeline.train.monitoring import write_json_atomic
 
         write_json_atomic(run_dir / "summary.json", summary)
     return summary

@@ -18,15 +18,16 @@ import torch
 from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, set_seed
 
-from pipeline.config import Device, OnBadRow, Precision, QuantMethod, RunConfig
+from pipeline.config.checks import split_batch
+from pipeline.config.schema import Device, OnBadRow, Precision, QuantMethod, RunConfig
 from pipeline.data import StageData, load_stage_data
 from pipeline.data.predictions import write_predictions
-from pipeline.evaluate import Accuracy, heldout_accuracy
-from pipeline.guards import NanGuard, explain_load_error, long_rows
-from pipeline.modeling import check_device, load_tokenizer, lora_config
-from pipeline.monitoring import best_metrics, build_callbacks, final_metrics, wandb_env, write_json_atomic
-from pipeline.plot import plot_run
-from pipeline.resume import (
+from pipeline.tools.evaluate import Accuracy, heldout_accuracy
+from pipeline.tools.plot import plot_run
+from pipeline.train.guards import NanGuard, explain_load_error, long_rows
+from pipeline.train.modeling import check_device, load_tokenizer, lora_config
+from pipeline.train.monitoring import best_metrics, build_callbacks, final_metrics, wandb_env, write_json_atomic
+from pipeline.train.resume import (
     CheckpointCallback,
     SignalCheckpoint,
     already_done,
@@ -34,8 +35,7 @@ from pipeline.resume import (
     load_finished,
     resolve_resume,
 )
-from pipeline.stages.init_from import load_start_model
-from pipeline.validation import split_batch
+from pipeline.train.stages.init_from import load_start_model
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         "logging_steps": stage.logging_steps,
         "save_strategy": "steps" if stage.save_steps > 0 else "no",
         "save_steps": stage.save_steps if stage.save_steps > 0 else 500,
-        # pipeline.resume keeps the newest checkpoint.keep complete checkpoints (the Trainer's own rotation
+        # pipeline.train.resume keeps the newest checkpoint.keep complete checkpoints (the Trainer's own rotation
         # cannot tell a half-written checkpoint from a complete one).
         "save_total_limit": None,
         # SFT/DPO batches carry input_ids to count; GRPO counts its own tokens.
@@ -244,7 +244,7 @@ def _engine(trainer: Trainer) -> str:
 
 
 def _deepspeed_config(cfg: RunConfig) -> str | None:
-    from pipeline.launch import ds_config_path
+    from pipeline.launch.launcher import ds_config_path
 
     path = ds_config_path(cfg)
     if path is None:

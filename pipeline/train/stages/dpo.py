@@ -13,8 +13,8 @@ from typing import Any
 
 from trl import DPOConfig, DPOTrainer
 
-from pipeline.config import RunConfig
-from pipeline.stages.common import finish, prepare, train, trainer_inputs, training_args
+from pipeline.config.schema import RunConfig
+from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
 
 
 def run_dpo(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from pipeline.config import RunConfig
-from pipeline.modeling import lora_config
-from pipeline.stages.common import callbacks, finish, prepare, train, training_args
+from pipeline.config.schema import RunConfig
+from pipeline.train.modeling import lora_config
+from pipeline.train.stages.common import callbacks, finish, prepare, train, training_args
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from trl import GRPOConfig
 
-from pipeline.config import GenerationEngine, GRPOStageConfig, RunConfig
-from pipeline.fast_generation import FastGenerationGRPOTrainer
+from pipeline.config.schema import GenerationEngine, GRPOStageConfig, RunConfig
 from pipeline.rewards import build_reward_funcs
-from pipeline.stages.common import finish, prepare, train, trainer_inputs, training_args
+from pipeline.train.fast_generation import FastGenerationGRPOTrainer
+from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
 
 
 def run_grpo(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:

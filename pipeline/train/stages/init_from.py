@@ -14,8 +14,8 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from pipeline.config import ModelSource, RunConfig
-from pipeline.modeling import load_model
+from pipeline.config.schema import ModelSource, RunConfig
+from pipeline.train.modeling import load_model
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from trl import SFTConfig, SFTTrainer
 
-from pipeline.config import OnBadRow, RunConfig
-from pipeline.stages.common import finish, prepare, train, trainer_inputs, training_args
+from pipeline.config.schema import OnBadRow, RunConfig
+from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
 
 log = logging.getLogger(__name__)
 
