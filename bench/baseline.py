@@ -15,7 +15,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from pipeline.config.schema import Device, PeftMethod, Precision, RunConfig, register_configs
+from pipeline.config.enums import Device, PeftMethod, Precision
+from pipeline.config.schema import RunConfig, register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 

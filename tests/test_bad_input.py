@@ -16,7 +16,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from pipeline.config.checks import ConfigError, to_run_config
-from pipeline.config.schema import DataConfig, DataFormat, OnBadRow
+from pipeline.config.enums import DataFormat, OnBadRow
+from pipeline.config.schema import DataConfig
 from pipeline.data import DataError, DropReport, load_stage_data
 from pipeline.train.resume import CheckpointError, check_checkpoint, mark_complete
 from tests.conftest import REPO, TINY, compose_config, run_pipeline
@@ -56,7 +57,7 @@ def checkpoint(tmp: Path, damage: str) -> Callable[[], object]:
 
 
 def hostfile(tmp: Path) -> Callable[[], object]:
-    from pipeline.launch.launcher import parse_hostfile
+    from pipeline.config.hostfile import parse_hostfile
 
     path = tmp / "hosts"
     path.write_text("# two nodes\n10.0.0.1 slots=8\n10.0.0.2 slots=eight\n")

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.config.schema import ArithmeticConfig, DataConfig, DataFormat, OnBadRow
+from pipeline.config.enums import DataFormat, OnBadRow
+from pipeline.config.schema import ArithmeticConfig, DataConfig
 from pipeline.data import DataError, DropReport, load_stage_data, peek_columns
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from pipeline.config.derived import rank
+
 
 def strip_launcher_args(argv: list[str]) -> None:
     """Move `--local_rank=N` / `--local_rank N` (appended by the deepspeed launcher) into LOCAL_RANK.
@@ -22,3 +24,9 @@ def strip_launcher_args(argv: list[str]) -> None:
             del argv[i : i + 2]
         else:
             i += 1
+
+
+def rank_argv(argv: list[str]) -> None:
+    """Ranks other than 0 neither rewrite .hydra/ nor append to run.log: they log to the console only."""
+    if rank() != 0:
+        argv.extend(["hydra.output_subdir=null", "hydra/job_logging=stdout"])

@@ -6,20 +6,21 @@ them; all problems are reported at once. Imports stay light (no torch): this run
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config.schema import (
-    DataFormat,
-    Device,
-    GenerationEngine,
-    ModelSource,
-    PeftMethod,
-    Precision,
-    QuantMethod,
-    RunConfig,
-)
-
-STAGE_NAMES = ("sft", "dpo", "grpo", "group_pref", "sft_then_grpo", "sft_then_dpo")
+from pipeline.config.data_formats import REQUIRED
+from pipeline.config.derived import chain_steps, ds_config_path, inside_launcher, split_batch, world_size
+from pipeline.config.enums import DataFormat, Device, GenerationEngine, ModelSource, PeftMethod, Precision, QuantMethod
+from pipeline.config.hostfile import hostfile_problems
+from pipeline.config.schema import RunConfig
+from pipeline.config.stage_table import STAGES, UnknownStageError, stage_spec
+from pipeline.data.sources import peek_columns
+from pipeline.rewards import UnknownRewardError, get_reward, reward_names
 
 
 class ConfigError(ValueError):
@@ -34,15 +35,17 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
 
 
 def validate(cfg: RunConfig) -> None:
-    stages = getattr(cfg.stage, "stages", None)
-    if stages is not None:
+    try:
+        spec = stage_spec(cfg.stage.name)
+    except UnknownStageError as err:
+        raise ConfigError(f"invalid config:\n  - {err}") from None
+    if spec.chain:
         # A chain is valid when every sub-stage is: each is checked as the run it will be.
-        from pipeline.train.stages.chain import sub_configs
-
-        for sub in sub_configs(cfg):
+        for sub in chain_steps(cfg):
             validate(sub)
         return
     problems = [
+        *_check_logging(cfg),
         *_check_stage(cfg),
         *_check_model(cfg),
         *_check_model_location(cfg),
@@ -58,24 +61,17 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def world_size(cfg: RunConfig) -> int:
-    return cfg.hw.num_processes * cfg.hw.num_nodes
-
-
-def split_batch(cfg: RunConfig) -> tuple[int, int]:
-    """stage.batch_size (global) -> (per-device micro-batch, gradient accumulation steps)."""
-    per_rank = cfg.stage.batch_size // world_size(cfg)
-    per_device = max(1, min(cfg.hw.micro_batch, per_rank))
-    return per_device, max(1, per_rank // per_device)
+def _check_logging(cfg: RunConfig) -> list[str]:
+    level = cfg.logging.level
+    if isinstance(logging.getLevelName(str(level).upper()), int):
+        return []
+    return [f"logging.level={level} is not a log level: use DEBUG, INFO, WARNING or ERROR."]
 
 
 def _check_stage(cfg: RunConfig) -> list[str]:
-    problems = []
-    if cfg.stage.name not in STAGE_NAMES:
-        problems.append(f"stage.name={cfg.stage.name} is not one of {', '.join(STAGE_NAMES)}.")
     if cfg.max_steps <= 0 and cfg.stage.num_epochs <= 0:
-        problems.append("max_steps and stage.num_epochs are both <= 0: set max_steps=N or stage.num_epochs=1.")
-    return problems
+        return ["max_steps and stage.num_epochs are both <= 0: set max_steps=N or stage.num_epochs=1."]
+    return []
 
 
 def _check_model(cfg: RunConfig) -> list[str]:
@@ -92,8 +88,6 @@ def _check_model(cfg: RunConfig) -> list[str]:
 def _check_model_location(cfg: RunConfig) -> list[str]:
     """A local model path that does not exist fails here, before the data loads, instead of in transformers' long
     message about hub ids."""
-    from pathlib import Path
-
     m = cfg.model
     if m.source == ModelSource.random or not m.path or m.path.startswith("pkg:"):
         return []
@@ -124,8 +118,6 @@ def _check_hardware(cfg: RunConfig) -> list[str]:
 def _check_generation(cfg: RunConfig) -> list[str]:
     if getattr(cfg.stage, "generation", None) != GenerationEngine.vllm_colocate:
         return []
-    import importlib.util
-
     problems = []
     if cfg.hw.device != Device.cuda:
         problems.append(f"stage.generation=vllm_colocate needs a GPU, but hw={cfg.hw.name} is device "
@@ -159,7 +151,7 @@ def _check_batch(cfg: RunConfig) -> list[str]:
             f"stage.batch_size={batch} is not a multiple of hw.micro_batch={per_device} x {world} processes: "
             f"set stage.batch_size={per_device * accum * world} or hw.micro_batch to a divisor of {batch // world}."
         )
-    if cfg.stage.name == "grpo":
+    if hasattr(cfg.stage, "num_generations"):
         gens = cfg.stage.num_generations
         if gens < 2:
             problems.append(f"stage.num_generations={gens}: GRPO compares completions within a group; set >= 2.")
@@ -171,28 +163,15 @@ def _check_batch(cfg: RunConfig) -> list[str]:
     return problems
 
 
-# Formats each stage accepts: the data package's table (light: it imports no `datasets`). A local file passes
-# the column check when its first row has the columns of the stage's main format or of any accepted one.
-from pipeline.data.formats import STAGE_FORMATS  # noqa: E402
-
-STAGE_COLUMNS = {
-    "dpo": {"prompt", "chosen", "rejected"},
-    "grpo": {"prompt", "answer"},
-    "group_pref": {"prompt", "responses", "scores"},
-}
-
-
 def _check_data(cfg: RunConfig) -> list[str]:
     stage, fmt = cfg.stage.name, cfg.data.format
-    allowed = STAGE_FORMATS.get(stage, ())
+    allowed = STAGES[stage].formats
     if fmt != DataFormat.auto and fmt not in allowed:
         names = ", ".join(f.value for f in allowed)
         return [f"data.format={fmt.value} cannot feed stage={stage}: it needs {names} (data={cfg.data.name})."]
-    needed = STAGE_COLUMNS.get(stage)
+    needed = STAGES[stage].columns
     if not needed or fmt != DataFormat.auto:
         return []
-    from pipeline.data import peek_columns
-
     columns = peek_columns(cfg.data)
     if columns is None or needed <= columns or _some_format_fits(allowed, columns):
         return []
@@ -205,18 +184,14 @@ def _check_data(cfg: RunConfig) -> list[str]:
 
 
 def _some_format_fits(formats: tuple[DataFormat, ...], columns: set[str]) -> bool:
-    from pipeline.data.formats import REQUIRED
-
     return any(set(REQUIRED[f]) <= columns for f in formats)
 
 
 def _check_rewards(cfg: RunConfig) -> list[str]:
-    if cfg.stage.name != "grpo":
+    if not stage_spec(cfg.stage.name).rewards:
         return []
     if not cfg.reward.terms:
         return [f"reward={cfg.reward.name} has no terms: GRPO needs at least one (e.g. reward=correctness)."]
-    from pipeline.rewards import UnknownRewardError, get_reward, reward_names
-
     known, problems = reward_names(), []
     for term, t in cfg.reward.terms.items():
         name = t._target_ or t.function or term
@@ -233,8 +208,6 @@ def _check_rewards(cfg: RunConfig) -> list[str]:
 
 
 def _check_distributed(cfg: RunConfig) -> list[str]:
-    from pipeline.launch.launcher import hostfile_problems, launched_world_problems
-
     zero, quant = cfg.zero, cfg.quant.method
     problems = [*hostfile_problems(cfg), *launched_world_problems(cfg)]
     if zero.stage >= 3 and quant != QuantMethod.none:
@@ -252,10 +225,6 @@ def _check_distributed(cfg: RunConfig) -> list[str]:
     if zero.stage and not zero.config_file:
         problems.append(f"zero={zero.name} has stage {zero.stage} but no zero.config_file: name a JSON in ds_configs/.")
     if zero.stage:
-        import importlib.util
-
-        from pipeline.launch.launcher import ds_config_path
-
         if importlib.util.find_spec("deepspeed") is None:
             problems.append(
                 f"zero={zero.name} needs the deepspeed package: pip install -c constraints.txt deepspeed, or zero=none."
@@ -263,3 +232,15 @@ def _check_distributed(cfg: RunConfig) -> list[str]:
         if zero.config_file and not ds_config_path(cfg).is_file():
             problems.append(f"zero.config_file={zero.config_file}: not found in ds_configs/ nor as a path.")
     return problems
+
+
+def launched_world_problems(cfg: RunConfig) -> list[str]:
+    """A typed launch (`deepspeed --num_gpus 4 ...`) must agree with the hw profile the batch split assumes."""
+    if not inside_launcher() or int(os.environ["WORLD_SIZE"]) == world_size(cfg):
+        return []
+    actual = int(os.environ["WORLD_SIZE"])
+    return [
+        f"the launcher started {actual} processes but hw={cfg.hw.name} says {cfg.hw.num_nodes} node(s) x "
+        f"{cfg.hw.num_processes} = {world_size(cfg)}; the batch split needs them equal. Fix: pass "
+        f"hw.num_processes={actual // cfg.hw.num_nodes} (per node) or pick a matching hw profile."
+    ]

@@ -10,76 +10,27 @@ This module must stay light: it is imported by `run.py` before torch or transfor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-
-class ModelSource(str, Enum):
-    pretrained = "pretrained"  # transformers checkpoint: hub id or local directory
-    gguf = "gguf"  # dequantised once from a GGUF file into a safetensors cache
-    random = "random"  # built from `arch` with random weights (tests, benchmarks)
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class GenerationEngine(str, Enum):
-    transformers = "transformers"  # TRL's model.generate in the training process, any device
-    vllm_colocate = "vllm_colocate"  # vLLM in the training process on the same GPU (extra `gpu`)
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class Launcher(str, Enum):
-    # How run.py re-launches itself when the hw profile wants more than one process (pipeline/launch.py).
-    accelerate = "accelerate"
-    deepspeed = "deepspeed"
-    torchrun = "torchrun"
-
-
-class PeftMethod(str, Enum):
-    lora = "lora"
-    full = "full"
-
-
-class QuantMethod(str, Enum):
-    none = "none"
-    int8 = "int8"
-    nf4 = "nf4"
-
-
-class DataFormat(str, Enum):
-    auto = "auto"  # detected from the columns of the first row
-    messages = "messages"  # SFT: [{role, content}, ...] ending with an assistant turn
-    alpaca = "alpaca"  # SFT: instruction, input, output
-    prompt_completion = "prompt_completion"  # SFT: prompt, completion
-    preference = "preference"  # DPO: prompt, chosen, rejected
-    prompt_answer = "prompt_answer"  # GRPO: prompt, answer (answer goes to the rewards)
-    # --- seed formats (issue 4) ---
-    sharegpt = "sharegpt"  # SFT: conversations [{from: human|gpt|system, value}] (or role/content)
-    llamafactory_dpo = "llamafactory_dpo"  # DPO: instruction (+input), output: [chosen, rejected]
-    gsm8k = "gsm8k"  # GRPO/SFT: question, answer "...reasoning... #### 42" (gold = the text after ####)
-    s1k = "s1k"  # GRPO/SFT: question, solution (+ a thinking trajectory and attempt for SFT)
-    mcq = "mcq"  # GRPO/SFT: question, option_A..option_D, correct_answer (A-D), reasoning
-    scored_groups = "scored_groups"  # group_pref/DPO: prompt, responses[], scores[] (top score = chosen)
-
-
-class OnBadRow(str, Enum):
-    error = "error"  # stop at the first bad row, naming file, line and field
-    skip = "skip"  # drop bad rows, count them per reason and report the counts
+from pipeline.config.enums import (
+    DataFormat,
+    Device,
+    Launcher,
+    ModelSource,
+    OnBadRow,
+    PeftMethod,
+    Precision,
+    QuantMethod,
+)
+from pipeline.config.frozen import Schema
+from pipeline.config.stage_table import stage_schemas
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Schema):
     # Short label used in summaries.
     name: str = MISSING
     # Hub id or local directory; for source=gguf the folder holding `gguf_file` ("pkg:NAME" = an installed
@@ -99,123 +50,9 @@ class ModelConfig:
     revision: str | None = None
 
 
-@dataclass
-class StageConfig:
-    # sft | dpo | grpo: picks the stage runner; set by the stage option file.
-    name: str = MISSING
-    learning_rate: float = 2e-5
-    # Any transformers scheduler name: constant, linear, cosine, constant_with_warmup...
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.0
-    num_epochs: float = 1.0
-    # Global batch: sequences per optimizer step over all processes (GRPO: completions, so prompts per step =
-    # batch_size / num_generations). The hw profile splits it into micro-batches and accumulation.
-    batch_size: int = 16
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    optim: str = "adamw_torch"
-    logging_steps: int = 1
-    # Save a resumable checkpoint every N steps; 0 saves only the final model.
-    save_steps: int = 0
-    # Tokens generated per held-out problem when measuring accuracy (greedy).
-    eval_max_new_tokens: int = 64
-    # Warm-up as a number of steps; > 0 wins over warmup_ratio (recipes often give steps, e.g. 200).
-    warmup_steps: int = 0
-
 
 @dataclass
-class SFTStageConfig(StageConfig):
-    name: str = "sft"
-    # Longer keeps more of each example, costs memory quadratically in attention.
-    max_length: int = 1024
-    # Concatenate short examples into full rows: faster on mixed lengths, changes batch statistics.
-    packing: bool = False
-    # Run each micro-batch's rows as one sequence (positions restart per row) so no compute goes to padding; same
-    # loss. Used when every row fits max_length (TRL cannot truncate padding-free rows).
-    padding_free: bool = True
-
-
-@dataclass
-class DPOStageConfig(StageConfig):
-    name: str = "dpo"
-    learning_rate: float = 5e-6
-    batch_size: int = 8
-    # Strength of the pull towards the reference model: higher stays closer to it.
-    beta: float = 0.1
-    # sigmoid (original DPO), ipo, hinge, ... (any TRL DPO loss type).
-    loss_type: str = "sigmoid"
-    max_length: int = 1024
-    label_smoothing: float = 0.0
-
-
-@dataclass
-class GRPOStageConfig(StageConfig):
-    name: str = "grpo"
-    learning_rate: float = 1e-6
-    batch_size: int = 32
-    # Completions per prompt (the group): more gives better advantage estimates, costs generation time.
-    num_generations: int = 8
-    max_completion_length: int = 256
-    # KL coefficient; 0 needs no reference model (saves memory and a forward pass).
-    beta: float = 0.0
-    # PPO-style clip range; epsilon_high (null = epsilon) widens the upper side (DAPO clip-higher).
-    epsilon: float = 0.2
-    epsilon_high: float | None = None
-    # Policy updates per generated batch (mu); >1 reuses completions, needs old log-probs.
-    num_iterations: int = 1
-    # grpo | dapo | dr_grpo | bnpo ... (TRL loss types).
-    loss_type: str = "dapo"
-    # group | batch | none: how rewards are normalised into advantages.
-    scale_rewards: str = "group"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    # Give zero loss to completions cut at max_completion_length.
-    mask_truncated_completions: bool = False
-    # transformers | vllm_colocate (CUDA + `pip install -e '.[gpu]'`; TRL syncs the policy, LoRA merged, each step)
-    generation: GenerationEngine = GenerationEngine.transformers
-    # Share of GPU memory vLLM reserves for its weights and KV cache in colocate mode.
-    vllm_gpu_memory_utilization: float = 0.3
-
-
-@dataclass
-class GroupPrefStageConfig(StageConfig):
-    """Offline listwise preference on scored groups (pipeline/stages/group_pref.py): no generation."""
-
-    name: str = "group_pref"
-    learning_rate: float = 5e-6
-    # Groups (prompt + all its responses) per optimizer step over all processes.
-    batch_size: int = 8
-    # Scale of the implicit reward r(y) = beta * log(pi(y) / pi_ref(y)); higher stays closer to the reference.
-    beta: float = 0.1
-    # Margin the chosen reward must beat the strongest rejected one by; 0 stops pushing once it is ahead.
-    alpha: float = 1.0
-    # hinge: max(0, max_rejected r - r_chosen + alpha); dpo_pairs: DPO's -log sigmoid over (chosen, each rejected).
-    loss: str = "hinge"
-    # Softmax-smoothed max over the rejected rewards with temperature 1/lambda; null = the hard max.
-    smooth_lambda: float | None = None
-    # Prompt + one response, in tokens; longer responses are cut at the end.
-    max_length: int = 1024
-    # Responses kept per group (the top-scored one and the highest-scored rejected ones).
-    max_responses: int = 8
-
-
-@dataclass
-class ChainStageConfig(StageConfig):
-    """Stages run one after another in one run dir (pipeline/stages/chain.py); each starts from the previous
-    one's final adapter/model. The inherited StageConfig fields are unused: every sub-stage has its own."""
-
-    name: str = "sft_then_grpo"
-    # Sub-stage names, in order; each writes <run dir>/<i>_<name>/ and is skipped when it already finished.
-    stages: list[str] = field(default_factory=lambda: ["sft", "grpo"])
-    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
-    dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
-    grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
-    # Per sub-stage overrides of data keys, e.g. {sft: {path: sft.jsonl}}; by default every stage reads `data`.
-    data: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-@dataclass
-class ArithmeticConfig:
+class ArithmeticConfig(Schema):
     # Built-in data set: "What is a + b?" problems generated from `seed`; eval problems never appear in train.
     num_train: int = 2000
     num_eval: int = 100
@@ -227,7 +64,7 @@ class ArithmeticConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Schema):
     name: str = MISSING
     # "builtin:arithmetic", a local .json/.jsonl/.csv file, or a `datasets` hub name.
     path: str = MISSING
@@ -257,7 +94,7 @@ class DataConfig:
 
 
 @dataclass
-class RewardTermConfig:
+class RewardTermConfig(Schema):
     # Registry name of the reward function; null = the term's key.
     function: str | None = None
     weight: float = 1.0
@@ -269,14 +106,14 @@ class RewardTermConfig:
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(Schema):
     name: str = MISSING
     # term name -> term; each term is logged as rewards/<term name>/mean.
     terms: dict[str, RewardTermConfig] = field(default_factory=dict)
 
 
 @dataclass
-class PeftConfig:
+class PeftConfig(Schema):
     method: PeftMethod = PeftMethod.lora
     # Rank: higher is more expressive and costs more memory.
     r: int = 16
@@ -287,14 +124,14 @@ class PeftConfig:
 
 
 @dataclass
-class QuantConfig:
+class QuantConfig(Schema):
     method: QuantMethod = QuantMethod.none
     # nf4 only: quantise the quantisation constants too (~0.4 bit/param less, slightly slower).
     double_quant: bool = True
 
 
 @dataclass
-class HwConfig:
+class HwConfig(Schema):
     name: str = MISSING
     device: Device = Device.cpu
     num_processes: int = 1
@@ -324,7 +161,7 @@ class HwConfig:
 
 
 @dataclass
-class ZeroConfig:
+class ZeroConfig(Schema):
     # DeepSpeed ZeRO profile; the hw profile picks a default, `zero=<name>` overrides it.
     name: str = "none"
     # 0 = DeepSpeed off (plain DDP when several processes); 1 optimizer, 2 + gradients, 3 + weights partitioned.
@@ -337,7 +174,7 @@ class ZeroConfig:
 
 
 @dataclass
-class LoggingConfig:
+class LoggingConfig(Schema):
     # Trackers for TRL's report_to: tensorboard always (event files in the run dir), wandb opt-in.
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     level: str = "INFO"
@@ -352,7 +189,7 @@ class LoggingConfig:
 
 
 @dataclass
-class CheckpointConfig:
+class CheckpointConfig(Schema):
     # Complete checkpoints kept in <run>/checkpoints (the oldest are deleted); 0 keeps all. The save interval is
     # stage.save_steps.
     keep: int = 2
@@ -361,7 +198,7 @@ class CheckpointConfig:
 
 
 @dataclass
-class PathsConfig:
+class PathsConfig(Schema):
     # Run dirs land in <output_root>/<stage>/<run_id>/.
     output_root: str = "outputs"
     # Converted model caches (e.g. the GGUF default model as safetensors).
@@ -369,9 +206,9 @@ class PathsConfig:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Schema):
     model: ModelConfig = MISSING
-    # A StageConfig subclass chosen by the stage option (typed there, so stage-specific keys are checked).
+    # The schema the stage table names for the stage option (typed there, so stage-specific keys are checked).
     stage: Any = MISSING
     data: DataConfig = MISSING
     reward: RewardConfig = MISSING
@@ -401,13 +238,7 @@ class RunConfig:
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"base_model": ModelConfig},
-    "stage": {
-        "base_sft": SFTStageConfig,
-        "base_dpo": DPOStageConfig,
-        "base_grpo": GRPOStageConfig,
-        "base_group_pref": GroupPrefStageConfig,
-        "base_chain": ChainStageConfig,
-    },
+    "stage": stage_schemas(),
     "data": {"base_data": DataConfig},
     "reward": {"base_reward": RewardConfig},
     "peft": {"base_peft": PeftConfig},

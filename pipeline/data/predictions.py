@@ -12,7 +12,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config.schema import DataFormat
+from pipeline.config.enums import DataFormat
+from pipeline.config.run_dir import RunDir
+from pipeline.rewards.answer import extract_answer
+from pipeline.rewards.mcq import extract_letter
 
 if TYPE_CHECKING:
     import datasets
@@ -22,12 +25,9 @@ if TYPE_CHECKING:
 
 def write_predictions(data: DataConfig, run_dir: Path, eval_rows: datasets.Dataset | None) -> Path | None:
     """<run>/<data.predictions_file>, or None when not asked for or when there are no held-out completions."""
-    samples = run_dir / "samples" / "eval_after.jsonl"
+    samples = RunDir(run_dir).samples / "eval_after.jsonl"
     if not data.predictions_file or eval_rows is None or not samples.exists():
         return None
-    from pipeline.rewards.answer import extract_answer
-    from pipeline.rewards.mcq import extract_letter
-
     extract = extract_letter if DataFormat(data.format) == DataFormat.mcq else extract_answer
     records = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
     ids = eval_rows["id"] if "id" in eval_rows.column_names else [str(i) for i in range(1, len(records) + 1)]

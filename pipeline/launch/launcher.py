@@ -1,26 +1,29 @@
-"""Launching: the accelerate / deepspeed / torchrun command for an `hw` profile, hostfiles, and the self re-launch.
+"""Launching: the accelerate / deepspeed / torchrun command for an `hw` profile, the self re-launch, the dry run.
 
 `python pipeline/run.py hw=dual_3090` wants two processes but is one: run.py hands its overrides to `relaunch`,
 which exports one RUN_ID, pins output_dir, and runs the profile's launcher on the same script and overrides. The
 launcher's ranks see WORLD_SIZE and run the stage. Typed launches (`deepspeed --num_gpus 2 pipeline/run.py ...`,
 `torchrun ...`, `accelerate launch ...`) start inside a launcher and never re-launch.
 
-Light imports only (no torch): this runs before validation, and in dry runs.
+Light imports only (no torch): this runs in every process before the stage, and in dry runs.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.config.schema import Launcher, RunConfig
+from omegaconf import OmegaConf
 
-REPO = Path(__file__).resolve().parents[2]
+from pipeline.config.derived import REPO
+from pipeline.config.enums import Launcher
+from pipeline.config.plan import RunPlan
+from pipeline.launch.memory import memory_report
+
 SCRIPT = REPO / "pipeline" / "run.py"
 # Set in the children of a re-launch: a launcher that starts a process without rank variables must not loop.
 LAUNCHED_ENV = "PIPELINE_LAUNCHED"
@@ -30,106 +33,6 @@ MODULES = {
     "deepspeed": "deepspeed.launcher.runner",
     "torchrun": "torch.distributed.run",
 }
-HOST_LINE = re.compile(r"^(?P<host>[^\s=]+)\s+slots=(?P<slots>\d+)$")
-
-
-class HostfileError(ValueError):
-    """A hostfile that is missing or has a line DeepSpeed would reject or misread."""
-
-
-def world_size(cfg: RunConfig) -> int:
-    return cfg.hw.num_processes * cfg.hw.num_nodes
-
-
-def inside_launcher() -> bool:
-    # torchrun, accelerate launch and the deepspeed launcher all export WORLD_SIZE to every rank.
-    return "WORLD_SIZE" in os.environ
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def rank_argv(argv: list[str]) -> None:
-    """Ranks other than 0 neither rewrite .hydra/ nor append to run.log: they log to the console only."""
-    if rank() != 0:
-        argv.extend(["hydra.output_subdir=null", "hydra/job_logging=stdout"])
-
-
-# ---- hostfiles -------------------------------------------------------------------------------------------------
-
-
-def resolve(path: str) -> Path:
-    """Relative paths name files in the repo (hostfiles/, ds_configs/) unless they exist from the cwd."""
-    p = Path(path)
-    return p if p.is_absolute() or p.exists() else REPO / p
-
-
-def ds_config_path(cfg: RunConfig) -> Path | None:
-    """The DeepSpeed JSON of the zero profile: a name in ds_configs/, or a path; None for zero=none."""
-    if not cfg.zero.stage or not cfg.zero.config_file:
-        return None
-    name = cfg.zero.config_file
-    return resolve(name) if "/" in name else REPO / "ds_configs" / name
-
-
-def parse_hostfile(path: str) -> list[tuple[str, int]]:
-    """`host slots=N` lines -> [(host, N)]; comments and blank lines skipped; errors name file:line and the fix."""
-    file = resolve(path)
-    if not file.is_file():
-        raise HostfileError(
-            f"hw.hostfile={path}: no such file ({file}). Fix: create it with one 'host slots=N' line per "
-            "node (see hostfiles/README.md), or set hw.hostfile=null for one machine."
-        )
-    hosts: list[tuple[str, int]] = []
-    for n, raw in enumerate(file.read_text().splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        match = HOST_LINE.match(line)
-        if not match or int(match["slots"]) <= 0:
-            raise HostfileError(
-                f"{file}:{n}: '{raw.strip()}' is not '<host> slots=<N>' with N >= 1. "
-                "Fix the line, e.g. '10.0.0.1 slots=8'."
-            )
-        if match["host"] in {h for h, _ in hosts}:
-            raise HostfileError(f"{file}:{n}: host '{match['host']}' is listed twice. Fix: one line per machine.")
-        hosts.append((match["host"], int(match["slots"])))
-    if not hosts:
-        raise HostfileError(f"{file}: no 'host slots=N' lines. Fix: add one line per node.")
-    return hosts
-
-
-def hostfile_problems(cfg: RunConfig) -> list[str]:
-    """The hostfile must exist, parse, and describe exactly hw.num_nodes x hw.num_processes."""
-    hw = cfg.hw
-    if not hw.hostfile:
-        return []
-    try:
-        hosts = parse_hostfile(hw.hostfile)
-    except HostfileError as err:
-        return [str(err)]
-    slots = sorted({s for _, s in hosts})
-    if len(hosts) != hw.num_nodes or slots != [hw.num_processes]:
-        listed = ", ".join(f"{h} slots={s}" for h, s in hosts)
-        return [
-            f"hw.hostfile={hw.hostfile} lists {listed} but hw={hw.name} wants {hw.num_nodes} node(s) x "
-            f"{hw.num_processes} processes: fix the file, or set hw.num_nodes={len(hosts)} "
-            f"hw.num_processes={slots[0]}."
-        ]
-    return []
-
-
-def launched_world_problems(cfg: RunConfig) -> list[str]:
-    """A typed launch (`deepspeed --num_gpus 4 ...`) must agree with the hw profile the batch split assumes."""
-    if not inside_launcher() or int(os.environ["WORLD_SIZE"]) == world_size(cfg):
-        return []
-    actual = int(os.environ["WORLD_SIZE"])
-    return [
-        f"the launcher started {actual} processes but hw={cfg.hw.name} says {cfg.hw.num_nodes} node(s) x "
-        f"{cfg.hw.num_processes} = {world_size(cfg)}; the batch split needs them equal. Fix: pass "
-        f"hw.num_processes={actual // cfg.hw.num_nodes} (per node) or pick a matching hw profile."
-    ]
 
 
 # ---- commands --------------------------------------------------------------------------------------------------
@@ -141,9 +44,9 @@ def script_path() -> str:
     return str(SCRIPT) if relative.startswith("..") else relative
 
 
-def launch_command(cfg: RunConfig, overrides: list[str], port: int | None = None) -> list[str]:
+def launch_command(plan: RunPlan, overrides: list[str], port: int | None = None) -> list[str]:
     """The command a person would type to start this run on all ranks (the head is the friendly launcher name)."""
-    hw = cfg.hw
+    hw = plan.cfg.hw
     addr = os.environ.get("MASTER_ADDR", hw.master_addr)
     port = port or int(os.environ.get("MASTER_PORT", hw.master_port))
     node_rank = os.environ.get("NODE_RANK", "0")
@@ -157,7 +60,7 @@ def launch_command(cfg: RunConfig, overrides: list[str], port: int | None = None
         head = ["torchrun", "--nnodes", str(hw.num_nodes), "--nproc_per_node", str(hw.num_processes),
                 "--node_rank", node_rank, "--master_addr", addr, "--master_port", str(port)]
     else:
-        head = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(world_size(cfg)),
+        head = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(plan.world_size),
                 "--num_machines", str(hw.num_nodes), "--machine_rank", node_rank,
                 "--main_process_ip", addr, "--main_process_port", str(port)]
     return [*head, script, *overrides]
@@ -183,35 +86,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def needs_relaunch(cfg: RunConfig) -> bool:
-    if world_size(cfg) <= 1 or inside_launcher():
+def needs_relaunch(plan: RunPlan) -> bool:
+    if plan.world_size <= 1 or plan.launched:
         return False
     if os.environ.get(LAUNCHED_ENV):
+        hw = plan.cfg.hw
         raise RuntimeError(
-            f"hw={cfg.hw.name} wants {world_size(cfg)} processes, and {cfg.hw.launcher.value} started this one "
+            f"hw={hw.name} wants {plan.world_size} processes, and {hw.launcher.value} started this one "
             "without rank variables (WORLD_SIZE). Fix: check the launcher's flags, or type the launch yourself."
         )
     return True
 
 
-def relaunch(cfg: RunConfig, overrides: list[str], run_dir: Path) -> None:
+def relaunch(plan: RunPlan, overrides: list[str]) -> None:
     """Start all ranks through the profile's launcher and wait; raises when any rank fails."""
+    cfg = plan.cfg
     # One machine: any free port, so concurrent runs on one host do not collide; several: the agreed one.
     port = free_port() if cfg.hw.num_nodes == 1 and "MASTER_PORT" not in os.environ else None
     # .hydra/ of this run (or sweep job) is already written by this process, with the overrides as typed
-    command = launch_command(cfg, [*child_overrides(overrides, run_dir), "hydra.output_subdir=null"], port)
+    command = launch_command(plan, [*child_overrides(overrides, plan.run_dir), "hydra.output_subdir=null"], port)
     env = dict(os.environ, RUN_ID=cfg.run_id, **{LAUNCHED_ENV: "1"})
     # One CPU thread per rank unless the profile says otherwise: ranks would fight over the same cores.
     env.setdefault("OMP_NUM_THREADS", str(cfg.hw.torch_threads or 1))
-    print(f"re-launching {world_size(cfg)} processes: {shlex.join(command)}", flush=True)
+    print(f"re-launching {plan.world_size} processes: {shlex.join(command)}", flush=True)
     proc = subprocess.run(executable(command), env=env, check=False)
     if proc.returncode:
         raise SystemExit(f"{command[0]} exited with {proc.returncode}: see the ranks' output above.")
 
 
-def single_process_env(cfg: RunConfig) -> None:
+def single_process_env(plan: RunPlan) -> None:
     """DeepSpeed in one process with no launcher wants MPI; rank variables for a world of one replace it."""
-    if cfg.zero.stage == 0 or inside_launcher():
+    if plan.cfg.zero.stage == 0 or plan.launched:
         return
     port = free_port()
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
@@ -222,36 +127,28 @@ def single_process_env(cfg: RunConfig) -> None:
 # ---- entry: dry run, re-launch, or run here -------------------------------------------------------------------
 
 
-def dispatch(composed: object, cfg: RunConfig, overrides: list[str], run_dir: Path) -> bool:
+def dispatch(composed: object, plan: RunPlan, overrides: list[str]) -> bool:
     """True when this process is done (dry run printed, or all ranks ran through the launcher)."""
-    if cfg.dry_run:
-        print(dry_run_report(composed, cfg, overrides, run_dir), flush=True)
+    if plan.cfg.dry_run:
+        print(dry_run_report(composed, plan, overrides), flush=True)
         return True
-    if needs_relaunch(cfg):
-        relaunch(cfg, overrides, run_dir)
+    if needs_relaunch(plan):
+        relaunch(plan, overrides)
         return True
-    single_process_env(cfg)
+    single_process_env(plan)
     return False
 
 
-def dry_run_report(composed: object, cfg: RunConfig, overrides: list[str], run_dir: Path) -> str:
+def dry_run_report(composed: object, plan: RunPlan, overrides: list[str]) -> str:
     """The composed config, the exact command that would run, and the per-GPU memory estimate."""
-    from omegaconf import OmegaConf
-
-    from pipeline.launch.memory import estimate
-
     kept = [o for o in overrides if not o.lstrip("+~").startswith("dry_run=")]
-    if world_size(cfg) > 1 and not inside_launcher():
-        command = f"RUN_ID={cfg.run_id} " + shlex.join(launch_command(cfg, child_overrides(kept, run_dir)))
+    if plan.world_size > 1 and not plan.launched:
+        command = f"RUN_ID={plan.cfg.run_id} " + shlex.join(launch_command(plan, child_overrides(kept, plan.run_dir)))
     else:
-        where = "this launcher's rank" if inside_launcher() else "one process"
+        where = "this launcher's rank" if plan.launched else "one process"
         command = shlex.join(["python", script_path(), *kept]) + f"  # {where}, no re-launch"
-    try:
-        memory = estimate(cfg).report(cfg)
-    except ValueError as err:
-        memory = f"per-GPU memory estimate unavailable: {err}"
     return "\n".join([
         "# ---- composed config", OmegaConf.to_yaml(composed, resolve=True).rstrip(),
         "# ---- launch command", command,
-        "# ---- memory", memory,
+        "# ---- memory", memory_report(plan),
     ])

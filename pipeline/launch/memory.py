@@ -6,7 +6,7 @@ Per device, for P parameters of which T train, N ranks, ZeRO stage z (bytes):
   optimizer    T x (8: Adam m, v | 12 under DeepSpeed mixed precision: + fp32 master) / N when z >= 1
   activations  micro_batch x seq x hidden x layers x 34 bytes (Korthikanti et al.; 2 x h x s x b per layer
                plus one layer's 34 with gradient checkpointing), x2 in fp32, + fp32 logits (micro x seq x vocab)
-  generation   GRPO only: the KV cache of the rank's share of completions (TRL generates them at once)
+  generation   stages that sample (GRPO): the KV cache of the rank's share of completions (TRL generates them at once)
   runtime      ~1 GiB CUDA context and allocator slack
 Offload moves optimizer states (and for ZeRO-3 weights) to CPU RAM. The shapes come from the model config (local
 dir, the HF cache, a table of the presets' public configs, or `model.arch`), never from a download.
@@ -19,7 +19,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config.schema import Device, ModelConfig, ModelSource, PeftMethod, Precision, QuantMethod, RunConfig
+from pipeline.config.enums import Device, ModelSource, PeftMethod, Precision, QuantMethod
+from pipeline.config.plan import RunPlan
+from pipeline.config.schema import ModelConfig
 
 GIB = 2**30
 # Public configs of the shipped model presets, so a dry run knows their shapes without the hub.
@@ -37,8 +39,6 @@ KNOWN_ARCH = {
                          num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
                          tie_word_embeddings=True),
 }
-# Prompt tokens assumed for GRPO sequences (the stage config only bounds the completion).
-GRPO_PROMPT_TOKENS = 256
 
 
 @dataclass
@@ -69,12 +69,12 @@ class Estimate:
     def over(self) -> bool:
         return self.limit_gib is not None and self.total > self.limit_gib
 
-    def report(self, cfg: RunConfig) -> str:
-        s = self.shapes
+    def report(self, plan: RunPlan) -> str:
+        s, cfg = self.shapes, plan.cfg
         lines = [f"per-GPU memory estimate (rough) for model={cfg.model.name}: {s.params / 1e9:.3f}B params "
                  f"(shapes from {s.source}), {self.trainable / 1e6:.2f}M trainable ({cfg.peft.method.value}), "
                  f"quant={cfg.quant.method.value}, zero={cfg.zero.name}, world size "
-                 f"{cfg.hw.num_processes * cfg.hw.num_nodes}, micro_batch={_micro(cfg)}"]
+                 f"{plan.world_size}, micro_batch={plan.micro_batch}"]
         lines += [f"  {name:<12} {gib:8.2f} GiB" for name, gib in self.parts.items()]
         limit = f" of {self.limit_gib:g} GiB (hw={cfg.hw.name})" if self.limit_gib else ""
         lines.append(f"  {'total':<12} {self.total:8.2f} GiB{limit}")
@@ -85,9 +85,20 @@ class Estimate:
         return "\n".join(lines)
 
 
-def estimate(cfg: RunConfig) -> Estimate:
+def memory_report(plan: RunPlan) -> str:
+    """The estimate as the dry run prints it; a chain gets one per step."""
+    if plan.steps:
+        return "\n".join(f"{step.run_dir.name}: {memory_report(step)}" for step in plan.steps)
+    try:
+        return estimate(plan).report(plan)
+    except ValueError as err:
+        return f"per-GPU memory estimate unavailable: {err}"
+
+
+def estimate(plan: RunPlan) -> Estimate:
+    cfg = plan.cfg
     shapes = model_shapes(cfg.model)
-    hw, zero, world = cfg.hw, cfg.zero, cfg.hw.num_processes * cfg.hw.num_nodes
+    hw, zero, world = cfg.hw, cfg.zero, plan.world_size
     half = hw.precision != Precision.fp32
     lora = cfg.peft.method == PeftMethod.lora
     trainable = lora_params(shapes, cfg.peft.r, cfg.peft.target_modules) if lora else shapes.params
@@ -103,28 +114,15 @@ def estimate(cfg: RunConfig) -> Estimate:
     if zero.stage >= 3:
         weights = 0 if zero.offload_params else weights / world
     parts = {"weights": weights, "gradients": grads, "optimizer": optim,
-             "activations": _activation_bytes(cfg, shapes, half)}
-    if cfg.stage.name == "grpo":
+             "activations": _activation_bytes(plan, shapes, half)}
+    if plan.stage.generates:
         # TRL generates a rank's whole share of the batch at once (steps_per_generation = accumulation): K and V
         # per layer for every token of those completions, in the weight dtype
         per_rank = cfg.stage.batch_size // world
-        parts["generation"] = 2 * shapes.layers * shapes.kv_dim * _seq(cfg) * per_rank * dtype_bytes
+        parts["generation"] = 2 * shapes.layers * shapes.kv_dim * plan.sequence_tokens * per_rank * dtype_bytes
     if hw.device == Device.cuda:
         parts["runtime"] = GIB
     return Estimate(shapes, trainable, {k: v / GIB for k, v in parts.items()}, hw.memory_gb)
-
-
-def _micro(cfg: RunConfig) -> int:
-    from pipeline.config.checks import split_batch
-
-    return split_batch(cfg)[0]
-
-
-def _seq(cfg: RunConfig) -> int:
-    stage = cfg.stage
-    if stage.name == "grpo":
-        return GRPO_PROMPT_TOKENS + stage.max_completion_length
-    return stage.max_length
 
 
 def _weight_bytes(s: Shapes, quant: QuantMethod, dtype_bytes: int) -> float:
@@ -135,12 +133,11 @@ def _weight_bytes(s: Shapes, quant: QuantMethod, dtype_bytes: int) -> float:
     return (s.params - s.embedding) * per_param + s.embedding * 2
 
 
-def _activation_bytes(cfg: RunConfig, s: Shapes, half: bool) -> float:
-    micro, seq = _micro(cfg), _seq(cfg)
-    if cfg.stage.name == "dpo":
-        micro *= 2  # chosen and rejected go through the model in one concatenated batch
+def _activation_bytes(plan: RunPlan, s: Shapes, half: bool) -> float:
+    # sequences_per_row: DPO's chosen and rejected go through the model in one concatenated batch
+    micro, seq = plan.micro_batch * plan.stage.sequences_per_row, plan.sequence_tokens
     per_layer = micro * seq * s.hidden * 34 * (1 if half else 2)
-    if cfg.hw.gradient_checkpointing:
+    if plan.cfg.hw.gradient_checkpointing:
         body = micro * seq * s.hidden * 2 * s.layers + per_layer
     else:
         body = per_layer * s.layers

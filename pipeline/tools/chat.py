@@ -14,12 +14,15 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pipeline.tools.tuned import RunDirError, load_tuned
+
 OPTIONS = {"max_new_tokens": int, "temperature": float, "system": str}
 
 
 def reply(model: Any, tokenizer: Any, history: list[dict[str, str]], max_new_tokens: int, temperature: float) -> str:
-    import torch
-
     ids = tokenizer.apply_chat_template(history, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     ids = {k: v.to(model.device) for k, v in ids.items()}
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {
@@ -75,12 +78,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _load(path: Path) -> tuple[Any, Any]:
-    from pipeline.tools.tuned import RunDirError, load_tuned
-
     if (path / "config.json").is_file():
         # An export (python -m pipeline.tools.export): a plain transformers model directory.
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         return AutoModelForCausalLM.from_pretrained(str(path)).eval(), AutoTokenizer.from_pretrained(str(path))
     try:
         return load_tuned(path)

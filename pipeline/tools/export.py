@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 from pathlib import Path
 
-from pipeline.config.schema import QuantMethod
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pipeline.config.enums import QuantMethod
+from pipeline.config.run_dir import RunDir, replacing
 from pipeline.tools.tuned import RunDirError, final_dir, is_adapter, load_base, run_config
 
 log = logging.getLogger(__name__)
@@ -28,18 +32,12 @@ class ExportError(RuntimeError):
 
 def export_run(run_dir: Path, out: Path | None = None, force: bool = False) -> Path:
     """Merge and save; returns the export directory."""
-    import torch
-
     cfg = run_config(run_dir)
     final = final_dir(run_dir)
-    out = out or run_dir / "export"
+    out = out or RunDir(run_dir).export
     if out.exists() and not force:
         raise ExportError(f"{out} already exists. Fix: force=true to replace it, or out=ANOTHER_DIR.")
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     if is_adapter(final):
-        from peft import PeftModel
-
         base = load_base(cfg)
         if cfg.quant.method != QuantMethod.none:
             # transformers replaces the bitsandbytes layers by plain Linear layers holding the dequantized weights.
@@ -47,18 +45,13 @@ def export_run(run_dir: Path, out: Path | None = None, force: bool = False) -> P
             base.to(torch.float32)
         model = PeftModel.from_pretrained(base, str(final)).merge_and_unload()
     else:
-        from transformers import AutoModelForCausalLM
-
         model = AutoModelForCausalLM.from_pretrained(str(final), dtype=torch.float32)
     # A dequantized base still carries its quantization_config; the merged weights are plain tensors.
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
-    model.save_pretrained(str(partial), safe_serialization=True)
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(str(final)).save_pretrained(str(partial))
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)
+    with replacing(out) as partial:
+        model.save_pretrained(str(partial), safe_serialization=True)
+        AutoTokenizer.from_pretrained(str(final)).save_pretrained(str(partial))
     log.info("exported %s -> %s", final, out)
     return out
 

@@ -16,11 +16,12 @@ Measured on CPU (SmolLM2-135M + LoRA r16, 32 completions x 64 tokens, 2 cores): 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 
 import torch
-from trl import GRPOTrainer
+
+from pipeline.train.trl_surface import HookedGRPOTrainer, torch_multinomial
 
 
 @contextmanager
@@ -56,14 +57,9 @@ def _inverse_cdf(probs: torch.Tensor, num_samples: int, *args: Any, **kwargs: An
 _multinomial = torch.multinomial
 
 
-@contextmanager
-def inverse_cdf_sampling() -> Iterator[None]:
+def inverse_cdf_sampling() -> AbstractContextManager[Any]:
     """Route transformers' single-sample `torch.multinomial` calls through `_inverse_cdf` while inside."""
-    torch.multinomial = _inverse_cdf
-    try:
-        yield
-    finally:
-        torch.multinomial = _multinomial
+    return torch_multinomial(_inverse_cdf)
 
 
 # inputs that tie token positions to images: the batch is left as TRL built it
@@ -94,7 +90,7 @@ def trim_padding(inputs: dict[str, Any]) -> dict[str, Any]:
     return trimmed
 
 
-class FastGenerationGRPOTrainer(GRPOTrainer):
+class FastGenerationGRPOTrainer(HookedGRPOTrainer):
     """TRL's GRPOTrainer with its transformers generation call wrapped by the speed-ups switched on, and each
     training micro-batch cut to its own longest row (`trim_padding`)."""
 
@@ -103,20 +99,20 @@ class FastGenerationGRPOTrainer(GRPOTrainer):
         self._merge_lora = merge_lora and _mergeable(self)
         self._fast_sampling = fast_sampling
 
-    def _compute_loss(self, model, inputs):
-        return super()._compute_loss(model, trim_padding(inputs))
+    def micro_batch(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return trim_padding(inputs)
 
-    def _generate_single_turn(self, *args: Any, **kwargs: Any):
-        with ExitStack() as stack:
-            if not self.use_vllm:
-                if self._merge_lora:
-                    stack.enter_context(merged_lora(self.accelerator.unwrap_model(self.model)))
-                if self._fast_sampling:
-                    stack.enter_context(inverse_cdf_sampling())
-            return super()._generate_single_turn(*args, **kwargs)
+    def generation_context(self) -> AbstractContextManager[Any]:
+        stack = ExitStack()
+        if not self.use_vllm:
+            if self._merge_lora:
+                stack.enter_context(merged_lora(self.accelerator.unwrap_model(self.model)))
+            if self._fast_sampling:
+                stack.enter_context(inverse_cdf_sampling())
+        return stack
 
 
-def _mergeable(trainer: GRPOTrainer) -> bool:
+def _mergeable(trainer: HookedGRPOTrainer) -> bool:
     # LoRA on plain weights: quantized bases cannot take the merge, ZeRO-3 holds only a shard of each weight.
     model = trainer.accelerator.unwrap_model(trainer.model)
     quantized = getattr(model, "hf_quantizer", None) is not None or getattr(model, "is_loaded_in_4bit", False)

@@ -7,10 +7,13 @@ and `optimizer.step()` and stops the run there, with the step number and the usu
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from pipeline.data.errors import DataError
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,10 +75,6 @@ def _tokens(tokenizer: Any, prompt: Any, completion: Any) -> int:
 def long_rows(rows: Any, tokenizer: Any, max_length: int, skip: bool, drops: Any) -> tuple[Any, int]:
     """Report (or, when skipping bad rows, drop and count) rows over `max_length` tokens: TRL truncates them
     silently. Returns (rows to train on, number of rows over the limit)."""
-    import logging
-
-    from pipeline.data.errors import DataError
-
     lengths = row_lengths(rows, tokenizer)
     over = [i for i, n in enumerate(lengths) if n > max_length]
     if not over:

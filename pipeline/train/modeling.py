@@ -1,18 +1,24 @@
-"""Model and tokenizer loading: hub id, local dir, GGUF, or random-from-config; quantization; LoRA config.
+"""Building the model: `build_model` owns the order weights -> init_from merge -> k-bit prep -> LoRA config, for
+training and for the tools that load a finished run (evaluate, export, chat). Also the tokenizer.
 
-Every source ends as a plain `from_pretrained(directory)`: GGUF files and random configs are materialised once
-into a safetensors cache, so quantization, dtype and device handling have a single path.
+Every source (hub id, local dir, GGUF, random-from-config) ends as a plain `from_pretrained(directory)`: GGUF files
+and random configs are materialised once into a safetensors cache, so quantization, dtype and device handling
+have a single path. `init_from` (chained stages hand over this way) starts from a previous run's final/: a LoRA
+adapter is merged into the freshly loaded base, so the next stage trains a new adapter on top of the previous
+result, and DPO's reference (the adapter-disabled model) is that result rather than the raw base, as when
+LLaMA-Factory is given `--adapter_name_or_path`; a full model dir is loaded in place of model.path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import importlib.util
 import json
 import logging
-import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -24,17 +30,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from pipeline.config.schema import (
-    Device,
-    HwConfig,
-    ModelConfig,
-    ModelSource,
-    PeftConfig,
-    PeftMethod,
-    Precision,
-    QuantConfig,
-    QuantMethod,
-)
+from pipeline.config.enums import Device, ModelSource, PeftMethod, Precision, QuantMethod
+from pipeline.config.run_dir import replacing
+from pipeline.config.schema import HwConfig, ModelConfig, PeftConfig, QuantConfig, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +59,44 @@ def check_device(hw: HwConfig) -> None:
         raise RuntimeError(f"hw={hw.name} wants CUDA but no GPU is visible. Fix: hw=cpu, or run on a GPU machine.")
     if hw.precision == Precision.bf16 and hw.device == Device.cuda and not torch.cuda.is_bf16_supported():
         raise RuntimeError(f"hw={hw.name}: this GPU has no bf16. Fix: hw.precision=fp16.")
+
+
+def build_model(cfg: RunConfig, *, for_training: bool = True) -> tuple[PreTrainedModel, Any]:
+    """(model, LoRA config or None): the weights a run starts from, ready for its trainer to wrap.
+
+    The order matters: an init_from adapter is merged into the plain base before anything else changes it; k-bit
+    preparation (fp32 norms, input grads) comes before LoRA wraps the model, and only when training. The trainer
+    applies the returned LoRA config (None: full fine-tuning, or not training).
+    """
+    model = _start_weights(cfg)
+    if not for_training:
+        return model, None
+    if cfg.quant.method != QuantMethod.none:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.hw.gradient_checkpointing)
+    return model, lora_config(cfg.peft)
+
+
+def _start_weights(cfg: RunConfig) -> PreTrainedModel:
+    """The configured base, or what `init_from` points at."""
+    if not cfg.init_from:
+        return load_model(cfg.model, cfg.quant, cfg.hw, cfg.paths.cache_dir)
+    start = Path(cfg.init_from)
+    if (start / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base = load_model(cfg.model, cfg.quant, cfg.hw, cfg.paths.cache_dir)
+        log.info("starting from %s: LoRA adapter merged into %s", start, cfg.model.name)
+        return PeftModel.from_pretrained(base, str(start)).merge_and_unload()
+    if (start / "config.json").exists():
+        log.info("starting from the full model in %s", start)
+        model_cfg = dataclasses.replace(cfg.model, path=str(start), source=ModelSource.pretrained)
+        return load_model(model_cfg, cfg.quant, cfg.hw, cfg.paths.cache_dir)
+    raise FileNotFoundError(
+        f"init_from={cfg.init_from}: no adapter_config.json or config.json there. "
+        "Point it at a finished run's final/ dir (or drop init_from to start from model.path)."
+    )
 
 
 def load_tokenizer(model: ModelConfig, cache_dir: str) -> PreTrainedTokenizerBase:
@@ -138,29 +174,26 @@ def _materialise_once(model: ModelConfig, target: Path) -> None:
 
 def _materialise(model: ModelConfig, target: Path) -> None:
     # Written beside the target and renamed at the end: an interrupted conversion never looks complete.
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    if model.source == ModelSource.gguf:
-        log.info("converting %s from GGUF once into %s (later loads skip this)", model.gguf_file, target)
-        source = resolve_location(model.path)
-        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=model.gguf_file)
-        loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=model.gguf_file, dtype=torch.float32)
-        # A GGUF-loaded model can be neither saved nor trained; a plain copy of its weights can.
-        config = loaded.config
-        config.quantization_config = None
-        del config.quantization_config
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(loaded.state_dict())
-        plain.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-    else:
-        if "model_type" not in model.arch:
-            raise ValueError(f"model={model.name}: source=random needs model.arch.model_type (e.g. qwen3).")
-        arch = dict(model.arch)
-        config = AutoConfig.for_model(arch.pop("model_type"), **arch)
-        # Fixed seed: every run (and every rank) of a random model starts from the same weights.
-        torch.manual_seed(0)
-        AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(partial)
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
+    with replacing(target) as partial:
+        partial.mkdir(parents=True)
+        if model.source == ModelSource.gguf:
+            log.info("converting %s from GGUF once into %s (later loads skip this)", model.gguf_file, target)
+            source = resolve_location(model.path)
+            tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=model.gguf_file)
+            loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=model.gguf_file, dtype=torch.float32)
+            # A GGUF-loaded model can be neither saved nor trained; a plain copy of its weights can.
+            config = loaded.config
+            config.quantization_config = None
+            del config.quantization_config
+            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            plain.load_state_dict(loaded.state_dict())
+            plain.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
+        else:
+            if "model_type" not in model.arch:
+                raise ValueError(f"model={model.name}: source=random needs model.arch.model_type (e.g. qwen3).")
+            arch = dict(model.arch)
+            config = AutoConfig.for_model(arch.pop("model_type"), **arch)
+            # Fixed seed: every run (and every rank) of a random model starts from the same weights.
+            torch.manual_seed(0)
+            AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(partial)

@@ -14,16 +14,18 @@ import torch
 from transformers import TrainerCallback, TrainerState
 from transformers.integrations import TensorBoardCallback
 
+from pipeline.config.run_dir import RunDir, finite
 from pipeline.config.schema import LoggingConfig
-
-METRICS = "metrics.jsonl"
+from pipeline.rewards.answer import is_correct
+from pipeline.train.heldout import generate_greedy
+from pipeline.train.trl_surface import latest_completions
 
 
 def tensorboard_callback(run_dir: Path) -> TrainerCallback:
     """TRL's own TensorBoard logging, pointed at <run>/tb (transformers 5 has no logging_dir argument)."""
     from torch.utils.tensorboard import SummaryWriter
 
-    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb")))
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(RunDir(run_dir).tb)))
 
 
 def final_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
@@ -51,24 +53,6 @@ def best_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
     return best
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary file and rename, so a reader never sees half a summary."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite(payload), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def _finite(value: Any) -> Any:
-    # JSON has no NaN/inf; null is honest and parses everywhere.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 # ---- callbacks: metrics.jsonl + throughput/memory, TensorBoard, completions as text ------------------------------
 
 
@@ -90,13 +74,13 @@ class MetricsCallback(TrainerCallback):
     log to <run>/metrics.jsonl (what `python -m pipeline.tools.plot` reads)."""
 
     def __init__(self, run_dir: Path, batch_size: int) -> None:
-        self.path, self.batch_size = run_dir / METRICS, batch_size
+        self.path, self.batch_size = RunDir(run_dir).metrics, batch_size
         self._mark: tuple[float, int, int] = (time.time(), 0, 0)
 
     def on_train_begin(self, args, state: TrainerState, control, **kwargs: Any) -> None:
         # After a resume the file may hold steps past the checkpoint (the killed run's); they are replayed now.
         kept = [r for r in read_metrics(self.path.parent) if r.get("step", 0) <= state.global_step]
-        self.path.write_text("".join(json.dumps(_finite(r)) + "\n" for r in kept))
+        self.path.write_text("".join(json.dumps(finite(r)) + "\n" for r in kept))
         self._mark = (time.time(), state.global_step, state.num_input_tokens_seen)
 
     def on_log(self, args, state: TrainerState, control, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -114,7 +98,7 @@ class MetricsCallback(TrainerCallback):
                 state.log_history[-1].update(extra)
             self._mark = (now, step, tokens)
         with self.path.open("a") as f:
-            f.write(json.dumps(_finite({"step": step, **logs})) + "\n")
+            f.write(json.dumps(finite({"step": step, **logs})) + "\n")
 
 
 def peak_memory_mb() -> float:
@@ -127,7 +111,7 @@ def peak_memory_mb() -> float:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / METRICS
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -136,12 +120,13 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 class CompletionsCallback(TrainerCallback):
     """Every N steps: a few generated completions with each reward, as TensorBoard text and JSONL lines.
 
-    GRPO: the completions the trainer just sampled (TRL keeps the latest generation batch in `trainer._logs`;
-    it prints them to the console and wandb only). SFT/DPO: greedy completions of the first held-out prompts.
+    GRPO: the completions the trainer just sampled (TRL keeps the latest generation batch for its console and
+    wandb tables: `latest_completions`). SFT/DPO: greedy completions of the first held-out prompts.
     """
 
     def __init__(self, run_dir: Path, writer: Any, every: int, shown: int) -> None:
-        self.path, self.writer, self.every, self.shown = run_dir / "samples" / "completions.jsonl", writer, every, shown
+        self.path = RunDir(run_dir).samples / "completions.jsonl"
+        self.writer, self.every, self.shown = writer, every, shown
         self.eval_prompts, self.trainer = None, None
 
     def bind(self, trainer: Any, eval_prompts: Any) -> None:
@@ -151,19 +136,19 @@ class CompletionsCallback(TrainerCallback):
     def on_log(self, args, state: TrainerState, control, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if self.trainer is None or state.global_step % self.every or "loss" not in (logs or {}):
             return
-        rows = self._grpo_rows() if hasattr(self.trainer, "_logs") else self._greedy_rows()
+        sampled = latest_completions(self.trainer)
+        rows = self._sampled_rows(sampled) if sampled is not None else self._greedy_rows()
         if not rows:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             for row in rows:
-                f.write(json.dumps(_finite({"step": state.global_step, **row}), ensure_ascii=False) + "\n")
+                f.write(json.dumps(finite({"step": state.global_step, **row}), ensure_ascii=False) + "\n")
         if self.writer is not None:
             self.writer.add_text("completions", completions_markdown(rows), state.global_step)
             self.writer.flush()
 
-    def _grpo_rows(self) -> list[dict[str, Any]]:
-        logs = self.trainer._logs
+    def _sampled_rows(self, logs: dict[str, Any]) -> list[dict[str, Any]]:
         n = min(self.shown, len(logs["prompt"]))
         rewards = {name: list(values) for name, values in logs["rewards"].items()}
         advantages = list(logs["advantages"])
@@ -177,9 +162,6 @@ class CompletionsCallback(TrainerCallback):
     def _greedy_rows(self) -> list[dict[str, Any]]:
         if self.eval_prompts is None or not len(self.eval_prompts):
             return []
-        from pipeline.rewards.answer import is_correct
-        from pipeline.tools.evaluate import generate_greedy
-
         rows = self.eval_prompts[: self.shown]
         model, tokenizer = self.trainer.model, self.trainer.processing_class
         completions = generate_greedy(model, tokenizer, rows["prompt"], max_new_tokens=32)

@@ -21,6 +21,9 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from pipeline.config.run_dir import RunDir, replacing
+from pipeline.train.trl_surface import load_checkpoint_weights
+
 log = logging.getLogger(__name__)
 
 MARKER = "checkpoint_complete.json"
@@ -35,7 +38,7 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_root(run_dir: Path) -> Path:
-    return run_dir / "checkpoints"
+    return RunDir(run_dir).checkpoints
 
 
 def step_of(path: Path) -> int:
@@ -110,9 +113,8 @@ def mark_complete(path: Path) -> None:
     files = {
         str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file() and f.name != MARKER
     }
-    tmp = path / (MARKER + ".tmp")
-    tmp.write_text(json.dumps({"step": step_of(path), "files": files}, indent=1) + "\n")
-    os.replace(tmp, path / MARKER)
+    with replacing(path / MARKER) as partial:
+        partial.write_text(json.dumps({"step": step_of(path), "files": files}, indent=1) + "\n")
 
 
 def rotate(run_dir: Path, keep: int) -> None:
@@ -196,5 +198,4 @@ def already_done(checkpoint: str | None, max_steps: int) -> bool:
 def load_finished(trainer: Any, checkpoint: str) -> None:
     """Weights and trainer state of a checkpoint that ended training (see `already_done`)."""
     log.info("%s already reached the last step: loading its weights, no further training", checkpoint)
-    trainer._load_from_checkpoint(checkpoint)  # the Trainer's own loader (model or adapter weights)
-    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    load_checkpoint_weights(trainer, checkpoint)

@@ -7,8 +7,6 @@ only the steps that are identical for all of them.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +16,17 @@ import torch
 from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, set_seed
 
-from pipeline.config.checks import split_batch
-from pipeline.config.schema import Device, OnBadRow, Precision, QuantMethod, RunConfig
+from pipeline.config.enums import Device, OnBadRow, Precision
+from pipeline.config.frozen import thawed
+from pipeline.config.plan import RunPlan
+from pipeline.config.run_dir import replacing
 from pipeline.data import StageData, load_stage_data
 from pipeline.data.predictions import write_predictions
-from pipeline.tools.evaluate import Accuracy, heldout_accuracy
-from pipeline.tools.plot import plot_run
 from pipeline.train.guards import NanGuard, explain_load_error, long_rows
-from pipeline.train.modeling import check_device, load_tokenizer, lora_config
-from pipeline.train.monitoring import best_metrics, build_callbacks, final_metrics, wandb_env, write_json_atomic
+from pipeline.train.heldout import Accuracy, heldout_accuracy
+from pipeline.train.modeling import build_model, check_device, load_tokenizer
+from pipeline.train.monitoring import best_metrics, build_callbacks, final_metrics, wandb_env
+from pipeline.train.plots import plot_run
 from pipeline.train.resume import (
     CheckpointCallback,
     SignalCheckpoint,
@@ -35,7 +35,6 @@ from pipeline.train.resume import (
     load_finished,
     resolve_resume,
 )
-from pipeline.train.stages.init_from import load_start_model
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +46,15 @@ class Prepared:
     model: PreTrainedModel
     accuracy_before: Accuracy | None
     started: float
+    # LoRA config the trainer wraps the model with; None trains every weight
+    peft_config: Any = None
     # training rows over stage.max_length (truncated by TRL, or dropped under data.on_bad_row=skip)
     long_rows: int = 0
 
 
-def is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
+def prepare(plan: RunPlan) -> Prepared:
     """Data first: a bad row should fail in seconds, not after the model has loaded."""
+    cfg = plan.cfg
     started = time.time()
     if cfg.hw.torch_threads:
         torch.set_num_threads(cfg.hw.torch_threads)
@@ -64,42 +62,34 @@ def prepare(cfg: RunConfig, run_dir: Path) -> Prepared:
     if cfg.resume not in (None, "", "auto"):
         # A bad resume=PATH fails now, not after the data and model have loaded.
         check_checkpoint(Path(cfg.resume))
-    if is_rank_zero():
-        OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
+    plan.dir.write_text(plan.dir.config, OmegaConf.to_yaml(OmegaConf.structured(thawed(cfg))))
     data = load_stage_data(cfg.data, cfg.stage.name, cfg.seed)
     log.info("data %s: %d training rows%s", cfg.data.name, len(data.train),
              f", {len(data.eval_prompts)} held-out problems" if data.eval_prompts is not None else "")
     check_device(cfg.hw)
     try:
         tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
-        # the base model, or a previous stage's result (init_from: chained stages)
-        model = load_start_model(cfg)
+        # the base model, or a previous stage's result (init_from: chained stages), k-bit prepared
+        model, peft_config = build_model(cfg)
     except OSError as err:
         raise explain_load_error(cfg.model.name, cfg.model.path, err) from err
     long = 0
-    # group_pref rows hold several responses; its tokenizer cuts and reports them (stages/group_pref.py)
-    if getattr(cfg.stage, "max_length", None) and cfg.stage.name != "group_pref":
+    if plan.stage.checks_row_length:
         skip = cfg.data.on_bad_row == OnBadRow.skip
-        data.train, long = long_rows(data.train, tokenizer, cfg.stage.max_length, skip, data.drops)
-    if cfg.quant.method != QuantMethod.none:
-        from peft import prepare_model_for_kbit_training
-
-        # k-bit prep (fp32 norms, input grads) must come before the trainer wraps the model with LoRA.
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.hw.gradient_checkpointing
-        )
-    before = _accuracy(cfg, run_dir, model, tokenizer, data, "before")
-    return Prepared(data, tokenizer, model, before, started, long)
+        limit = getattr(cfg.stage, plan.stage.length_key)
+        data.train, long = long_rows(data.train, tokenizer, limit, skip, data.drops)
+    before = _accuracy(plan, model, tokenizer, data, "before")
+    return Prepared(data, tokenizer, model, before, started, peft_config, long)
 
 
-def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+def training_args(plan: RunPlan) -> dict[str, Any]:
     """TrainingArguments shared by SFTConfig, DPOConfig and GRPOConfig."""
-    per_device, accum = split_batch(cfg)
+    cfg = plan.cfg
     stage, hw = cfg.stage, cfg.hw
     return {
-        "output_dir": str(run_dir / "checkpoints"),
-        "per_device_train_batch_size": per_device,
-        "gradient_accumulation_steps": accum,
+        "output_dir": str(plan.dir.checkpoints),
+        "per_device_train_batch_size": plan.micro_batch,
+        "gradient_accumulation_steps": plan.grad_accum,
         "learning_rate": stage.learning_rate,
         "lr_scheduler_type": stage.lr_scheduler,
         # transformers 5: a float in [0, 1) is a fraction of the total steps
@@ -116,7 +106,7 @@ def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         # cannot tell a half-written checkpoint from a complete one).
         "save_total_limit": None,
         # SFT/DPO batches carry input_ids to count; GRPO counts its own tokens.
-        "include_num_input_tokens_seen": "no" if stage.name == "grpo" else "non_padding",
+        "include_num_input_tokens_seen": "non_padding" if plan.stage.counts_tokens else "no",
         # TensorBoard is attached by `callbacks` with our directory; the rest go through report_to.
         "report_to": [t for t in cfg.logging.report_to if t != "tensorboard"] or "none",
         "run_name": f"{stage.name}-{cfg.run_id}",
@@ -127,36 +117,38 @@ def training_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         "gradient_checkpointing": hw.gradient_checkpointing,
         "gradient_checkpointing_kwargs": {"use_reentrant": False} if hw.gradient_checkpointing else None,
         # the zero profile's JSON; its "auto" values are filled from the values above, so they cannot disagree
-        "deepspeed": _deepspeed_config(cfg),
+        "deepspeed": _deepspeed_config(plan),
     }
 
 
-def callbacks(cfg: RunConfig, run_dir: Path) -> list[TrainerCallback]:
+def callbacks(plan: RunPlan) -> list[TrainerCallback]:
     # NanGuard on every rank (each holds gradients); monitoring and checkpoint marking on rank 0 only.
+    cfg, run_dir = plan.cfg, plan.run_dir
     wandb_env(cfg.logging, run_dir)
     found: list[TrainerCallback] = [NanGuard()]
     if cfg.checkpoint.save_on_signal:
         found.append(SignalCheckpoint())
-    if is_rank_zero():
+    if plan.dir.writes:
         found.append(CheckpointCallback(run_dir, cfg.checkpoint.keep))
         found += build_callbacks(run_dir, cfg.logging, cfg.stage.batch_size)
     return found
 
 
-def trainer_inputs(cfg: RunConfig, run_dir: Path, prep: Prepared) -> dict[str, Any]:
+def trainer_inputs(plan: RunPlan, prep: Prepared) -> dict[str, Any]:
     """Keyword arguments that SFTTrainer, DPOTrainer and GRPOTrainer take the same way."""
     return {
         "model": prep.model,
         "train_dataset": prep.data.train,
         "processing_class": prep.tokenizer,
-        # LoRA is applied by the trainer (after any k-bit preparation in `prepare`); None trains every weight.
-        "peft_config": lora_config(cfg.peft),
-        "callbacks": callbacks(cfg, run_dir),
+        # LoRA is applied by the trainer (after any k-bit preparation in build_model); None trains every weight.
+        "peft_config": prep.peft_config,
+        "callbacks": callbacks(plan),
     }
 
 
-def train(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> None:
+def train(plan: RunPlan, trainer: Trainer, prep: Prepared) -> None:
     """trainer.train(), resumed when asked; exits with 128+signal after a SIGTERM/SIGINT checkpoint."""
+    cfg, run_dir = plan.cfg, plan.run_dir
     checkpoint = resolve_resume(cfg.resume, run_dir)
     for callback in trainer.callback_handler.callbacks:
         if hasattr(callback, "bind"):
@@ -169,16 +161,17 @@ def train(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> No
     if stopper is not None and stopper.received is not None:
         # No final/ and no summary: the run is not finished, and nothing may look as if it were.
         log.warning("stopped by signal %d at step %d; checkpoint saved in %s. Continue with: resume=auto "
-                    "output_dir=%s", stopper.received, trainer.state.global_step, run_dir / "checkpoints", run_dir)
+                    "output_dir=%s", stopper.received, trainer.state.global_step, plan.dir.checkpoints, run_dir)
         raise SystemExit(128 + stopper.received)
 
 
-def finish(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> dict[str, Any]:
+def finish(plan: RunPlan, trainer: Trainer, prep: Prepared) -> dict[str, Any]:
     """Save the final model, measure again, write summary.json; returns the summary."""
+    cfg, run_dir = plan.cfg, plan.run_dir
     train_seconds = time.time() - prep.started
-    final = _save_final(trainer, prep.tokenizer, run_dir)
-    after = _accuracy(cfg, run_dir, trainer.model, prep.tokenizer, prep.data, "after")
-    if is_rank_zero():
+    final = _save_final(plan, trainer, prep.tokenizer)
+    after = _accuracy(plan, trainer.model, prep.tokenizer, prep.data, "after")
+    if plan.dir.writes:
         # e.g. the MCQ recipe's id,answer submission file, from the held-out completions just written
         write_predictions(cfg.data, run_dir, prep.data.eval_prompts)
     steps = trainer.state.global_step
@@ -209,25 +202,26 @@ def finish(cfg: RunConfig, run_dir: Path, trainer: Trainer, prep: Prepared) -> d
     }
     # every rank says it trained: the evidence that all of them took part
     log.info("rank %d/%d finished %d optimizer steps", trainer.args.process_index, trainer.args.world_size, steps)
-    if is_rank_zero():
-        write_json_atomic(run_dir / "summary.json", summary)
+    if plan.dir.writes:
+        plan.dir.write_json(plan.dir.summary, summary)
         plot_run(run_dir)
         _report(summary)
     return summary
 
 
-def _accuracy(cfg, run_dir, model, tokenizer, data: StageData, phase: str) -> Accuracy | None:
+def _accuracy(plan: RunPlan, model, tokenizer, data: StageData, phase: str) -> Accuracy | None:
     # Once ZeRO-3 has partitioned the weights, each forward gathers them from every rank: generation on rank 0
     # alone would hang, so all ranks generate the same problems (generate syncs their steps); rank 0 writes.
+    cfg, writes = plan.cfg, plan.dir.writes
     partitioned = cfg.zero.stage >= 3 and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
-    if data.eval_prompts is None or not (is_rank_zero() or partitioned):
+    if data.eval_prompts is None or not (writes or partitioned):
         return None
     acc = heldout_accuracy(
         model, tokenizer, data.eval_prompts,
         max_new_tokens=cfg.stage.eval_max_new_tokens, batch_size=cfg.hw.eval_batch,
-        predictions_path=run_dir / "samples" / f"eval_{phase}.jsonl" if is_rank_zero() else None,
+        predictions_path=plan.dir.samples / f"eval_{phase}.jsonl" if writes else None,
     )
-    if not is_rank_zero():
+    if not writes:
         return None
     log.info("held-out accuracy %s training: %.3f (%d/%d)", phase, acc.value, acc.correct, acc.total)
     return acc
@@ -243,13 +237,11 @@ def _engine(trainer: Trainer) -> str:
     return "ddp" if trainer.args.world_size > 1 else "single"
 
 
-def _deepspeed_config(cfg: RunConfig) -> str | None:
-    from pipeline.launch.launcher import ds_config_path
-
-    path = ds_config_path(cfg)
+def _deepspeed_config(plan: RunPlan) -> str | None:
+    path = plan.ds_config
     if path is None:
         return None
-    if cfg.hw.device == Device.cpu:
+    if plan.cfg.hw.device == Device.cpu:
         import deepspeed
 
         # DeepSpeed would look for oneCCL on CPU; gloo it is, set before TrainingArguments reads the backend.
@@ -257,14 +249,16 @@ def _deepspeed_config(cfg: RunConfig) -> str | None:
     return str(path)
 
 
-def _save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Path:
-    # Saved beside final/ and renamed when complete, so final/ never holds half a model.
-    final, partial = run_dir / "final", run_dir / "final.partial"
-    trainer.save_model(str(partial))
-    if trainer.is_world_process_zero():
+def _save_final(plan: RunPlan, trainer: Trainer, tokenizer: PreTrainedTokenizerBase) -> Path:
+    # Saved beside final/ and renamed when complete, so final/ never holds half a model. Every rank takes part in
+    # save_model (ZeRO-3 gathers the shards); only rank 0 writes and renames.
+    final = plan.dir.final
+    if not plan.dir.writes:
+        trainer.save_model(str(final.with_name(final.name + ".partial")))
+        return final
+    with replacing(final) as partial:
+        trainer.save_model(str(partial))
         tokenizer.save_pretrained(str(partial))
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
     return final
 
 

@@ -8,24 +8,24 @@ reference is the same model with adapters disabled; with full fine-tuning TRL ke
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from trl import DPOConfig, DPOTrainer
 
-from pipeline.config.schema import RunConfig
+from pipeline.config.plan import RunPlan
 from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
 
 
-def run_dpo(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    prep = prepare(cfg, run_dir)
+def run_dpo(plan: RunPlan) -> dict[str, Any]:
+    cfg = plan.cfg
+    prep = prepare(plan)
     args = DPOConfig(
-        **training_args(cfg, run_dir),
+        **training_args(plan),
         beta=cfg.stage.beta,
         loss_type=[cfg.stage.loss_type],
         max_length=cfg.stage.max_length,
         label_smoothing=cfg.stage.label_smoothing,
     )
-    trainer = DPOTrainer(args=args, **trainer_inputs(cfg, run_dir, prep))
-    train(cfg, run_dir, trainer, prep)
-    return finish(cfg, run_dir, trainer, prep)
+    trainer = DPOTrainer(args=args, **trainer_inputs(plan, prep))
+    train(plan, trainer, prep)
+    return finish(plan, trainer, prep)

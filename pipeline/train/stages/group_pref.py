@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import copy
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from pipeline.config.schema import RunConfig
-from pipeline.train.modeling import lora_config
+from pipeline.config.plan import RunPlan
 from pipeline.train.stages.common import callbacks, finish, prepare, train, training_args
 
 log = logging.getLogger(__name__)
@@ -164,11 +162,12 @@ class GroupPrefTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-def run_group_pref(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    prep = prepare(cfg, run_dir)
+def run_group_pref(plan: RunPlan) -> dict[str, Any]:
+    cfg = plan.cfg
+    prep = prepare(plan)
     stage, tokenizer = cfg.stage, prep.tokenizer
     # ---- model: a new LoRA adapter (reference = adapter off), or full weights against a frozen copy
-    peft_config = lora_config(cfg.peft)
+    peft_config = prep.peft_config
     model, ref_model = prep.model, None
     if peft_config is not None:
         from peft import get_peft_model
@@ -185,17 +184,17 @@ def run_group_pref(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     if cut:
         log.warning("%d responses are longer than stage.max_length=%d tokens with their prompt and were cut at the "
                     "end (their ends are not scored). Fix: raise stage.max_length.", cut, stage.max_length)
-    args = TrainingArguments(**training_args(cfg, run_dir), remove_unused_columns=False)
+    args = TrainingArguments(**training_args(plan), remove_unused_columns=False)
     trainer = GroupPrefTrainer(
         model=model,
         args=args,
         train_dataset=groups,
         data_collator=lambda features: collate_groups(features, tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=callbacks(cfg, run_dir),
+        callbacks=callbacks(plan),
         stage=stage,
         ref_model=ref_model,
     )
     # resumable like every stage (resume=auto continues from <run>/checkpoints)
-    train(cfg, run_dir, trainer, prep)
-    return finish(cfg, run_dir, trainer, prep)
+    train(plan, trainer, prep)
+    return finish(plan, trainer, prep)

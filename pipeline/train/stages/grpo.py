@@ -8,23 +8,24 @@ term; the loss is the clipped policy-ratio objective (TRL's loss_type, default d
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from trl import GRPOConfig
 
-from pipeline.config.schema import GenerationEngine, GRPOStageConfig, RunConfig
+from pipeline.config.plan import RunPlan
+from pipeline.config.stage_schemas import GenerationEngine, GRPOStageConfig
 from pipeline.rewards import build_reward_funcs
 from pipeline.train.fast_generation import FastGenerationGRPOTrainer
 from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
 
 
-def run_grpo(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+def run_grpo(plan: RunPlan) -> dict[str, Any]:
+    cfg = plan.cfg
     reward_funcs, weights = build_reward_funcs(cfg.reward.terms)
-    prep = prepare(cfg, run_dir)
+    prep = prepare(plan)
     stage = cfg.stage
     args = GRPOConfig(
-        **training_args(cfg, run_dir),
+        **training_args(plan),
         num_generations=stage.num_generations,
         max_completion_length=stage.max_completion_length,
         temperature=stage.temperature,
@@ -40,11 +41,11 @@ def run_grpo(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         **generation_engine(stage),
     )
     trainer = FastGenerationGRPOTrainer(
-        args=args, reward_funcs=reward_funcs, **trainer_inputs(cfg, run_dir, prep),
+        args=args, reward_funcs=reward_funcs, **trainer_inputs(plan, prep),
         merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
     )
-    train(cfg, run_dir, trainer, prep)
-    return finish(cfg, run_dir, trainer, prep)
+    train(plan, trainer, prep)
+    return finish(plan, trainer, prep)
 
 
 def generation_engine(stage: GRPOStageConfig) -> dict[str, Any]:

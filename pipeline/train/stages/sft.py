@@ -8,30 +8,32 @@ Rows arrive as conversational prompt/completion pairs, so TRL masks the prompt t
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from trl import SFTConfig, SFTTrainer
 
-from pipeline.config.schema import OnBadRow, RunConfig
+from pipeline.config.enums import OnBadRow
+from pipeline.config.plan import RunPlan
+from pipeline.config.schema import RunConfig
 from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
 
 log = logging.getLogger(__name__)
 
 
-def run_sft(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    prep = prepare(cfg, run_dir)
+def run_sft(plan: RunPlan) -> dict[str, Any]:
+    cfg = plan.cfg
+    prep = prepare(plan)
     padding_free = use_padding_free(cfg, prep.long_rows)
     args = SFTConfig(
-        **training_args(cfg, run_dir),
+        **training_args(plan),
         # padding-free rows are not truncated by TRL; they are known to fit already
         max_length=None if padding_free else cfg.stage.max_length,
         packing=cfg.stage.packing,
         padding_free=padding_free,
     )
-    trainer = SFTTrainer(args=args, **trainer_inputs(cfg, run_dir, prep))
-    train(cfg, run_dir, trainer, prep)
-    return finish(cfg, run_dir, trainer, prep)
+    trainer = SFTTrainer(args=args, **trainer_inputs(plan, prep))
+    train(plan, trainer, prep)
+    return finish(plan, trainer, prep)
 
 
 def use_padding_free(cfg: RunConfig, long_rows: int) -> bool:
