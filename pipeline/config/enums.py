@@ -28,7 +28,7 @@ class Precision(str, Enum):
 
 
 class Launcher(str, Enum):
-    # How run.py re-launches itself when the hw profile wants more than one process (pipeline/launch.py).
+    # How run.py re-launches itself when the hw profile wants more than one process (pipeline/launch/launcher.py).
     accelerate = "accelerate"
     deepspeed = "deepspeed"
     torchrun = "torchrun"

@@ -94,7 +94,7 @@ class GRPOStageConfig(StageConfig):
 
 @dataclass
 class GroupPrefStageConfig(StageConfig):
-    """Offline listwise preference on scored groups (pipeline/stages/group_pref.py): no generation."""
+    """Offline listwise preference on scored groups (pipeline/train/stages/group_pref.py): no generation."""
 
     name: str = "group_pref"
     learning_rate: float = 5e-6
