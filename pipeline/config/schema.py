@@ -54,9 +54,11 @@ class ModelConfig(Schema):
 @dataclass
 class ArithmeticConfig(Schema):
     # Built-in data set: "What is a + b?" problems generated from `seed`; eval problems never appear in train.
+    # Training problems: the default job sees ~120 of them (30 steps x 4 prompts).
     num_train: int = 2000
+    # Held-out problems for accuracy before/after (+-5 points of sampling error at 100).
     num_eval: int = 100
-    # Operators drawn uniformly: any of + - *.
+    # Operators drawn uniformly: any of + - *; addition learns fastest on CPU, "-" makes a harder mix.
     ops: list[str] = field(default_factory=lambda: ["+"])
     low: int = 10
     high: int = 99
@@ -117,9 +119,10 @@ class PeftConfig(Schema):
     method: PeftMethod = PeftMethod.lora
     # Rank: higher is more expressive and costs more memory.
     r: int = 16
+    # Scale = alpha / r; 2 x r is the common choice.
     alpha: int = 32
     dropout: float = 0.0
-    # "all-linear" or a list of module names (q_proj, k_proj, ...).
+    # "all-linear" covers attention and MLP; a list of module names (["q_proj", "v_proj"]) is the cheap classic.
     target_modules: Any = "all-linear"
 
 
@@ -177,6 +180,7 @@ class ZeroConfig(Schema):
 class LoggingConfig(Schema):
     # Trackers for TRL's report_to: tensorboard always (event files in the run dir), wandb opt-in.
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    # Python log level of the root logger and the pipeline's own messages: DEBUG, INFO, WARNING, ERROR.
     level: str = "INFO"
     wandb_project: str = "pipeline"
     # online | offline: offline writes to the run dir only; the key comes from WANDB_API_KEY, never config.

@@ -18,9 +18,11 @@ from pipeline.config.frozen import Schema
 class StageConfig(Schema):
     # The stage table's key (pipeline/config/stage_table.py); set by the stage option file.
     name: str = MISSING
+    # 2e-5 suits full fine-tuning; LoRA usually wants 1e-4..2e-4.
     learning_rate: float = 2e-5
-    # Any transformers scheduler name: constant, linear, cosine, constant_with_warmup...
+    # Any transformers scheduler name: cosine decays to 0 by the last step, constant keeps lr fixed, linear...
     lr_scheduler: str = "cosine"
+    # Fraction of steps spent ramping lr up from 0.
     warmup_ratio: float = 0.0
     num_epochs: float = 1.0
     # Global batch: sequences per optimizer step over all processes (GRPO: completions, so prompts per step =
@@ -41,7 +43,7 @@ class StageConfig(Schema):
 @dataclass
 class SFTStageConfig(StageConfig):
     name: str = "sft"
-    # Longer keeps more of each example, costs memory quadratically in attention.
+    # Tokens per example: longer keeps more of each example, costs memory quadratically in attention.
     max_length: int = 1024
     # Concatenate short examples into full rows: faster on mixed lengths, changes batch statistics.
     packing: bool = False
@@ -53,12 +55,15 @@ class SFTStageConfig(StageConfig):
 @dataclass
 class DPOStageConfig(StageConfig):
     name: str = "dpo"
+    # DPO is sensitive: 5e-6 full / 5e-5 LoRA are common starting points.
     learning_rate: float = 5e-6
+    # Preference pairs per optimizer step over all processes.
     batch_size: int = 8
     # Strength of the pull towards the reference model: higher stays closer to it.
     beta: float = 0.1
     # sigmoid (original DPO), ipo, hinge, ... (any TRL DPO loss type).
     loss_type: str = "sigmoid"
+    # Prompt + answer tokens.
     max_length: int = 1024
     label_smoothing: float = 0.0
 
@@ -66,10 +71,13 @@ class DPOStageConfig(StageConfig):
 @dataclass
 class GRPOStageConfig(StageConfig):
     name: str = "grpo"
+    # 1e-6 for full fine-tuning; LoRA tolerates 1e-5..1e-4.
     learning_rate: float = 1e-6
+    # Completions per optimizer step over all processes (= prompts per step x num_generations).
     batch_size: int = 32
     # Completions per prompt (the group): more gives better advantage estimates, costs generation time.
     num_generations: int = 8
+    # Longer allows more reasoning; generation time grows linearly.
     max_completion_length: int = 256
     # KL coefficient; 0 needs no reference model (saves memory and a forward pass).
     beta: float = 0.0
@@ -82,6 +90,7 @@ class GRPOStageConfig(StageConfig):
     loss_type: str = "dapo"
     # group | batch | none: how rewards are normalised into advantages.
     scale_rewards: str = "group"
+    # 1.0 samples the model's own distribution; lower explores less.
     temperature: float = 1.0
     top_p: float = 1.0
     # Give zero loss to completions cut at max_completion_length.
@@ -97,6 +106,7 @@ class GroupPrefStageConfig(StageConfig):
     """Offline listwise preference on scored groups (pipeline/train/stages/group_pref.py): no generation."""
 
     name: str = "group_pref"
+    # DPO-like: 5e-6 full, ~5e-5 LoRA.
     learning_rate: float = 5e-6
     # Groups (prompt + all its responses) per optimizer step over all processes.
     batch_size: int = 8
