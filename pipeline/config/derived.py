@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from pipeline.config.run_dir import RunDir
 from pipeline.config.schema import DataConfig, RunConfig
 from pipeline.config.stage_table import CHAINABLE, stage_spec
 
@@ -60,10 +61,6 @@ def sequence_tokens(cfg: RunConfig) -> int:
     return spec.assumed_prompt_tokens + getattr(cfg.stage, spec.length_key)
 
 
-def chain_dirs(cfg: RunConfig, run_dir: Path) -> list[Path]:
-    return [run_dir / f"{i}_{name}" for i, name in enumerate(cfg.stage.stages, 1)]
-
-
 def chain_steps(cfg: RunConfig, run_dir: Path | None = None) -> list[RunConfig]:
     """One RunConfig per sub-stage, chained through init_from; raises ValueError for an unknown sub-stage."""
     run_dir = Path(cfg.output_dir) if run_dir is None else run_dir
@@ -72,15 +69,16 @@ def chain_steps(cfg: RunConfig, run_dir: Path | None = None) -> list[RunConfig]:
         raise ValueError(f"stage.stages={list(cfg.stage.stages)}: each must be one of {', '.join(CHAINABLE)} "
                          f"(e.g. stage.stages=[{','.join(CHAINABLE[::2])}]).")
     configs, init_from = [], cfg.init_from
-    for name, sub_dir in zip(cfg.stage.stages, chain_dirs(cfg, run_dir), strict=True):
+    for index, name in enumerate(cfg.stage.stages, 1):
+        step_dir = RunDir(run_dir).chain_step(index, name)
         configs.append(dataclasses.replace(
             cfg,
             stage=getattr(cfg.stage, name),
             data=_data_for(cfg.data, cfg.stage.data.get(name, {})),
-            output_dir=str(sub_dir),
+            output_dir=str(step_dir.root),
             init_from=init_from,
         ))
-        init_from = str(sub_dir / "final")
+        init_from = str(step_dir.final)
     return configs
 
 

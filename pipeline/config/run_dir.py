@@ -32,12 +32,16 @@ def replacing(target: Path) -> Iterator[Path]:
     A reader (or a resume) never sees half of it: until the rename, only `<name>.partial` exists, and a failure
     leaves that behind rather than a truncated `target`.
     """
-    partial = target.with_name(target.name + ".partial")
+    partial = partial_of(target)
     _remove(partial)
     yield partial
     if partial.is_dir():
         shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
+
+
+def partial_of(target: Path) -> Path:
+    return target.with_name(target.name + ".partial")
 
 
 def _remove(path: Path) -> None:

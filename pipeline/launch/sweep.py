@@ -19,6 +19,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config.run_dir import RunDir
+
 log = logging.getLogger(__name__)
 REFUSED = "refused.txt"
 # Metrics shown in the Markdown table (all of them are in the JSON); the first match per column wins.
@@ -49,8 +51,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         overrides_file = job / ".hydra" / "overrides.yaml"
         overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
         row: dict[str, Any] = {"job": int(job.name), "dir": str(job), "overrides": overrides}
-        if (job / "summary.json").exists():
-            summary = json.loads((job / "summary.json").read_text())
+        if RunDir(job).summary.exists():
+            summary = json.loads(RunDir(job).summary.read_text())
             row.update(status="done", **{k: v for k, v in summary.items() if k != "metrics"})
             row["metrics"] = summary.get("metrics", {})
         elif (job / REFUSED).exists():

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pipeline.config.run_dir import RunDir
+from pipeline.config.run_dir import RunDir, partial_of
 from pipeline.config.schema import QuantConfig, RunConfig
 from pipeline.config.stage_table import UnknownStageError, stage_spec
 from pipeline.train.modeling import build_model, load_tokenizer
@@ -43,7 +43,7 @@ def run_config(run_dir: Path) -> RunConfig:
 def final_dir(run_dir: Path) -> Path:
     final = RunDir(run_dir).final
     if not final.is_dir():
-        hint = " (final.partial exists: the run stopped while saving)" if (run_dir / "final.partial").exists() else ""
+        hint = " (final.partial exists: the run stopped while saving)" if partial_of(final).exists() else ""
         raise RunDirError(
             f"{final} not found{hint}: the run did not finish. Fix: resume it (python pipeline/run.py resume=auto "
             f"output_dir={run_dir} ...) or pick a finished run."

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from pipeline.config.enums import Device, OnBadRow, Precision
 from pipeline.config.frozen import thawed
 from pipeline.config.plan import RunPlan
-from pipeline.config.run_dir import replacing
+from pipeline.config.run_dir import partial_of, replacing
 from pipeline.data import StageData, load_stage_data
 from pipeline.data.predictions import write_predictions
 from pipeline.train.guards import NanGuard, explain_load_error, long_rows
@@ -171,9 +171,8 @@ def finish(plan: RunPlan, trainer: Trainer, prep: Prepared) -> dict[str, Any]:
     train_seconds = time.time() - prep.started
     final = _save_final(plan, trainer, prep.tokenizer)
     after = _accuracy(plan, trainer.model, prep.tokenizer, prep.data, "after")
-    if plan.dir.writes:
-        # e.g. the MCQ recipe's id,answer submission file, from the held-out completions just written
-        write_predictions(cfg.data, run_dir, prep.data.eval_prompts)
+    # e.g. the MCQ recipe's id,answer submission file, from the held-out completions just written
+    write_predictions(cfg.data, plan.dir, prep.data.eval_prompts)
     steps = trainer.state.global_step
     summary = {
         "stage": cfg.stage.name,
@@ -202,8 +201,8 @@ def finish(plan: RunPlan, trainer: Trainer, prep: Prepared) -> dict[str, Any]:
     }
     # every rank says it trained: the evidence that all of them took part
     log.info("rank %d/%d finished %d optimizer steps", trainer.args.process_index, trainer.args.world_size, steps)
-    if plan.dir.writes:
-        plan.dir.write_json(plan.dir.summary, summary)
+    plan.dir.write_json(plan.dir.summary, summary)
+    if plan.dir.writes:  # the figures and the closing report come from rank 0 alone
         plot_run(run_dir)
         _report(summary)
     return summary
@@ -254,7 +253,7 @@ def _save_final(plan: RunPlan, trainer: Trainer, tokenizer: PreTrainedTokenizerB
     # save_model (ZeRO-3 gathers the shards); only rank 0 writes and renames.
     final = plan.dir.final
     if not plan.dir.writes:
-        trainer.save_model(str(final.with_name(final.name + ".partial")))
+        trainer.save_model(str(partial_of(final)))
         return final
     with replacing(final) as partial:
         trainer.save_model(str(partial))
