@@ -56,10 +56,6 @@ class RunPlan:
     def run_dir(self) -> Path:
         return self.dir.root
 
-    @property
-    def is_rank_zero(self) -> bool:
-        return self.rank == 0
-
 
 def plan_run(composed: DictConfig, run_dir: Path) -> RunPlan:
     """Validate the composed config and resolve its plan; raises ConfigError listing every problem."""
