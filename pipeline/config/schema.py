@@ -146,8 +146,8 @@ class HwConfig(Schema):
     gradient_checkpointing: bool = False
     # Problems generated at once during held-out evaluation.
     eval_batch: int = 50
-    # GRPO generation speed-ups that sample the same distribution (pipeline/fast_generation.py): generate through
-    # LoRA merged into a copy of the weights; inverse-CDF sampling instead of torch.multinomial.
+    # GRPO generation speed-ups that sample the same distribution (pipeline/train/fast_generation.py): generate
+    # through LoRA merged into a copy of the weights; inverse-CDF sampling instead of torch.multinomial.
     merge_lora_for_generation: bool = False
     fast_sampling: bool = False
     # CPU threads for torch; null keeps torch's default (all cores).
