@@ -15,7 +15,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from pipeline.config import Device, PeftMethod, Precision, RunConfig, register_configs
+from pipeline.config.enums import Device, PeftMethod, Precision
+from pipeline.config.schema import RunConfig, register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def workload(overrides: list[str]) -> RunConfig:
 
 
 def main(out_dir: Path, overrides: list[str]) -> None:
-    from pipeline.modeling import model_dir
+    from pipeline.train.modeling import model_dir
 
     run = workload(overrides)
     path = model_dir(run.model, run.paths.cache_dir)

@@ -113,7 +113,7 @@ def add_mfu(case: Case, runs: dict[str, list[Measurement]]) -> None:
     import torch
     from baseline import workload
 
-    from pipeline.memory import model_shapes
+    from pipeline.launch.memory import model_shapes
 
     # counted on the meta device from the model's config, as the dry run's memory estimate does
     n_params = model_shapes(workload(case.ours).model).params

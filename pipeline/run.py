@@ -1,4 +1,4 @@
-"""Entry point: compose the config with Hydra, validate it, run the chosen stage.
+"""Entry point: compose the config with Hydra, resolve it into a run plan, launch or run the planned stage.
 
     python pipeline/run.py                                   # embedded default: GRPO + LoRA, SmolLM2, CPU
     python pipeline/run.py stage=sft model=tiny max_steps=3  # any group option, any key
@@ -13,12 +13,16 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from pipeline.argv import strip_launcher_args  # noqa: E402
-from pipeline.config import register_configs  # noqa: E402
-from pipeline.launch import dispatch, rank_argv  # noqa: E402
-from pipeline.secrets import refuse_secret_overrides  # noqa: E402
+from pipeline.config.argv import rank_argv, strip_launcher_args  # noqa: E402
+from pipeline.config.logs import apply_log_level  # noqa: E402
+from pipeline.config.plan import plan_run  # noqa: E402
+from pipeline.config.schema import register_configs  # noqa: E402
+from pipeline.config.secrets import refuse_secret_overrides  # noqa: E402
+from pipeline.launch.launcher import dispatch  # noqa: E402
+from pipeline.launch.sweep import refused_in_sweep  # noqa: E402
 
 strip_launcher_args(sys.argv)
 refuse_secret_overrides(sys.argv)
@@ -28,27 +32,21 @@ register_configs()
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    # Cross-field checks run here, before torch is imported; the stages import it.
-    from hydra.core.hydra_config import HydraConfig
-
-    from pipeline.sweep import refused_in_sweep
-    from pipeline.validation import to_run_config
-
     # Hydra's runtime dir is output_dir for a single run and the job's own subdir in a --multirun sweep.
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        run_cfg = to_run_config(cfg)
+        plan = plan_run(cfg, Path(hydra_cfg.runtime.output_dir))  # checks every rule before torch is imported
     except ValueError as err:
-        if refused_in_sweep(err, run_dir):  # a sweep records the refusal and goes on to its next job
+        if refused_in_sweep(err, Path(hydra_cfg.runtime.output_dir)):  # the sweep records it, goes on
             return
         raise
+    apply_log_level(plan.cfg.logging)
     # A dry run prints and stops; a multi-process profile started plainly re-launches through its launcher.
-    if dispatch(cfg, run_cfg, list(hydra_cfg.overrides.task), run_dir):
+    if dispatch(cfg, plan, list(hydra_cfg.overrides.task)):
         return
-    from pipeline.stages import run_stage
+    from pipeline.train.stages import run_stage  # why: torch and TRL load only when a stage really runs
 
-    run_stage(run_cfg, run_dir)
+    run_stage(plan)
 
 
 if __name__ == "__main__":

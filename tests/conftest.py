@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import register_configs
+from pipeline.config.schema import register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -51,7 +51,7 @@ def run_pipeline(args: list[str], cwd: Path, timeout: int = 600, **env: str) -> 
 
 def tiny_model_dir(cache: Path) -> Path:
     """The cached `model=tiny` checkpoint itself: other tests may cache tiny variants (+model.arch...) beside it."""
-    from pipeline.modeling import model_dir
+    from pipeline.train.modeling import model_dir
 
     return Path(model_dir(OmegaConf.to_object(compose_config(["model=tiny"])).model, str(cache)))
 

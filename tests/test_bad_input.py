@@ -15,10 +15,11 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from pipeline.config import DataConfig, DataFormat, OnBadRow
+from pipeline.config.checks import ConfigError, to_run_config
+from pipeline.config.enums import DataFormat, OnBadRow
+from pipeline.config.schema import DataConfig
 from pipeline.data import DataError, DropReport, load_stage_data
-from pipeline.resume import CheckpointError, check_checkpoint, mark_complete
-from pipeline.validation import ConfigError, to_run_config
+from pipeline.train.resume import CheckpointError, check_checkpoint, mark_complete
 from tests.conftest import REPO, TINY, compose_config, run_pipeline
 
 GOOD = {"prompt": "What is 1 + 1?", "answer": "2"}
@@ -56,7 +57,7 @@ def checkpoint(tmp: Path, damage: str) -> Callable[[], object]:
 
 
 def hostfile(tmp: Path) -> Callable[[], object]:
-    from pipeline.launch import parse_hostfile
+    from pipeline.config.hostfile import parse_hostfile
 
     path = tmp / "hosts"
     path.write_text("# two nodes\n10.0.0.1 slots=8\n10.0.0.2 slots=eight\n")
@@ -67,7 +68,7 @@ def every_row_too_long(tmp: Path) -> Callable[[], object]:
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from pipeline.guards import long_rows
+    from pipeline.train.guards import long_rows
 
     tokenizer = AutoTokenizer.from_pretrained(str(REPO / "pipeline" / "assets" / "smollm2_tokenizer"))
     rows = Dataset.from_list([{"prompt": "a long enough prompt for sure", "completion": "yes"}] * 3)
@@ -136,7 +137,7 @@ def test_rows_over_max_length_are_counted_or_dropped() -> None:
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from pipeline.guards import long_rows
+    from pipeline.train.guards import long_rows
 
     tokenizer = AutoTokenizer.from_pretrained(str(REPO / "pipeline" / "assets" / "smollm2_tokenizer"))
 

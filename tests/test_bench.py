@@ -27,7 +27,7 @@ def test_mfu_parameter_count_matches_the_loaded_model(model_cache) -> None:
     from omegaconf import OmegaConf
     from transformers import AutoModelForCausalLM
 
-    from pipeline.memory import model_shapes
+    from pipeline.launch.memory import model_shapes
 
     path = tiny_model_dir(model_cache)  # materialised on first use
     loaded = AutoModelForCausalLM.from_pretrained(path)

@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from pipeline.validation import to_run_config
+from pipeline.config.checks import to_run_config
+from pipeline.config.schema import SCHEMAS
 from tests.conftest import CONF, REPO, compose_config, offline_env
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("stage_data", "experiment"))
@@ -112,6 +113,43 @@ def test_every_yaml_key_is_commented(path) -> None:
     assert not uncommented, "keys without a comment above them:\n" + "\n".join(uncommented)
 
 
+def _inherited(group: str, path) -> DictConfig:
+    """What an option file's own keys override: its schema's defaults with its parent options merged on top."""
+    node = OmegaConf.create({})
+    for entry in OmegaConf.load(path).get("defaults", []):
+        if not isinstance(entry, str) or entry == "_self_":
+            continue  # `override /zero@...` entries configure another group
+        if entry in SCHEMAS[group]:
+            node = OmegaConf.merge(node, OmegaConf.structured(SCHEMAS[group][entry]))
+        else:
+            parent = OmegaConf.load(CONF / group / f"{entry}.yaml")
+            parent.pop("defaults", None)
+            node = OmegaConf.merge(node, _inherited(group, CONF / group / f"{entry}.yaml"), parent)
+    return node
+
+
+def _repeats(own: dict, inherited: DictConfig, prefix: str = "") -> list[str]:
+    found = []
+    for key, value in own.items():
+        if key not in inherited:
+            continue
+        base = OmegaConf.to_container(inherited, resolve=False)[key]
+        if isinstance(value, dict) and isinstance(base, dict) and value and base:
+            found += _repeats(value, inherited[key], f"{prefix}{key}.")
+        elif value == (base.value if hasattr(base, "value") else base):
+            found.append(prefix + key)
+    return found
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)], ids=lambda x: str(x))
+def test_option_files_hold_only_what_differs_from_the_schema(group: str, option: str) -> None:
+    path = CONF / group / f"{option}.yaml"
+    own = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    own.pop("defaults", None)
+    repeated = _repeats(own, _inherited(group, path))
+    assert not repeated, f"{path.name} repeats the schema default (or its parent's value) of {repeated}: drop them"
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -158,7 +196,7 @@ def test_validation_fails_before_torch_is_imported() -> None:
     code = (
         "import sys\n"
         "from tests.conftest import compose_config\n"
-        "from pipeline.validation import to_run_config, ConfigError\n"
+        "from pipeline.config.checks import to_run_config, ConfigError\n"
         "try:\n"
         "    to_run_config(compose_config(['hw.precision=bf16', 'stage=dpo', 'data=jsonl',\n"
         "                                  'data.path=tests/fixtures/config/prompt_answer.jsonl']))\n"

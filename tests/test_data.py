@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import ArithmeticConfig, DataConfig, DataFormat, OnBadRow
+from pipeline.config.enums import DataFormat, OnBadRow
+from pipeline.config.schema import ArithmeticConfig, DataConfig
 from pipeline.data import DataError, DropReport, load_stage_data, peek_columns
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
@@ -633,7 +634,7 @@ def test_data_error_message_and_drop_report() -> None:
 
 def test_import_and_peek_stay_light() -> None:
     code = (
-        "import sys; from pipeline.config import DataConfig; from pipeline.data import peek_columns; "
+        "import sys; from pipeline.config.schema import DataConfig; from pipeline.data import peek_columns; "
         f"cols = peek_columns(DataConfig(name='t', path={str(FIXTURES / 'qa.jsonl')!r})); "
         "heavy = [m for m in ('torch', 'datasets', 'transformers', 'pyarrow') if m in sys.modules]; "
         "print(sorted(cols), heavy)"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from pipeline.launch import free_port
+from pipeline.launch.launcher import free_port
 from tests.conftest import REPO, TINY, offline_env
 from tests.test_e2e import _adapter_loads_onto_the_base
 

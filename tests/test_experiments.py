@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.validation import to_run_config
+from pipeline.config.checks import to_run_config
 from tests.conftest import CONF, REPO, compose_config, run_pipeline
 from tests.test_e2e import scalars
 

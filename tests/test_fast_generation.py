@@ -1,5 +1,6 @@
-"""GRPO speed-ups (pipeline/fast_generation.py) must not change what is trained: merged-LoRA generation restores the
-weights exactly, inverse-CDF sampling draws the same distribution, and trimmed micro-batches give TRL's own loss."""
+"""GRPO speed-ups (pipeline/train/fast_generation.py) must not change what is trained: merged-LoRA generation
+restores the weights exactly, inverse-CDF sampling draws the same distribution, and trimmed micro-batches give TRL's
+own loss."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
-from pipeline.fast_generation import FastGenerationGRPOTrainer, inverse_cdf_sampling, merged_lora, trim_padding
+from pipeline.train.fast_generation import FastGenerationGRPOTrainer, inverse_cdf_sampling, merged_lora, trim_padding
 from tests.conftest import REPO
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
@@ -137,8 +138,8 @@ def test_trimmed_micro_batch_gives_trls_loss_and_gradients(tmp_path) -> None:
     model = trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train() around each step
     losses, grads = [], []
-    for compute in (lambda inputs: GRPOTrainer._compute_loss(trainer, model, inputs), lambda inputs:
-                    trainer._compute_loss(model, inputs)):
+    for compute in (lambda inputs: GRPOTrainer.compute_loss(trainer, model, inputs), lambda inputs:
+                    trainer.compute_loss(model, inputs)):
         model.zero_grad()
         loss = compute(padded_batch())
         loss.backward()

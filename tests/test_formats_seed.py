@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import DataConfig, DataFormat, OnBadRow
+from pipeline.config.enums import DataFormat, OnBadRow
+from pipeline.config.schema import DataConfig
 from pipeline.data import DataError, load_stage_data
 from pipeline.data.predictions import write_predictions
 from tests.conftest import REPO

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from pipeline.stages.group_pref import (
+from pipeline.train.stages.group_pref import (
     collate_groups,
     group_loss,
     implicit_rewards,
@@ -112,7 +112,7 @@ def test_training_lowers_the_group_loss(tmp_path, model_cache) -> None:
 def test_tokenize_group_shares_the_prompt_and_cuts_long_responses() -> None:
     from transformers import AutoTokenizer
 
-    from pipeline.stages.group_pref import tokenize_group
+    from pipeline.train.stages.group_pref import tokenize_group
 
     tokenizer = AutoTokenizer.from_pretrained(str(REPO / "pipeline" / "assets" / "smollm2_tokenizer"))
     row = {"prompt": [{"role": "user", "content": "Say hi"}], "chosen": "hi", "rejected": ["word " * 100, "yo"]}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.validation import to_run_config
+from pipeline.config.checks import to_run_config
 from tests.conftest import CONF, compose_config
 
 HW = sorted(p.stem for p in (CONF / "hw").glob("*.yaml"))
@@ -33,7 +33,7 @@ def test_hw_zero_quant_matrix(hw: str, zero: str, quant: str, monkeypatch: pytes
     run_cfg = to_run_config(cfg)
     assert (run_cfg.hw.name, run_cfg.zero.name, run_cfg.quant.method.value) == (hw, zero, quant)
     # the global batch always splits exactly: micro-batch x processes x accumulation
-    from pipeline.validation import split_batch, world_size
+    from pipeline.config.derived import split_batch, world_size
 
     per_device, accum = split_batch(run_cfg)
     assert per_device * accum * world_size(run_cfg) == run_cfg.stage.batch_size

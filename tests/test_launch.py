@@ -9,22 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.launch import (
-    HostfileError,
-    child_overrides,
-    executable,
-    hostfile_problems,
-    launch_command,
-    parse_hostfile,
-    rank_argv,
-)
-from pipeline.memory import estimate, lora_params, model_shapes
-from pipeline.validation import to_run_config
+from pipeline.config.argv import rank_argv
+from pipeline.config.checks import to_run_config
+from pipeline.config.hostfile import HostfileError, hostfile_problems, parse_hostfile
+from pipeline.config.plan import RunPlan, plan_run
+from pipeline.launch.launcher import child_overrides, executable, launch_command
+from pipeline.launch.memory import estimate, lora_params, model_shapes
 from tests.conftest import REPO, compose_config, offline_env
 
 
-def typed(overrides: list[str]):
-    return to_run_config(compose_config(overrides))
+def typed(overrides: list[str]) -> RunPlan:
+    return plan_run(compose_config(overrides), Path("/tmp/run"))
 
 
 @pytest.fixture
@@ -71,7 +66,7 @@ def test_hostfile_must_match_the_profile(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="wants 2 node.* x 8 processes.*hw.num_nodes=3 hw.num_processes=8"):
         to_run_config(cfg)
     file.write_text("a slots=8\nb slots=8\n")
-    assert hostfile_problems(typed(["hw=2x8xh100", f"hw.hostfile={file}"])) == []
+    assert hostfile_problems(typed(["hw=2x8xh100", f"hw.hostfile={file}"]).cfg) == []
 
 
 # ---- commands --------------------------------------------------------------------------------------------------
@@ -133,14 +128,14 @@ def test_launched_world_must_match_the_profile(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(ValueError, match="the launcher started 4 processes but hw=cpu_2proc says 1 node.* = 2"):
         typed(["hw=cpu_2proc"])
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert typed(["hw=cpu_2proc"]).hw.num_processes == 2
+    assert typed(["hw=cpu_2proc"]).cfg.hw.num_processes == 2
 
 
 # ---- memory estimate -------------------------------------------------------------------------------------------
 
 
 def test_lora_count_matches_peft_for_qwen2_5_1_5b() -> None:
-    shapes = model_shapes(typed(["model=qwen2.5_1.5b_instruct"]).model)
+    shapes = model_shapes(typed(["model=qwen2.5_1.5b_instruct"]).cfg.model)
     assert round(shapes.params / 1e6) == 1544  # Qwen2.5-1.5B: 1.54B with tied embeddings
     # peft's print_trainable_parameters for r=16 on all linear layers of Qwen2.5-1.5B
     assert lora_params(shapes, 16, "all-linear") == 18_464_768

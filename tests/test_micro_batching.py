@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.stages.sft import use_padding_free
-from pipeline.validation import to_run_config
+from pipeline.config.checks import to_run_config
+from pipeline.train.stages.sft import use_padding_free
 from tests.conftest import TINY, compose_config, run_pipeline
 from tests.test_resume import logged
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pipeline.monitoring import completions_markdown
-from pipeline.plot import series
+from pipeline.train.monitoring import completions_markdown
+from pipeline.train.plots import series
 from tests.conftest import TINY, offline_env, run_pipeline
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -81,13 +81,13 @@ def test_plots_summary_and_metrics_file(grpo_run: Path) -> None:
 def test_plot_command_on_demand(grpo_run: Path, tmp_path: Path) -> None:
     for png in (grpo_run / "plots").glob("*.png"):
         png.unlink()
-    proc = subprocess.run([sys.executable, "-m", "pipeline.plot", str(grpo_run)], env=offline_env(),
+    proc = subprocess.run([sys.executable, "-m", "pipeline.tools.plot", str(grpo_run)], env=offline_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(list((grpo_run / "plots").glob("*.png"))) == 5
     assert json.loads((grpo_run / "summary.json").read_text())["finished"] is True
 
-    bad = subprocess.run([sys.executable, "-m", "pipeline.plot", str(tmp_path)], env=offline_env(),
+    bad = subprocess.run([sys.executable, "-m", "pipeline.tools.plot", str(tmp_path)], env=offline_env(),
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "metrics.jsonl not found" in bad.stderr
 

@@ -36,7 +36,7 @@ ALL_REWARDS = [
 
 @dataclass
 class Term:
-    """Stand-in with RewardTermConfig's shape, so these tests do not depend on pipeline.config."""
+    """Stand-in with RewardTermConfig's shape, so these tests do not depend on pipeline.config.schema."""
 
     function: str | None = None
     weight: float = 1.0

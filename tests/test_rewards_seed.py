@@ -108,7 +108,7 @@ def test_custom_reward_by_dotted_path_receives_data_columns() -> None:
 
 
 def test_custom_reward_path_is_checked_at_validation() -> None:
-    from pipeline.validation import to_run_config
+    from pipeline.config.checks import to_run_config
 
     ok = to_run_config(compose_config(["reward.terms.correctness._target_=tests.test_rewards_seed.custom_len"]))
     assert ok.reward.terms["correctness"]._target_ == "tests.test_rewards_seed.custom_len"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import HwConfig, ModelConfig, QuantConfig
-from pipeline.validation import to_run_config
+from pipeline.config.checks import to_run_config
+from pipeline.config.schema import HwConfig, ModelConfig, QuantConfig
 from tests.conftest import CONF, TINY, compose_config, run_pipeline
 
 SECRET_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
@@ -54,7 +54,7 @@ def test_a_token_cannot_be_given_as_an_override(tmp_path: Path) -> None:
 
 
 def test_ordinary_overrides_pass_the_secret_check() -> None:
-    from pipeline.secrets import secret_overrides
+    from pipeline.config.secrets import secret_overrides
 
     argv = ["run.py", "model=tiny", "stage.max_length=1024", "data.path=tokens.jsonl", "hw.hostfile=hosts",
             f"model.revision={'0123456789abcdef' * 2}01234567"]
@@ -75,7 +75,7 @@ def test_code_shipped_with_a_checkpoint_does_not_run(tmp_path: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from pipeline.modeling import load_model
+    from pipeline.train.modeling import load_model
 
     model_dir, marker = tmp_path / "model", tmp_path / "code_ran"
     arch = dict(to_run_config(compose_config(TINY)).model.arch)

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.evaluate import _write_outputs, is_mcq
+from pipeline.tools.evaluate import _write_outputs, is_mcq
 from tests.conftest import TINY, offline_env, run_pipeline
 
 IDS = torch.tensor([[1, 2, 3, 4, 5, 6]])
 
 
 def tool(module: str, *args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"pipeline.{module}", *args], env=offline_env(), input=stdin,
+    return subprocess.run([sys.executable, "-m", f"pipeline.tools.{module}", *args], env=offline_env(), input=stdin,
                           capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
@@ -78,7 +78,7 @@ def test_mcq_scoring_and_csv_predictions(tmp_path: Path) -> None:
 
 
 def _adapter_logits(run_dir: Path) -> torch.Tensor:
-    from pipeline.tuned import load_tuned
+    from pipeline.tools.tuned import load_tuned
 
     model, _ = load_tuned(run_dir)
     with torch.no_grad():
@@ -101,7 +101,7 @@ def test_export_merges_lora_and_refuses_to_overwrite(lora_run: Path) -> None:
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= names and "adapter_config.json" not in names
     assert torch.allclose(_export_logits(out), _adapter_logits(lora_run), atol=1e-4)
 
-    from pipeline.export import ExportError, export_run
+    from pipeline.tools.export import ExportError, export_run
 
     stamp = (out / "model.safetensors").stat().st_mtime_ns
     with pytest.raises(ExportError, match="already exists. Fix: force=true"):
@@ -128,8 +128,8 @@ def test_export_qlora_merges_into_the_dequantized_base(tmp_path: Path) -> None:
 def _naive_merge_logits(run_dir: Path) -> torch.Tensor:
     from peft import PeftModel
 
-    from pipeline.config import QuantConfig
-    from pipeline.tuned import load_base, run_config
+    from pipeline.config.schema import QuantConfig
+    from pipeline.tools.tuned import load_base, run_config
 
     base = load_base(run_config(run_dir), QuantConfig())
     model = PeftModel.from_pretrained(base, str(run_dir / "final")).merge_and_unload()
@@ -138,9 +138,9 @@ def _naive_merge_logits(run_dir: Path) -> torch.Tensor:
 
 
 def test_chat_uses_the_template_and_keeps_the_conversation(lora_run: Path) -> None:
-    from pipeline.chat import chat
-    from pipeline.evaluate import generate_greedy
-    from pipeline.tuned import load_tuned
+    from pipeline.tools.chat import chat
+    from pipeline.tools.tuned import load_tuned
+    from pipeline.train.heldout import generate_greedy
 
     model, tokenizer = load_tuned(lora_run)
     out = io.StringIO()

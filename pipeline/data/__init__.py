@@ -1,7 +1,7 @@
 """Training and held-out rows for one stage, in TRL's conversational formats.
 
-    data = load_stage_data(cfg.data, "grpo", seed=cfg.seed)
-    data.train          # Dataset; sft: prompt/completion, dpo: prompt/chosen/rejected, grpo: prompt/answer
+    data = load_stage_data(cfg.data, cfg.stage.name, seed=cfg.seed)
+    data.train          # Dataset in the stage's RowShape: prompt/completion, prompt/chosen/rejected, prompt/answer...
     data.eval_prompts   # Dataset of held-out {prompt, answer}, or None when the data has no answers
     data.drops          # DropReport of rows skipped under on_bad_row=skip
 
@@ -19,17 +19,19 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import DataFormat, OnBadRow
+from pipeline.config.data_formats import ANSWER_FORMATS
+from pipeline.config.enums import DataFormat, OnBadRow
+from pipeline.config.stage_table import RowShape, Stage, UnknownStageError, stage_spec
 from pipeline.data.arithmetic import SOURCE as ARITHMETIC
 from pipeline.data.arithmetic import arithmetic_records
 from pipeline.data.errors import BadRow, DataError, DropReport
-from pipeline.data.formats import ANSWER_FORMATS, STAGES, convert, resolve_format
+from pipeline.data.formats import convert, resolve_format
 from pipeline.data.sources import Record, is_builtin, is_local, peek_columns, read_records
 
 if TYPE_CHECKING:
     import datasets
 
-    from pipeline.config import DataConfig
+    from pipeline.config.schema import DataConfig
 
 __all__ = ["DataError", "DropReport", "StageData", "load_stage_data", "peek_columns"]
 
@@ -46,16 +48,18 @@ class StageData:
 
 
 def load_stage_data(data: DataConfig, stage: str, seed: int = 42) -> StageData:
-    """Rows for `stage` (sft | dpo | grpo); `seed` drives the eval_size split. Raises DataError."""
-    if stage not in STAGES:
-        raise DataError("stage", f"unknown stage {stage!r}", f"use one of {list(STAGES)}")
+    """Rows for stage `stage` (a stage table name); `seed` drives the eval_size split. Raises DataError."""
+    try:
+        spec = stage_spec(stage)
+    except UnknownStageError as err:
+        raise DataError("stage", f"unknown stage {stage!r}", str(err)) from None
     if data.limit is not None and data.limit < 1:
         raise DataError(
             "data.limit", f"limit={data.limit} keeps no rows", "use a positive limit or null", "limit"
         )
     sink = _Sink(data, DropReport())
     load = _load_builtin if is_builtin(data.path) else _load_source
-    train, eval_rows = load(data, stage, seed, sink)
+    train, eval_rows = load(data, spec, seed, sink)
     if sink.drops.total:
         log.warning(sink.drops.summary())
     return StageData(_dataset(train), _dataset(eval_rows) if eval_rows else None, sink.drops)
@@ -72,7 +76,7 @@ class _Sink:
         self,
         records: Iterable[Record],
         fmt: DataFormat | None,
-        view: str,
+        view: RowShape,
         source: str,
         stop_after: int | None = None,
         counted: bool = False,
@@ -108,28 +112,28 @@ class _Sink:
         self.drops.add(error)
 
 
-def _load_builtin(data: DataConfig, stage: str, seed: int, sink: _Sink) -> tuple[Rows, Rows]:
+def _load_builtin(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, Rows]:
     if data.path != ARITHMETIC:
         raise DataError(data.path, "unknown built-in data set", f"use {ARITHMETIC}", "path")
     if data.eval_path or data.eval_split or data.eval_size:
         log.warning("%s holds out arithmetic.num_eval problems; data.eval_* settings are ignored", ARITHMETIC)
-    if stage == "group_pref":
+    # Every arithmetic row has prompt/answer/chosen/rejected, so both formats read the same rows.
+    fmt = next((f for f in (DataFormat.preference, DataFormat.prompt_answer) if f in stage.formats), None)
+    if fmt is None:
         raise DataError(data.path, "the built-in set has no scored groups", "use a scored_groups file", "path")
     train, held_out = arithmetic_records(data.arithmetic)
-    # Every arithmetic row has prompt/answer/chosen/rejected, so both views read the same rows.
-    fmt = DataFormat.preference if stage == "dpo" else DataFormat.prompt_answer
-    train_rows = sink.rows(train, fmt, stage, ARITHMETIC, stop_after=data.limit)
-    eval_rows = sink.rows(held_out, fmt, "grpo", ARITHMETIC) if held_out else []
+    train_rows = sink.rows(train, fmt, stage.rows, ARITHMETIC, stop_after=data.limit)
+    eval_rows = sink.rows(held_out, fmt, RowShape.answer, ARITHMETIC) if held_out else []
     return [row for _, row in train_rows], [row for _, row in eval_rows]
 
 
-def _load_source(data: DataConfig, stage: str, seed: int, sink: _Sink) -> tuple[Rows, Rows]:
+def _load_source(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, Rows]:
     source = data.path if is_local(data.path) else f"{data.path}[{data.split}]"
     first, records = _peek(read_records(data.path, data.split, data.subset, data.columns))
     # No parsable row at all: the sink raises the first parse error, or reports that nothing was usable.
-    fmt = resolve_format(data.format, stage, set(first), source) if first is not None else None
+    fmt = resolve_format(data.format, stage.name, set(first), source) if first is not None else None
     splits_off = not (data.eval_path or data.eval_split) and data.eval_size > 0
-    converted = sink.rows(records, fmt, stage, source, stop_after=None if splits_off else data.limit)
+    converted = sink.rows(records, fmt, stage.rows, source, stop_after=None if splits_off else data.limit)
     has_answer = fmt in ANSWER_FORMATS
     held_out: list[Record] = []
     if splits_off:
@@ -140,12 +144,12 @@ def _load_source(data: DataConfig, stage: str, seed: int, sink: _Sink) -> tuple[
             log.warning("format %s has no answer column, so there is no held-out accuracy eval", fmt.value)
         return train, []
     if held_out:
-        return train, [row for _, row in sink.rows(held_out, fmt, "grpo", source, counted=True)]
+        return train, [row for _, row in sink.rows(held_out, fmt, RowShape.answer, source, counted=True)]
     eval_source = _eval_source(data)
     if eval_source is None:
         return train, []
     name, eval_records = eval_source
-    return train, [row for _, row in sink.rows(eval_records, fmt, "grpo", name)]
+    return train, [row for _, row in sink.rows(eval_records, fmt, RowShape.answer, name)]
 
 
 def _peek(records: Iterator[Record]) -> tuple[dict[str, Any] | None, Iterator[Record]]:

@@ -12,7 +12,7 @@ import operator
 import random
 from collections.abc import Callable
 
-from pipeline.config import ArithmeticConfig
+from pipeline.config.schema import ArithmeticConfig
 from pipeline.data.errors import DataError
 from pipeline.data.sources import Record
 

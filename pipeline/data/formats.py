@@ -1,8 +1,8 @@
-"""Input-format detection and per-stage row converters into TRL's conversational formats.
+"""Input-format detection and the row converters into TRL's conversational formats.
 
-A converter turns one renamed input row into the stage's row (sft: prompt + completion, dpo: prompt +
-chosen + rejected, grpo: prompt + answer) or raises `BadRow` naming the field and the fix; the caller adds
-the location. The held-out accuracy view is the grpo view.
+A converter turns one renamed input row into the row shape a stage trains on (`RowShape`: prompt + completion,
+prompt + chosen + rejected, prompt + answer, or a ranked group) or raises `BadRow` naming the field and the fix;
+the caller adds the location. The held-out accuracy view is the answer shape.
 """
 
 from __future__ import annotations
@@ -10,57 +10,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import DataFormat
-from pipeline.data.errors import BadRow, DataError
+from pipeline.config.data_formats import REQUIRED
+from pipeline.config.enums import DataFormat
+from pipeline.config.stage_table import RowShape, stage_spec
+from pipeline.data.errors import DataError
+from pipeline.data.rows import _alpaca_prompt, _assistant, _from_messages, _prompt, _text
+from pipeline.data.seed_formats import CONVERTERS
 
 if TYPE_CHECKING:
-    from pipeline.config import DataConfig
+    from pipeline.config.schema import DataConfig
 
-Message = dict[str, str]
-STAGES = ("sft", "dpo", "grpo", "group_pref")
-ROLES = ("system", "user", "assistant")
-
-# Detection order: the first format whose columns are all present wins (preference before prompt_completion
-# and prompt_answer, whose columns are a subset of many preference files).
-REQUIRED: dict[DataFormat, tuple[str, ...]] = {
-    DataFormat.messages: ("messages",),
-    DataFormat.alpaca: ("instruction", "output"),
-    DataFormat.preference: ("prompt", "chosen", "rejected"),
-    DataFormat.prompt_completion: ("prompt", "completion"),
-    DataFormat.prompt_answer: ("prompt", "answer"),
-    # seed formats (seed_formats.py)
-    DataFormat.sharegpt: ("conversations",),
-    DataFormat.llamafactory_dpo: ("instruction", "output"),
-    DataFormat.mcq: ("question", "option_A", "option_B", "option_C", "option_D", "correct_answer"),
-    DataFormat.s1k: ("question", "solution"),
-    DataFormat.gsm8k: ("question", "answer"),
-    DataFormat.scored_groups: ("prompt", "responses", "scores"),
-}
-STAGE_FORMATS: dict[str, tuple[DataFormat, ...]] = {
-    "sft": (
-        DataFormat.messages, DataFormat.sharegpt, DataFormat.alpaca, DataFormat.mcq, DataFormat.s1k,
-        DataFormat.gsm8k, DataFormat.scored_groups, DataFormat.prompt_completion, DataFormat.prompt_answer,
-        DataFormat.llamafactory_dpo,
-    ),
-    "dpo": (DataFormat.preference, DataFormat.llamafactory_dpo, DataFormat.scored_groups),
-    "grpo": (DataFormat.prompt_answer, DataFormat.mcq, DataFormat.s1k, DataFormat.gsm8k),
-    "group_pref": (DataFormat.scored_groups,),
-}
 # question/answer columns are too common to mean GSM8K: that format is used only when data.format says so.
 _EXPLICIT_ONLY = (DataFormat.gsm8k,)
 _SEED_FORMATS = (
     DataFormat.sharegpt, DataFormat.llamafactory_dpo, DataFormat.gsm8k, DataFormat.s1k, DataFormat.mcq,
     DataFormat.scored_groups,
 )
-# Formats whose rows carry a gold answer: they give held-out accuracy and feed the GRPO rewards.
-ANSWER_FORMATS = (DataFormat.prompt_answer, DataFormat.mcq, DataFormat.s1k, DataFormat.gsm8k)
 # Column that becomes the SFT completion, per format (messages rows carry their own).
 _SFT_TARGET = {
     DataFormat.alpaca: "output",
     DataFormat.prompt_completion: "completion",
     DataFormat.prompt_answer: "answer",
 }
-_MESSAGES_FIX = "use a list of {role: system|user|assistant, content: string}"
 
 
 def _needs(formats: Sequence[DataFormat]) -> str:
@@ -68,13 +39,13 @@ def _needs(formats: Sequence[DataFormat]) -> str:
 
 
 def _explicit(stage: str) -> list[str]:
-    return [f.value for f in STAGE_FORMATS[stage] if f in _EXPLICIT_ONLY] or ["a format the stage accepts"]
+    return [f.value for f in stage_spec(stage).formats if f in _EXPLICIT_ONLY] or ["a format the stage accepts"]
 
 
 def resolve_format(fmt: DataFormat | str, stage: str, columns: set[str], source: str) -> DataFormat:
     """The configured format, or for auto the first one the stage accepts whose columns the first row has."""
     fmt = DataFormat(fmt)
-    accepted = STAGE_FORMATS[stage]
+    accepted = stage_spec(stage).formats
     if fmt != DataFormat.auto:
         if fmt not in accepted:
             problem = f"stage {stage} cannot train on format {fmt.value}; it needs {_needs(accepted)}"
@@ -96,141 +67,17 @@ def resolve_format(fmt: DataFormat | str, stage: str, columns: set[str], source:
     raise DataError(source, problem, f"{fix}; or set data.format to one of {', '.join(_explicit(stage))}")
 
 
-def convert(row: dict[str, Any], fmt: DataFormat, view: str, data: DataConfig) -> dict[str, Any]:
-    """One input row in the `view` stage's format; raises BadRow for a bad row."""
-    from pipeline.data.seed_formats import CONVERTERS
-
+def convert(row: dict[str, Any], fmt: DataFormat, view: RowShape, data: DataConfig) -> dict[str, Any]:
+    """One input row in the `view` row shape; raises BadRow for a bad row."""
     if fmt in CONVERTERS:
         return CONVERTERS[fmt](row, view, data)
     if fmt == DataFormat.messages:
         return _from_messages(row, data)
     prompt = _alpaca_prompt(row, data) if fmt == DataFormat.alpaca else _prompt(row, data)
-    if view == "dpo":
+    if view == RowShape.preference:
         return {"prompt": prompt, **{f: _assistant(row, f) for f in ("chosen", "rejected")}}
-    if view == "grpo":
+    if view == RowShape.answer:
         return {"prompt": prompt, "answer": _text(row, "answer")}
     return {"prompt": prompt, "completion": _assistant(row, _SFT_TARGET[fmt])}
 
 
-def _from_messages(row: dict[str, Any], data: DataConfig) -> dict[str, Any]:
-    messages = _messages(_value(row, "messages"), "messages")
-    last = messages[-1]
-    if last["role"] != "assistant":
-        raise BadRow(
-            "last turn not assistant in field 'messages'",
-            "messages",
-            f"the last turn is '{last['role']}', not 'assistant'",
-            "end every conversation with the assistant reply to train on",
-        )
-    if len(messages) < 2:
-        raise BadRow(
-            "no prompt turn in field 'messages'",
-            "messages",
-            "there is no turn before the reply",
-            "put at least one user turn before the assistant reply",
-        )
-    _require_text(last["content"], "messages", "the final assistant content")
-    return {"prompt": _with_system(messages[:-1], data), "completion": [last]}
-
-
-def _prompt(row: dict[str, Any], data: DataConfig) -> list[Message]:
-    value = _value(row, "prompt")
-    if isinstance(value, list):  # already a conversation: used as is
-        return _with_system(_messages(value, "prompt"), data)
-    return _user_prompt(_text(row, "prompt"), row, data)
-
-
-def _alpaca_prompt(row: dict[str, Any], data: DataConfig) -> list[Message]:
-    text = _text(row, "instruction")
-    extra = row.get("input")
-    if isinstance(extra, str) and extra.strip():
-        text = f"{text}\n\n{extra}"
-    return _user_prompt(text, row, data)
-
-
-def _user_prompt(text: str, row: dict[str, Any], data: DataConfig) -> list[Message]:
-    try:
-        content = data.prompt_template.format(**{**row, "prompt": text})
-    except KeyError as e:
-        key = e.args[0]
-        problem = f"data.prompt_template uses {{{key}}} but the row has no '{key}'"
-        fix = f"add '{key}' to every row or remove it from data.prompt_template"
-        raise BadRow(f"missing field '{key}'", key, problem, fix) from None
-    except (IndexError, ValueError, AttributeError, TypeError) as e:
-        # A broken template fails on every row: a config error, fatal even under on_bad_row=skip.
-        problem = f"invalid format string {data.prompt_template!r} ({e})"
-        fix = "use named fields only, e.g. '{prompt} Be brief.'; write {{ and }} for literal braces"
-        raise DataError("data.prompt_template", problem, fix, "prompt_template") from None
-    # One-shot/few-shot example turns sit between the system prompt and the question.
-    shots = [{"role": m["role"], "content": m["content"]} for m in data.few_shot]
-    return _with_system([*shots, {"role": "user", "content": content}], data)
-
-
-def _with_system(messages: list[Message], data: DataConfig) -> list[Message]:
-    # A row's own system turn wins over the configured one; None leaves the chat template's default.
-    if data.system_prompt is None or any(m["role"] == "system" for m in messages):
-        return messages
-    return [{"role": "system", "content": data.system_prompt}, *messages]
-
-
-def _value(row: dict[str, Any], field: str) -> Any:
-    value = row.get(field)
-    if value is None:  # absent, or null in JSON / the hub
-        fix = f"give every row a '{field}' (or map a column to it with data.columns)"
-        raise BadRow(f"missing field '{field}'", field, "the field is missing", fix)
-    return value
-
-
-def _text(row: dict[str, Any], field: str) -> str:
-    """A required non-blank string; numbers are accepted and cast (JSON answers are often ints)."""
-    value = _value(row, field)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return _require_text(value, field, "the value")
-
-
-def _require_text(value: Any, field: str, what: str) -> str:
-    if not isinstance(value, str):
-        raise _wrong_type(field, f"{what} is a {type(value).__name__}, not a string", "make it a string")
-    if not value.strip():
-        raise BadRow(f"empty field '{field}'", field, f"{what} is empty", "fill it in or drop the row")
-    return value
-
-
-def _assistant(row: dict[str, Any], field: str) -> list[Message]:
-    """A reply: a string, or a conversation holding exactly one assistant message."""
-    value = _value(row, field)
-    if not isinstance(value, list):
-        return [{"role": "assistant", "content": _text(row, field)}]
-    messages = _messages(value, field)
-    if len(messages) != 1 or messages[0]["role"] != "assistant":
-        problem = "a list reply must be exactly one assistant message"
-        raise _wrong_type(field, problem, "use a string or [{role: assistant, content: ...}]")
-    _require_text(messages[0]["content"], field, "the assistant content")
-    return messages
-
-
-def _messages(value: Any, field: str) -> list[Message]:
-    """A validated conversation, reduced to role/content (hub rows may carry extra keys)."""
-    if not isinstance(value, list):
-        raise _wrong_type(field, f"expected a list of messages, got a {type(value).__name__}", _MESSAGES_FIX)
-    if not value:
-        raise BadRow(f"empty field '{field}'", field, "the conversation is empty", _MESSAGES_FIX)
-    out = []
-    for i, message in enumerate(value, 1):
-        if not isinstance(message, dict) or not {"role", "content"} <= message.keys():
-            raise _wrong_type(field, f"message {i} has no role/content", _MESSAGES_FIX)
-        role, content = message["role"], message["content"]
-        if role not in ROLES:
-            problem = f"message {i} has unknown role {role!r}"
-            raise BadRow(f"unknown role in field '{field}'", field, problem, _MESSAGES_FIX)
-        if not isinstance(content, str):
-            raise _wrong_type(
-                field, f"message {i} content is a {type(content).__name__}, not a string", _MESSAGES_FIX
-            )
-        out.append({"role": role, "content": content})
-    return out
-
-
-def _wrong_type(field: str, problem: str, fix: str) -> BadRow:
-    return BadRow(f"wrong type in field '{field}'", field, problem, fix)

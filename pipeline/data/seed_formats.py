@@ -15,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import DataFormat
-from pipeline.data import formats as f
+import pipeline.data.rows as f
+from pipeline.config.enums import DataFormat
+from pipeline.config.stage_table import RowShape
 from pipeline.data.errors import BadRow
+from pipeline.rewards.answer import extract_boxed
 
 if TYPE_CHECKING:
-    from pipeline.config import DataConfig
+    from pipeline.config.schema import DataConfig
 
 LETTERS = ("A", "B", "C", "D")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -30,7 +32,7 @@ _TRAJECTORIES = ("deepseek_thinking_trajectory", "gemini_thinking_trajectory", "
 _ATTEMPTS = ("deepseek_attempt", "gemini_attempt", "attempt")
 
 
-def _sharegpt(row: dict[str, Any], view: str, data: DataConfig) -> dict[str, Any]:
+def _sharegpt(row: dict[str, Any], view: RowShape, data: DataConfig) -> dict[str, Any]:
     turns = f._value(row, "conversations")
     if not isinstance(turns, list):
         raise f._wrong_type("conversations", f"expected a list of turns, got a {type(turns).__name__}",
@@ -47,7 +49,7 @@ def _sharegpt(row: dict[str, Any], view: str, data: DataConfig) -> dict[str, Any
     return f._from_messages({"messages": messages}, data)
 
 
-def _llamafactory_dpo(row: dict[str, Any], view: str, data: DataConfig) -> dict[str, Any]:
+def _llamafactory_dpo(row: dict[str, Any], view: RowShape, data: DataConfig) -> dict[str, Any]:
     output = f._value(row, "output")
     if not isinstance(output, list) or len(output) != 2 or not all(isinstance(o, str) for o in output):
         raise f._wrong_type("output", "expected [chosen, rejected] (two strings)",
@@ -55,29 +57,27 @@ def _llamafactory_dpo(row: dict[str, Any], view: str, data: DataConfig) -> dict[
     pair = {"chosen": f._require_text(output[0], "output", "the chosen answer"),
             "rejected": f._require_text(output[1], "output", "the rejected answer")}
     prompt = f._alpaca_prompt(row, data)
-    if view == "dpo":
+    if view == RowShape.preference:
         return {"prompt": prompt, **{k: [{"role": "assistant", "content": v}] for k, v in pair.items()}}
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": pair["chosen"]}]}
 
 
-def _gsm8k(row: dict[str, Any], view: str, data: DataConfig) -> dict[str, Any]:
+def _gsm8k(row: dict[str, Any], view: RowShape, data: DataConfig) -> dict[str, Any]:
     solution = f._text(row, "answer")
     if "####" not in solution:
         raise BadRow("no '#### answer' in field 'answer'", "answer", "the answer has no '#### <number>' line",
                      "end the answer with '#### <final answer>' (GSM8K style) or use format prompt_answer")
     prompt = f._user_prompt(f._text(row, "question"), row, data)
-    if view == "sft":
+    if view == RowShape.completion:
         return {"prompt": prompt, "completion": [{"role": "assistant", "content": solution}]}
     return {"prompt": prompt, "answer": solution.rsplit("####", 1)[1].strip()}
 
 
-def _s1k(row: dict[str, Any], view: str, data: DataConfig) -> dict[str, Any]:
+def _s1k(row: dict[str, Any], view: RowShape, data: DataConfig) -> dict[str, Any]:
     solution = f._text(row, "solution")
     prompt = f._user_prompt(f._text(row, "question"), row, data)
-    if view != "sft":
+    if view != RowShape.completion:
         # The solution is a worked proof; its \boxed{} (when present) is what a completion must match.
-        from pipeline.rewards.answer import extract_boxed
-
         return {"prompt": prompt, "answer": extract_boxed(solution) or solution.strip()}
     thinking = _first(row, _TRAJECTORIES)
     attempt = _first(row, _ATTEMPTS) or solution
@@ -101,14 +101,14 @@ def mcq_prompt_text(row: dict[str, Any]) -> str:
     return "\n".join([question, *options])
 
 
-def _mcq(row: dict[str, Any], view: str, data: DataConfig) -> dict[str, Any]:
+def _mcq(row: dict[str, Any], view: RowShape, data: DataConfig) -> dict[str, Any]:
     prompt = f._user_prompt(mcq_prompt_text(row), row, data)
     letter = f._text(row, "correct_answer").strip().upper()
     if letter not in LETTERS:
         raise BadRow("correct_answer not A-D", "correct_answer", f"the answer is {letter!r}, not one of A-D",
                      "give the letter of the right option (A, B, C or D), or drop the row")
     extra = {"id": str(row["id"])} if row.get("id") not in (None, "") else {}
-    if view != "sft":
+    if view != RowShape.completion:
         return {"prompt": prompt, "answer": letter, **extra}
     reasoning = (row.get("reasoning") or "").strip()
     text = f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{letter}\n</answer>" if reasoning else letter
@@ -133,19 +133,19 @@ def ranked_group(row: dict[str, Any]) -> tuple[str, list[str]]:
     return ranked[0][2], rejected
 
 
-def _scored_groups(row: dict[str, Any], view: str, data: DataConfig) -> dict[str, Any]:
+def _scored_groups(row: dict[str, Any], view: RowShape, data: DataConfig) -> dict[str, Any]:
     chosen, rejected = ranked_group(row)
     prompt = f._prompt(row, data)
-    if view == "group_pref":
+    if view == RowShape.ranked_group:
         return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
     reply = [{"role": "assistant", "content": chosen}]
-    if view == "dpo":
+    if view == RowShape.preference:
         # One pair per group: the clearest contrast (best vs worst); stage=group_pref uses every response.
         return {"prompt": prompt, "chosen": reply, "rejected": [{"role": "assistant", "content": rejected[-1]}]}
     return {"prompt": prompt, "completion": reply}
 
 
-CONVERTERS: dict[DataFormat, Callable[[dict[str, Any], str, DataConfig], dict[str, Any]]] = {
+CONVERTERS: dict[DataFormat, Callable[[dict[str, Any], RowShape, DataConfig], dict[str, Any]]] = {
     DataFormat.sharegpt: _sharegpt,
     DataFormat.llamafactory_dpo: _llamafactory_dpo,
     DataFormat.gsm8k: _gsm8k,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 from pipeline.data.errors import DataError
 
 if TYPE_CHECKING:
-    from pipeline.config import DataConfig
+    from pipeline.config.schema import DataConfig
 
 BUILTIN_PREFIX = "builtin:"
 _DELIMITERS = {".csv": ",", ".tsv": "\t"}

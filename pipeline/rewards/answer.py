@@ -10,7 +10,8 @@ import math
 import re
 from typing import Any
 
-from pipeline.rewards import completion_text, register_reward
+from pipeline.rewards.mcq import extract_letter
+from pipeline.rewards.registry import completion_text, register_reward
 
 # A comma is a thousands separator only when followed by exactly three digits ("1,234"); otherwise
 # it separates numbers ("1,2,3"). A sign counts only when it does not follow a word character, so
@@ -74,8 +75,6 @@ def is_correct(completion_text: str, gold: str) -> bool:
     """Whether the completion's final answer matches the gold (exactly or numerically); a gold option letter
     (A-D, the mcq format) is compared with the letter the completion picks ("答案：B", "Answer: B", <answer>B)."""
     if gold.strip().upper() in ("A", "B", "C", "D"):
-        from pipeline.rewards.mcq import extract_letter
-
         return extract_letter(completion_text) == gold.strip().upper()
     return score_answer(extract_answer(completion_text), gold) > 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.rewards import completion_text, register_reward
+from pipeline.rewards.registry import completion_text, register_reward
 
 
 @register_reward("length")

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipeline.rewards import completion_text, register_reward
 from pipeline.rewards.answer import extract_answer, gold_answer, score_answer
+from pipeline.rewards.registry import completion_text, register_reward
 
 log = logging.getLogger(__name__)
 

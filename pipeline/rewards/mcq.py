@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.rewards import completion_text, register_reward
+from pipeline.rewards.registry import completion_text, register_reward
 
 # Markers that introduce the final choice, strongest first; full-width colons are common in Chinese text.
 _MARKED = [

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.rewards import completion_text, register_reward
+from pipeline.rewards.registry import completion_text, register_reward
 
 TAGS = ("<reasoning>", "</reasoning>", "<answer>", "</answer>")
 _STRICT = re.compile(r"^<reasoning>\n.*?\n</reasoning>\n<answer>\n.*?\n</answer>\n?$", re.DOTALL)

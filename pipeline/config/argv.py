@@ -1,0 +1,32 @@
+"""Command-line fix-ups applied before Hydra parses sys.argv."""
+
+from __future__ import annotations
+
+import os
+
+from pipeline.config.derived import rank
+
+
+def strip_launcher_args(argv: list[str]) -> None:
+    """Move `--local_rank=N` / `--local_rank N` (appended by the deepspeed launcher) into LOCAL_RANK.
+
+    Hydra rejects unknown flags ("unrecognized arguments: --local_rank=0"), and the value is already what
+    torch.distributed reads from the environment.
+    """
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--local_rank=") or arg.startswith("--local-rank="):
+            os.environ.setdefault("LOCAL_RANK", arg.split("=", 1)[1])
+            del argv[i]
+        elif arg in ("--local_rank", "--local-rank") and i + 1 < len(argv):
+            os.environ.setdefault("LOCAL_RANK", argv[i + 1])
+            del argv[i : i + 2]
+        else:
+            i += 1
+
+
+def rank_argv(argv: list[str]) -> None:
+    """Ranks other than 0 neither rewrite .hydra/ nor append to run.log: they log to the console only."""
+    if rank() != 0:
+        argv.extend(["hydra.output_subdir=null", "hydra/job_logging=stdout"])

@@ -1,0 +1,246 @@
+"""Cross-field rules, checked after Hydra composes and before any model or data set loads.
+
+Each rule returns the problems it finds as messages that name the conflicting keys and the override that fixes
+them; all problems are reported at once. Imports stay light (no torch): this runs in `run.py` first.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config.data_formats import REQUIRED
+from pipeline.config.derived import chain_steps, ds_config_path, inside_launcher, split_batch, world_size
+from pipeline.config.enums import DataFormat, Device, GenerationEngine, ModelSource, PeftMethod, Precision, QuantMethod
+from pipeline.config.hostfile import hostfile_problems
+from pipeline.config.schema import RunConfig
+from pipeline.config.stage_table import STAGES, UnknownStageError, stage_spec
+from pipeline.data.sources import peek_columns
+from pipeline.rewards import UnknownRewardError, get_reward, reward_names
+
+
+class ConfigError(ValueError):
+    """The composed config is well-typed but inconsistent."""
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """Typed, validated and read-only view of a composed config."""
+    run_cfg = OmegaConf.to_object(cfg)
+    validate(run_cfg)
+    return run_cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    try:
+        spec = stage_spec(cfg.stage.name)
+    except UnknownStageError as err:
+        raise ConfigError(f"invalid config:\n  - {err}") from None
+    if spec.chain:
+        # A chain is valid when every sub-stage is: each is checked as the run it will be.
+        for sub in chain_steps(cfg):
+            validate(sub)
+        return
+    problems = [
+        *_check_logging(cfg),
+        *_check_stage(cfg),
+        *_check_model(cfg),
+        *_check_model_location(cfg),
+        *_check_hardware(cfg),
+        *_check_generation(cfg),
+        *_check_quantization(cfg),
+        *_check_batch(cfg),
+        *_check_data(cfg),
+        *_check_rewards(cfg),
+        *_check_distributed(cfg),
+    ]
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _check_logging(cfg: RunConfig) -> list[str]:
+    level = cfg.logging.level
+    if isinstance(logging.getLevelName(str(level).upper()), int):
+        return []
+    return [f"logging.level={level} is not a log level: use DEBUG, INFO, WARNING or ERROR."]
+
+
+def _check_stage(cfg: RunConfig) -> list[str]:
+    if cfg.max_steps <= 0 and cfg.stage.num_epochs <= 0:
+        return ["max_steps and stage.num_epochs are both <= 0: set max_steps=N or stage.num_epochs=1."]
+    return []
+
+
+def _check_model(cfg: RunConfig) -> list[str]:
+    m = cfg.model
+    if m.source == ModelSource.random and "model_type" not in m.arch:
+        return [f"model={m.name} has source=random but no model.arch.model_type: add e.g. model_type: qwen3."]
+    if m.source == ModelSource.gguf and not m.gguf_file:
+        return [f"model={m.name} has source=gguf but no model.gguf_file: name the .gguf file in model.path."]
+    if m.source != ModelSource.random and not m.path:
+        return [f"model={m.name} has no model.path: set a hub id or a local checkpoint directory."]
+    return []
+
+
+def _check_model_location(cfg: RunConfig) -> list[str]:
+    """A local model path that does not exist fails here, before the data loads, instead of in transformers' long
+    message about hub ids."""
+    m = cfg.model
+    if m.source == ModelSource.random or not m.path or m.path.startswith("pkg:"):
+        return []
+    path = Path(m.path).expanduser()
+    if path.is_dir():
+        needed = m.gguf_file if m.source == ModelSource.gguf else "config.json"
+        if needed and not (path / needed).is_file():
+            return [f"model.path={m.path} has no {needed} (model={m.name}): point model.path at the folder that "
+                    f"holds the checkpoint (config.json + weights), e.g. a run's final/ or export/ folder."]
+        return []
+    if m.path.startswith(("/", ".", "~")) or m.path.count("/") > 1 or path.exists():
+        return [f"model.path={m.path}: no such directory (model={m.name}). Fix: give an existing local checkpoint "
+                f"folder, or a hub id like Qwen/Qwen2.5-0.5B-Instruct."]
+    # Anything else is a hub id: whether it can be fetched is only known when loading (validation stays offline).
+    return []
+
+
+def _check_hardware(cfg: RunConfig) -> list[str]:
+    hw = cfg.hw
+    if hw.device == Device.cpu and hw.precision != Precision.fp32:
+        return [
+            f"hw.precision={hw.precision.value} is not supported with hw.device=cpu (hw={hw.name}): "
+            "set hw.precision=fp32, or pick a GPU profile."
+        ]
+    return []
+
+
+def _check_generation(cfg: RunConfig) -> list[str]:
+    if getattr(cfg.stage, "generation", None) != GenerationEngine.vllm_colocate:
+        return []
+    problems = []
+    if cfg.hw.device != Device.cuda:
+        problems.append(f"stage.generation=vllm_colocate needs a GPU, but hw={cfg.hw.name} is device "
+                        f"{cfg.hw.device.value}: pick a GPU hw profile, or stage.generation=transformers.")
+    if importlib.util.find_spec("vllm") is None:
+        problems.append("stage.generation=vllm_colocate needs vLLM, which is not installed: "
+                        "pip install -e '.[gpu]', or stage.generation=transformers.")
+    return problems
+
+
+def _check_quantization(cfg: RunConfig) -> list[str]:
+    if cfg.quant.method != QuantMethod.none and cfg.peft.method == PeftMethod.full:
+        return [
+            f"quant={cfg.quant.method.value} with peft=full: quantized weights cannot be trained directly. "
+            "Set peft=lora (QLoRA), or quant=none for full fine-tuning."
+        ]
+    return []
+
+
+def _check_batch(cfg: RunConfig) -> list[str]:
+    batch, world = cfg.stage.batch_size, world_size(cfg)
+    if batch <= 0 or batch % world:
+        return [
+            f"stage.batch_size={batch} does not split over {world} processes (hw={cfg.hw.name}): "
+            f"set stage.batch_size to a multiple of {world}."
+        ]
+    per_device, accum = split_batch(cfg)
+    problems = []
+    if per_device * accum * world != batch:
+        problems.append(
+            f"stage.batch_size={batch} is not a multiple of hw.micro_batch={per_device} x {world} processes: "
+            f"set stage.batch_size={per_device * accum * world} or hw.micro_batch to a divisor of {batch // world}."
+        )
+    if hasattr(cfg.stage, "num_generations"):
+        gens = cfg.stage.num_generations
+        if gens < 2:
+            problems.append(f"stage.num_generations={gens}: GRPO compares completions within a group; set >= 2.")
+        elif batch % gens:
+            problems.append(
+                f"stage.batch_size={batch} (completions per step) is not divisible by stage.num_generations={gens}:"
+                f" set stage.batch_size to a multiple of {gens}, e.g. {gens * max(1, batch // gens)}."
+            )
+    return problems
+
+
+def _check_data(cfg: RunConfig) -> list[str]:
+    stage, fmt = cfg.stage.name, cfg.data.format
+    allowed = STAGES[stage].formats
+    if fmt != DataFormat.auto and fmt not in allowed:
+        names = ", ".join(f.value for f in allowed)
+        return [f"data.format={fmt.value} cannot feed stage={stage}: it needs {names} (data={cfg.data.name})."]
+    needed = STAGES[stage].columns
+    if not needed or fmt != DataFormat.auto:
+        return []
+    columns = peek_columns(cfg.data)
+    if columns is None or needed <= columns or _some_format_fits(allowed, columns):
+        return []
+    missing = ", ".join(sorted(needed - columns))
+    return [
+        f"stage={stage} needs columns {', '.join(sorted(needed))} but {cfg.data.path} has "
+        f"{', '.join(sorted(columns))} (missing {missing}): add them, or map yours with "
+        f"data.columns='{{your_column: {sorted(needed - columns)[0]}}}'."
+    ]
+
+
+def _some_format_fits(formats: tuple[DataFormat, ...], columns: set[str]) -> bool:
+    return any(set(REQUIRED[f]) <= columns for f in formats)
+
+
+def _check_rewards(cfg: RunConfig) -> list[str]:
+    if not stage_spec(cfg.stage.name).rewards:
+        return []
+    if not cfg.reward.terms:
+        return [f"reward={cfg.reward.name} has no terms: GRPO needs at least one (e.g. reward=correctness)."]
+    known, problems = reward_names(), []
+    for term, t in cfg.reward.terms.items():
+        name = t._target_ or t.function or term
+        try:
+            get_reward(name)  # a dotted path (custom reward) is imported here, so a typo fails before training
+        except UnknownRewardError as e:
+            detail = str(e) if "." in name else f"Known rewards: {', '.join(known)}."
+            problems.append(f"reward.terms.{term}: unknown reward '{name}'. {detail} "
+                            f"Set reward.terms.{term}.function to one of them.")
+    return problems
+
+
+# ---- distributed: ZeRO profiles, hostfiles, the launcher's world size (issue 3) -------------------------------
+
+
+def _check_distributed(cfg: RunConfig) -> list[str]:
+    zero, quant = cfg.zero, cfg.quant.method
+    problems = [*hostfile_problems(cfg), *launched_world_problems(cfg)]
+    if zero.stage >= 3 and quant != QuantMethod.none:
+        problems.append(
+            f"quant={quant.value} with zero={zero.name}: ZeRO-3 cannot partition 4-bit/8-bit base weights "
+            "(DeepSpeed #7096, peft #2016). Use zero=zero2 (or zero2_offload) with QLoRA, or quant=none with ZeRO-3."
+        )
+    if zero.stage == 0 and (zero.offload_optimizer or zero.offload_params):
+        problems.append(
+            f"zero={zero.name} offloads to CPU but has no ZeRO stage: offload is a DeepSpeed feature. "
+            "Pick zero=zero2_offload or zero=zero3_offload."
+        )
+    elif zero.offload_params and zero.stage < 3:
+        problems.append(f"zero.offload_params=true needs ZeRO-3 (zero={zero.name}): pick zero=zero3_offload.")
+    if zero.stage and not zero.config_file:
+        problems.append(f"zero={zero.name} has stage {zero.stage} but no zero.config_file: name a JSON in ds_configs/.")
+    if zero.stage:
+        if importlib.util.find_spec("deepspeed") is None:
+            problems.append(
+                f"zero={zero.name} needs the deepspeed package: pip install -c constraints.txt deepspeed, or zero=none."
+            )
+        if zero.config_file and not ds_config_path(cfg).is_file():
+            problems.append(f"zero.config_file={zero.config_file}: not found in ds_configs/ nor as a path.")
+    return problems
+
+
+def launched_world_problems(cfg: RunConfig) -> list[str]:
+    """A typed launch (`deepspeed --num_gpus 4 ...`) must agree with the hw profile the batch split assumes."""
+    if not inside_launcher() or int(os.environ["WORLD_SIZE"]) == world_size(cfg):
+        return []
+    actual = int(os.environ["WORLD_SIZE"])
+    return [
+        f"the launcher started {actual} processes but hw={cfg.hw.name} says {cfg.hw.num_nodes} node(s) x "
+        f"{cfg.hw.num_processes} = {world_size(cfg)}; the batch split needs them equal. Fix: pass "
+        f"hw.num_processes={actual // cfg.hw.num_nodes} (per node) or pick a matching hw profile."
+    ]

@@ -1,0 +1,88 @@
+"""Values derived from a config and the environment: world size, batch split, DeepSpeed JSON, rank, chain steps.
+
+Pure functions of (config, environment), computed once into the run plan (`pipeline.config.plan`); the checks
+use them too, so a rule and the run it guards cannot compute a value two ways.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from pipeline.config.run_dir import RunDir
+from pipeline.config.schema import DataConfig, RunConfig
+from pipeline.config.stage_table import CHAINABLE, stage_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def world_size(cfg: RunConfig) -> int:
+    return cfg.hw.num_processes * cfg.hw.num_nodes
+
+
+def split_batch(cfg: RunConfig) -> tuple[int, int]:
+    """stage.batch_size (global) -> (per-device micro-batch, gradient accumulation steps)."""
+    per_rank = cfg.stage.batch_size // world_size(cfg)
+    per_device = max(1, min(cfg.hw.micro_batch, per_rank))
+    return per_device, max(1, per_rank // per_device)
+
+
+def inside_launcher() -> bool:
+    # torchrun, accelerate launch and the deepspeed launcher all export WORLD_SIZE to every rank.
+    return "WORLD_SIZE" in os.environ
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def resolve(path: str) -> Path:
+    """Relative paths name files in the repo (hostfiles/, ds_configs/) unless they exist from the cwd."""
+    p = Path(path)
+    return p if p.is_absolute() or p.exists() else REPO / p
+
+
+def ds_config_path(cfg: RunConfig) -> Path | None:
+    """The DeepSpeed JSON of the zero profile: a name in ds_configs/, or a path; None for zero=none."""
+    if not cfg.zero.stage or not cfg.zero.config_file:
+        return None
+    name = cfg.zero.config_file
+    return resolve(name) if "/" in name else REPO / "ds_configs" / name
+
+
+def sequence_tokens(cfg: RunConfig) -> int:
+    """Tokens of one training sequence (the memory estimate's length): the stage's length key, plus the
+    prompt tokens it assumes when the key bounds only the completion."""
+    spec = stage_spec(cfg.stage.name)
+    return spec.assumed_prompt_tokens + getattr(cfg.stage, spec.length_key)
+
+
+def chain_steps(cfg: RunConfig, run_dir: Path | None = None) -> list[RunConfig]:
+    """One RunConfig per sub-stage, chained through init_from; raises ValueError for an unknown sub-stage."""
+    run_dir = Path(cfg.output_dir) if run_dir is None else run_dir
+    unknown = [name for name in cfg.stage.stages if name not in CHAINABLE]
+    if unknown or not cfg.stage.stages:
+        raise ValueError(f"stage.stages={list(cfg.stage.stages)}: each must be one of {', '.join(CHAINABLE)} "
+                         f"(e.g. stage.stages=[{','.join(CHAINABLE[::2])}]).")
+    configs, init_from = [], cfg.init_from
+    for index, name in enumerate(cfg.stage.stages, 1):
+        step_dir = RunDir(run_dir).chain_step(index, name)
+        configs.append(dataclasses.replace(
+            cfg,
+            stage=getattr(cfg.stage, name),
+            data=_data_for(cfg.data, cfg.stage.data.get(name, {})),
+            output_dir=str(step_dir.root),
+            init_from=init_from,
+        ))
+        init_from = str(step_dir.final)
+    return configs
+
+
+def _data_for(data: DataConfig, overrides: dict[str, Any]) -> DataConfig:
+    if not overrides:
+        return data
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(data), overrides))

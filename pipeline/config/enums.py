@@ -1,0 +1,66 @@
+"""Closed sets of values a config key may take; Hydra refuses anything else at compose time."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ModelSource(str, Enum):
+    pretrained = "pretrained"  # transformers checkpoint: hub id or local directory
+    gguf = "gguf"  # dequantised once from a GGUF file into a safetensors cache
+    random = "random"  # built from `arch` with random weights (tests, benchmarks)
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class GenerationEngine(str, Enum):
+    transformers = "transformers"  # TRL's model.generate in the training process, any device
+    vllm_colocate = "vllm_colocate"  # vLLM in the training process on the same GPU (extra `gpu`)
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Launcher(str, Enum):
+    # How run.py re-launches itself when the hw profile wants more than one process (pipeline/launch/launcher.py).
+    accelerate = "accelerate"
+    deepspeed = "deepspeed"
+    torchrun = "torchrun"
+
+
+class PeftMethod(str, Enum):
+    lora = "lora"
+    full = "full"
+
+
+class QuantMethod(str, Enum):
+    none = "none"
+    int8 = "int8"
+    nf4 = "nf4"
+
+
+class DataFormat(str, Enum):
+    auto = "auto"  # detected from the columns of the first row
+    messages = "messages"  # SFT: [{role, content}, ...] ending with an assistant turn
+    alpaca = "alpaca"  # SFT: instruction, input, output
+    prompt_completion = "prompt_completion"  # SFT: prompt, completion
+    preference = "preference"  # DPO: prompt, chosen, rejected
+    prompt_answer = "prompt_answer"  # GRPO: prompt, answer (answer goes to the rewards)
+    # --- seed formats (issue 4) ---
+    sharegpt = "sharegpt"  # SFT: conversations [{from: human|gpt|system, value}] (or role/content)
+    llamafactory_dpo = "llamafactory_dpo"  # DPO: instruction (+input), output: [chosen, rejected]
+    gsm8k = "gsm8k"  # GRPO/SFT: question, answer "...reasoning... #### 42" (gold = the text after ####)
+    s1k = "s1k"  # GRPO/SFT: question, solution (+ a thinking trajectory and attempt for SFT)
+    mcq = "mcq"  # GRPO/SFT: question, option_A..option_D, correct_answer (A-D), reasoning
+    scored_groups = "scored_groups"  # group_pref/DPO: prompt, responses[], scores[] (top score = chosen)
+
+
+class OnBadRow(str, Enum):
+    error = "error"  # stop at the first bad row, naming file, line and field
+    skip = "skip"  # drop bad rows, count them per reason and report the counts

@@ -1,0 +1,266 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+The schema dataclass owns types and defaults; YAML options under conf/ override only what differs. Because each
+group node is typed, a typo'd key, a wrong type or an unknown enum value fails while Hydra composes, before
+anything heavy is imported. Rules that involve more than one field live in `pipeline.config.checks`.
+
+This module must stay light: it is imported by `run.py` before torch or transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from pipeline.config.enums import (
+    DataFormat,
+    Device,
+    Launcher,
+    ModelSource,
+    OnBadRow,
+    PeftMethod,
+    Precision,
+    QuantMethod,
+)
+from pipeline.config.frozen import Schema
+from pipeline.config.stage_table import stage_schemas
+
+
+@dataclass
+class ModelConfig(Schema):
+    # Short label used in summaries.
+    name: str = MISSING
+    # Hub id or local directory; for source=gguf the folder holding `gguf_file` ("pkg:NAME" = an installed
+    # package's folder); unused for source=random.
+    path: str = ""
+    source: ModelSource = ModelSource.pretrained
+    # File name inside `path` for source=gguf.
+    gguf_file: str | None = None
+    # Tokenizer location when it differs from `path` ("pkg:pipeline/assets/..." works too).
+    tokenizer: str | None = None
+    # transformers config kwargs for source=random (must contain model_type).
+    arch: dict[str, Any] = field(default_factory=dict)
+    # Attention kernel: sdpa is fast everywhere; flash_attention_2 needs the flash-attn package and a GPU.
+    attn_implementation: str = "sdpa"
+    # Executes code shipped with the checkpoint: off unless you trust the model's source.
+    trust_remote_code: bool = False
+    revision: str | None = None
+
+
+
+@dataclass
+class ArithmeticConfig(Schema):
+    # Built-in data set: "What is a + b?" problems generated from `seed`; eval problems never appear in train.
+    # Training problems: the default job sees ~120 of them (30 steps x 4 prompts).
+    num_train: int = 2000
+    # Held-out problems for accuracy before/after (+-5 points of sampling error at 100).
+    num_eval: int = 100
+    # Operators drawn uniformly: any of + - *; addition learns fastest on CPU, "-" makes a harder mix.
+    ops: list[str] = field(default_factory=lambda: ["+"])
+    low: int = 10
+    high: int = 99
+    seed: int = 1234
+
+
+@dataclass
+class DataConfig(Schema):
+    name: str = MISSING
+    # "builtin:arithmetic", a local .json/.jsonl/.csv file, or a `datasets` hub name.
+    path: str = MISSING
+    # Hub config name (e.g. "main" for gsm8k).
+    subset: str | None = None
+    split: str = "train"
+    # Held-out data: a separate file/hub split, else `eval_size` rows split off the training data.
+    eval_path: str | None = None
+    eval_split: str | None = None
+    eval_size: int = 0
+    format: DataFormat = DataFormat.auto
+    # Rename source columns to the ones the format expects, e.g. {question: prompt}. Not a struct node, so that
+    # `data.columns={question: prompt}` on the command line can add names Hydra's struct mode would refuse.
+    columns: dict[str, str] = field(default_factory=lambda: DictConfig({}, flags={"struct": False}))
+    # Prepended as a system turn to every prompt; null keeps the chat template's own default.
+    system_prompt: str | None = None
+    # Python format string applied to the prompt text, e.g. "{prompt}\nAnswer with just the number.".
+    prompt_template: str = "{prompt}"
+    # Use only the first N training rows (smoke tests, quick looks).
+    limit: int | None = None
+    on_bad_row: OnBadRow = OnBadRow.error
+    arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
+    # Example turns ([{role, content}, ...]) put between the system prompt and each question (one-shot prompts).
+    few_shot: list[dict[str, str]] = field(default_factory=list)
+    # File name in the run dir for held-out predictions as CSV (id,answer; MCQ letters); null = none.
+    predictions_file: str | None = None
+
+
+@dataclass
+class RewardTermConfig(Schema):
+    # Registry name of the reward function; null = the term's key.
+    function: str | None = None
+    weight: float = 1.0
+    # Extra keyword arguments bound to the function (e.g. per_tag: 0.2).
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    # Dotted path of your own reward function (pkg.module.fn); it gets completions plus every data column as
+    # keyword arguments. Wins over `function`.
+    _target_: str | None = None
+
+
+@dataclass
+class RewardConfig(Schema):
+    name: str = MISSING
+    # term name -> term; each term is logged as rewards/<term name>/mean.
+    terms: dict[str, RewardTermConfig] = field(default_factory=dict)
+
+
+@dataclass
+class PeftConfig(Schema):
+    method: PeftMethod = PeftMethod.lora
+    # Rank: higher is more expressive and costs more memory.
+    r: int = 16
+    # Scale = alpha / r; 2 x r is the common choice.
+    alpha: int = 32
+    dropout: float = 0.0
+    # "all-linear" covers attention and MLP; a list of module names (["q_proj", "v_proj"]) is the cheap classic.
+    target_modules: Any = "all-linear"
+
+
+@dataclass
+class QuantConfig(Schema):
+    method: QuantMethod = QuantMethod.none
+    # nf4 only: quantise the quantisation constants too (~0.4 bit/param less, slightly slower).
+    double_quant: bool = True
+
+
+@dataclass
+class HwConfig(Schema):
+    name: str = MISSING
+    device: Device = Device.cpu
+    num_processes: int = 1
+    num_nodes: int = 1
+    precision: Precision = Precision.fp32
+    # Sequences per forward/backward on one device; accumulation covers the rest of stage.batch_size.
+    micro_batch: int = 8
+    # Recompute activations in backward: less memory, ~30% more compute.
+    gradient_checkpointing: bool = False
+    # Problems generated at once during held-out evaluation.
+    eval_batch: int = 50
+    # GRPO generation speed-ups that sample the same distribution (pipeline/train/fast_generation.py): generate
+    # through LoRA merged into a copy of the weights; inverse-CDF sampling instead of torch.multinomial.
+    merge_lora_for_generation: bool = False
+    fast_sampling: bool = False
+    # CPU threads for torch; null keeps torch's default (all cores).
+    torch_threads: int | None = None
+    # Memory of one device in GB: the dry run's per-GPU estimate warns above it; null = not checked (CPU).
+    memory_gb: float | None = None
+    # Engine that starts the processes when num_processes x num_nodes > 1 and run.py was started plainly.
+    launcher: Launcher = Launcher.accelerate
+    # DeepSpeed hostfile ("host slots=N" lines) for multi-node runs; relative to the repo root or absolute.
+    hostfile: str | None = None
+    # Rendezvous of rank 0 for multi-node accelerate/torchrun; overridden by MASTER_ADDR / MASTER_PORT.
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    # A rank that waits longer than this on the others (a collective they never join) fails, naming itself and
+    # where it waited, instead of hanging; the first-time GGUF conversion and DeepSpeed's op builds fit well inside.
+    collective_timeout_s: int = 1800
+
+
+@dataclass
+class ZeroConfig(Schema):
+    # DeepSpeed ZeRO profile; the hw profile picks a default, `zero=<name>` overrides it.
+    name: str = "none"
+    # 0 = DeepSpeed off (plain DDP when several processes); 1 optimizer, 2 + gradients, 3 + weights partitioned.
+    stage: int = 0
+    # JSON in ds_configs/ (or an absolute path); its "auto" values are filled from this config by the Trainer.
+    config_file: str | None = None
+    # Optimizer states (and for stage 3 weights) live in CPU RAM: fits bigger models, slower steps.
+    offload_optimizer: bool = False
+    offload_params: bool = False
+
+
+@dataclass
+class LoggingConfig(Schema):
+    # Trackers for TRL's report_to: tensorboard always (event files in the run dir), wandb opt-in.
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    # Python log level of the root logger and the pipeline's own messages: DEBUG, INFO, WARNING, ERROR.
+    level: str = "INFO"
+    wandb_project: str = "pipeline"
+    # online | offline: offline writes to the run dir only; the key comes from WANDB_API_KEY, never config.
+    wandb_mode: str = "offline"
+    # Every N optimizer steps, generated completions (prompt, completion, each reward) go to TensorBoard as text
+    # and to <run>/samples/completions.jsonl; 0 turns it off.
+    samples_every: int = 5
+    # Completions shown per sample event (the first ones of the latest generation batch).
+    samples_shown: int = 4
+
+
+@dataclass
+class CheckpointConfig(Schema):
+    # Complete checkpoints kept in <run>/checkpoints (the oldest are deleted); 0 keeps all. The save interval is
+    # stage.save_steps.
+    keep: int = 2
+    # SIGTERM/SIGINT finish the current step, save a checkpoint and exit (Slurm sends SIGTERM before killing).
+    save_on_signal: bool = True
+
+
+@dataclass
+class PathsConfig(Schema):
+    # Run dirs land in <output_root>/<stage>/<run_id>/.
+    output_root: str = "outputs"
+    # Converted model caches (e.g. the GGUF default model as safetensors).
+    cache_dir: str = ".cache/pipeline"
+
+
+@dataclass
+class RunConfig(Schema):
+    model: ModelConfig = MISSING
+    # The schema the stage table names for the stage option (typed there, so stage-specific keys are checked).
+    stage: Any = MISSING
+    data: DataConfig = MISSING
+    reward: RewardConfig = MISSING
+    peft: PeftConfig = MISSING
+    quant: QuantConfig = MISSING
+    hw: HwConfig = MISSING
+    zero: ZeroConfig = MISSING
+    logging: LoggingConfig = MISSING
+    paths: PathsConfig = MISSING
+    seed: int = 42
+    # Positive: stop after this many optimizer steps (overrides stage.num_epochs).
+    max_steps: int = -1
+    # Shared by every rank of a launch (the launcher exports RUN_ID); a timestamp otherwise.
+    run_id: str = "${oc.env:RUN_ID,${now:%Y%m%d_%H%M%S}}"
+    # Everything the run writes lands here.
+    output_dir: str = "${paths.output_root}/${stage.name}/${run_id}"
+    # Start from a previous run's final/ dir: a LoRA adapter is merged into the base first, a full model replaces
+    # model.path. Chained stages set it for each later stage.
+    init_from: str | None = None
+    # Print the composed config, the launch command and a per-GPU memory estimate; load and train nothing.
+    dry_run: bool = False
+    # null: start fresh; auto: the newest complete checkpoint in <output_dir>/checkpoints (fresh when none);
+    # a path: that checkpoint. Give the same output_dir (or RUN_ID) as the interrupted run.
+    resume: str | None = None
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "model": {"base_model": ModelConfig},
+    "stage": stage_schemas(),
+    "data": {"base_data": DataConfig},
+    "reward": {"base_reward": RewardConfig},
+    "peft": {"base_peft": PeftConfig},
+    "quant": {"base_quant": QuantConfig},
+    "hw": {"base_hw": HwConfig},
+    "zero": {"base_zero": ZeroConfig},
+    "logging": {"base_logging": LoggingConfig},
+    "paths": {"base_paths": PathsConfig},
+}
+
+
+def register_configs() -> None:
+    """Store every schema so option files can start with `defaults: [base_<x>, _self_]`."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=RunConfig)
+    for group, nodes in SCHEMAS.items():
+        for name, node in nodes.items():
+            cs.store(group=group, name=name, node=node)

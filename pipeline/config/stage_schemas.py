@@ -1,0 +1,139 @@
+"""Schemas of the `stage` group: the knobs of each training method (one option file per stage in conf/stage/).
+
+Which schema a stage name uses, and everything else about a stage, is in `pipeline.config.stage_table`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from pipeline.config.enums import GenerationEngine
+from pipeline.config.frozen import Schema
+
+
+@dataclass
+class StageConfig(Schema):
+    # The stage table's key (pipeline/config/stage_table.py); set by the stage option file.
+    name: str = MISSING
+    # 2e-5 suits full fine-tuning; LoRA usually wants 1e-4..2e-4.
+    learning_rate: float = 2e-5
+    # Any transformers scheduler name: cosine decays to 0 by the last step, constant keeps lr fixed, linear...
+    lr_scheduler: str = "cosine"
+    # Fraction of steps spent ramping lr up from 0.
+    warmup_ratio: float = 0.0
+    num_epochs: float = 1.0
+    # Global batch: sequences per optimizer step over all processes (GRPO: completions, so prompts per step =
+    # batch_size / num_generations). The hw profile splits it into micro-batches and accumulation.
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    logging_steps: int = 1
+    # Save a resumable checkpoint every N steps; 0 saves only the final model.
+    save_steps: int = 0
+    # Tokens generated per held-out problem when measuring accuracy (greedy).
+    eval_max_new_tokens: int = 64
+    # Warm-up as a number of steps; > 0 wins over warmup_ratio (recipes often give steps, e.g. 200).
+    warmup_steps: int = 0
+
+
+@dataclass
+class SFTStageConfig(StageConfig):
+    name: str = "sft"
+    # Tokens per example: longer keeps more of each example, costs memory quadratically in attention.
+    max_length: int = 1024
+    # Concatenate short examples into full rows: faster on mixed lengths, changes batch statistics.
+    packing: bool = False
+    # Run each micro-batch's rows as one sequence (positions restart per row) so no compute goes to padding; same
+    # loss. Used when every row fits max_length (TRL cannot truncate padding-free rows).
+    padding_free: bool = True
+
+
+@dataclass
+class DPOStageConfig(StageConfig):
+    name: str = "dpo"
+    # DPO is sensitive: 5e-6 full / 5e-5 LoRA are common starting points.
+    learning_rate: float = 5e-6
+    # Preference pairs per optimizer step over all processes.
+    batch_size: int = 8
+    # Strength of the pull towards the reference model: higher stays closer to it.
+    beta: float = 0.1
+    # sigmoid (original DPO), ipo, hinge, ... (any TRL DPO loss type).
+    loss_type: str = "sigmoid"
+    # Prompt + answer tokens.
+    max_length: int = 1024
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class GRPOStageConfig(StageConfig):
+    name: str = "grpo"
+    # 1e-6 for full fine-tuning; LoRA tolerates 1e-5..1e-4.
+    learning_rate: float = 1e-6
+    # Completions per optimizer step over all processes (= prompts per step x num_generations).
+    batch_size: int = 32
+    # Completions per prompt (the group): more gives better advantage estimates, costs generation time.
+    num_generations: int = 8
+    # Longer allows more reasoning; generation time grows linearly.
+    max_completion_length: int = 256
+    # KL coefficient; 0 needs no reference model (saves memory and a forward pass).
+    beta: float = 0.0
+    # PPO-style clip range; epsilon_high (null = epsilon) widens the upper side (DAPO clip-higher).
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    # Policy updates per generated batch (mu); >1 reuses completions, needs old log-probs.
+    num_iterations: int = 1
+    # grpo | dapo | dr_grpo | bnpo ... (TRL loss types).
+    loss_type: str = "dapo"
+    # group | batch | none: how rewards are normalised into advantages.
+    scale_rewards: str = "group"
+    # 1.0 samples the model's own distribution; lower explores less.
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # Give zero loss to completions cut at max_completion_length.
+    mask_truncated_completions: bool = False
+    # transformers | vllm_colocate (CUDA + `pip install -e '.[gpu]'`; TRL syncs the policy, LoRA merged, each step)
+    generation: GenerationEngine = GenerationEngine.transformers
+    # Share of GPU memory vLLM reserves for its weights and KV cache in colocate mode.
+    vllm_gpu_memory_utilization: float = 0.3
+
+
+@dataclass
+class GroupPrefStageConfig(StageConfig):
+    """Offline listwise preference on scored groups (pipeline/train/stages/group_pref.py): no generation."""
+
+    name: str = "group_pref"
+    # DPO-like: 5e-6 full, ~5e-5 LoRA.
+    learning_rate: float = 5e-6
+    # Groups (prompt + all its responses) per optimizer step over all processes.
+    batch_size: int = 8
+    # Scale of the implicit reward r(y) = beta * log(pi(y) / pi_ref(y)); higher stays closer to the reference.
+    beta: float = 0.1
+    # Margin the chosen reward must beat the strongest rejected one by; 0 stops pushing once it is ahead.
+    alpha: float = 1.0
+    # hinge: max(0, max_rejected r - r_chosen + alpha); dpo_pairs: DPO's -log sigmoid over (chosen, each rejected).
+    loss: str = "hinge"
+    # Softmax-smoothed max over the rejected rewards with temperature 1/lambda; null = the hard max.
+    smooth_lambda: float | None = None
+    # Prompt + one response, in tokens; longer responses are cut at the end.
+    max_length: int = 1024
+    # Responses kept per group (the top-scored one and the highest-scored rejected ones).
+    max_responses: int = 8
+
+
+@dataclass
+class ChainStageConfig(Schema):
+    """Stages run one after another in one run dir (pipeline/train/stages/chain.py); each starts from the previous
+    one's final adapter/model. Only the sub-stages have training knobs: a stray key here fails at compose time."""
+
+    name: str = "sft_then_grpo"
+    # Sub-stage names, in order; each writes <run dir>/<i>_<name>/ and is skipped when it already finished.
+    stages: list[str] = field(default_factory=lambda: ["sft", "grpo"])
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
+    grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
+    # Per sub-stage overrides of data keys, e.g. {sft: {path: sft.jsonl}}; by default every stage reads `data`.
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Tools used on a finished run: python -m pipeline.tools.evaluate | export | chat | plot."""

@@ -1,0 +1,122 @@
+"""Held-out accuracy of a finished run: alone, or side by side with its base model or another run.
+
+    python -m pipeline.tools.evaluate outputs/grpo/RUN                  # the tuned model on the run's held-out split
+    python -m pipeline.tools.evaluate outputs/grpo/RUN compare=base     # base vs tuned, one table
+    python -m pipeline.tools.evaluate outputs/grpo/RUN compare=outputs/grpo/OTHER limit=50 max_new_tokens=32
+
+Writes <run>/eval/eval.json and the predictions per problem (predictions.csv for MCQ data, else .jsonl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline.config.run_dir import RunDir, write_json_atomic
+from pipeline.data import load_stage_data
+from pipeline.tools.tuned import RunDirError, load_tuned, load_untuned, run_config
+from pipeline.train.heldout import heldout_accuracy
+
+# ---- CLI: python -m pipeline.tools.evaluate RUN_DIR [compare=base|RUN_DIR] [limit=N] ... ---------------------
+
+OPTIONS = {"compare": str, "limit": int, "max_new_tokens": int, "batch_size": int, "eval_path": str, "out": str}
+
+
+def is_mcq(data_format: str, golds: list[str]) -> bool:
+    """MCQ data gets a CSV of predictions (the format its recipes submit); is_correct already reads letters."""
+    return data_format == "mcq" or all(str(g).strip().upper() in ("A", "B", "C", "D") for g in golds)
+
+
+def evaluate_run(run_dir: Path, **opts) -> dict:
+    """Measure the run's tuned model (and `compare`) on its held-out split; write eval.json + predictions."""
+    cfg = run_config(run_dir)
+    if opts.get("eval_path"):
+        cfg = replace(cfg, data=replace(cfg.data, eval_path=opts["eval_path"], eval_split=None, eval_size=0))
+    problems = load_stage_data(cfg.data, cfg.stage.name, cfg.seed).eval_prompts
+    if problems is None or not len(problems):
+        raise SystemExit(f"{run_dir}: data={cfg.data.name} has no held-out rows with answers. Fix: "
+                         "eval_path=FILE (prompt/answer rows), or train with data.eval_size=N or data.eval_path.")
+    if opts.get("limit"):
+        problems = problems.select(range(min(opts["limit"], len(problems))))
+    compare = opts.get("compare")
+    loaders = {"tuned": lambda: load_tuned(run_dir, cfg)}
+    if compare == "base":
+        loaders = {"base": lambda: load_untuned(run_dir, cfg), **loaders}
+    elif compare:
+        loaders[Path(compare).name] = lambda: load_tuned(Path(compare))
+    out = Path(opts.get("out") or RunDir(run_dir).eval)
+    results, rows = {}, None
+    for name, load in loaders.items():
+        model, tokenizer = load()
+        path = out / f".{name}.jsonl"
+        acc = heldout_accuracy(model, tokenizer, problems, predictions_path=path,
+                               max_new_tokens=opts.get("max_new_tokens") or cfg.stage.eval_max_new_tokens,
+                               batch_size=opts.get("batch_size") or cfg.hw.eval_batch)
+        del model
+        results[name] = {"correct": acc.correct, "total": acc.total, "accuracy": acc.value}
+        rows = _merge_predictions(rows, name, path)
+    report = {"run_dir": str(run_dir), "data": cfg.data.name, "problems": len(problems), "models": results}
+    _write_outputs(out, report, rows, mcq=is_mcq(getattr(cfg.data.format, "value", ""), problems["answer"]))
+    return report
+
+
+def _merge_predictions(rows: list[dict] | None, name: str, path: Path) -> list[dict]:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    path.unlink()
+    rows = rows or [{"prompt": r["prompt"], "answer": r["answer"]} for r in records]
+    for row, record in zip(rows, records, strict=True):
+        row[f"{name}_completion"], row[f"{name}_correct"] = record["completion"], record["correct"]
+    return rows
+
+
+def _write_outputs(out: Path, report: dict, rows: list[dict], mcq: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if mcq:
+        with (out / "predictions.csv").open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        (out / "predictions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    # eval.json last: its presence means the predictions beside it are complete.
+    write_json_atomic(out / "eval.json", report)
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{'model':<24} {'correct':>8} {'total':>6} {'accuracy':>9}"]
+    for name, r in report["models"].items():
+        lines.append(f"{name:<24} {r['correct']:>8} {r['total']:>6} {r['accuracy']:>9.1%}")
+    return "\n".join(lines)
+
+
+def parse_options(pairs: list[str]) -> dict:
+    opts = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in OPTIONS:
+            raise SystemExit(f"unknown option {pair!r}: use key=value with key one of {', '.join(OPTIONS)}.")
+        try:
+            opts[key] = OPTIONS[key](value)
+        except ValueError:
+            raise SystemExit(f"{key}={value!r}: expected {OPTIONS[key].__name__}.") from None
+    return opts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.evaluate",
+                                     description="Held-out accuracy of a run.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("options", nargs="*", help=f"key=value: {', '.join(OPTIONS)}")
+    args = parser.parse_args(argv)
+    try:
+        report = evaluate_run(args.run_dir, **parse_options(args.options))
+    except RunDirError as err:
+        raise SystemExit(str(err)) from None
+    print(format_table(report))
+
+
+if __name__ == "__main__":
+    main()

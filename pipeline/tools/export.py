@@ -1,0 +1,78 @@
+"""Export a finished run as one standalone model: LoRA merged into the base, safetensors + tokenizer.
+
+    python -m pipeline.tools.export outputs/grpo/RUN                   # -> outputs/grpo/RUN/export/
+    python -m pipeline.tools.export outputs/grpo/RUN out=/models/mine force=true
+
+QLoRA runs (quant=nf4|int8) merge into the dequantized base: the adapter was trained against the quantized
+weights, so those -- not the original full-precision ones -- are what it corrects. Full fine-tuning runs are
+copied as they are. The export is written beside its target and renamed when complete; an existing export is
+only replaced with force=true.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pipeline.config.enums import QuantMethod
+from pipeline.config.run_dir import RunDir, replacing
+from pipeline.tools.tuned import RunDirError, final_dir, is_adapter, load_base, run_config
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(RuntimeError):
+    """The export cannot be written as asked; the message says how to proceed."""
+
+
+def export_run(run_dir: Path, out: Path | None = None, force: bool = False) -> Path:
+    """Merge and save; returns the export directory."""
+    cfg = run_config(run_dir)
+    final = final_dir(run_dir)
+    out = out or RunDir(run_dir).export
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists. Fix: force=true to replace it, or out=ANOTHER_DIR.")
+    if is_adapter(final):
+        base = load_base(cfg)
+        if cfg.quant.method != QuantMethod.none:
+            # transformers replaces the bitsandbytes layers by plain Linear layers holding the dequantized weights.
+            base = base.dequantize()
+            base.to(torch.float32)
+        model = PeftModel.from_pretrained(base, str(final)).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(final), dtype=torch.float32)
+    # A dequantized base still carries its quantization_config; the merged weights are plain tensors.
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    with replacing(out) as partial:
+        model.save_pretrained(str(partial), safe_serialization=True)
+        AutoTokenizer.from_pretrained(str(final)).save_pretrained(str(partial))
+    log.info("exported %s -> %s", final, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.export", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("options", nargs="*", help="out=DIR (default <run>/export), force=true")
+    args = parser.parse_args(argv)
+    opts = dict(o.partition("=")[::2] for o in args.options)
+    unknown = set(opts) - {"out", "force"}
+    if unknown:
+        parser.error(f"unknown option(s) {', '.join(sorted(unknown))}: use out=DIR and/or force=true.")
+    force = opts.get("force", "false").lower() in ("1", "true", "yes")
+    try:
+        out = export_run(args.run_dir, Path(opts["out"]) if opts.get("out") else None, force)
+    except (ExportError, RunDirError) as err:
+        raise SystemExit(f"export refused: {err}") from None
+    print(out)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    main()

@@ -1,0 +1,82 @@
+"""A finished run, loaded back: its typed config, its tuned model (base + LoRA adapter, or the full model) and
+its tokenizer. Shared by `pipeline.tools.evaluate`, `pipeline.tools.export` and `pipeline.tools.chat`; the base is
+built by the same `build_model` as in training (weights, then the init_from merge)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pipeline.config.run_dir import RunDir, partial_of
+from pipeline.config.schema import QuantConfig, RunConfig
+from pipeline.config.stage_table import UnknownStageError, stage_spec
+from pipeline.train.modeling import build_model, load_tokenizer
+
+
+class RunDirError(ValueError):
+    """The directory is not a finished run; the message says what is missing and what to do."""
+
+
+def run_config(run_dir: Path) -> RunConfig:
+    """The typed config a run used (<run>/config.yaml, written before training)."""
+    path = RunDir(run_dir).config
+    if not path.is_file():
+        raise RunDirError(f"{path} not found: {run_dir} is not a run directory. Fix: give outputs/<stage>/<run_id>.")
+    raw = OmegaConf.load(path)
+    # `stage` is typed per option: rebuild it from the schema its name selects, so its fields are checked too.
+    try:
+        stage_schema = stage_spec(raw.stage.name).schema
+    except UnknownStageError:
+        raise RunDirError(f"{path}: unknown stage.name={raw.stage.name}.") from None
+    stage = OmegaConf.merge(OmegaConf.structured(stage_schema), raw.stage)
+    del raw["stage"]
+    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), raw)
+    cfg.stage = stage
+    return OmegaConf.to_object(cfg)
+
+
+def final_dir(run_dir: Path) -> Path:
+    final = RunDir(run_dir).final
+    if not final.is_dir():
+        hint = " (final.partial exists: the run stopped while saving)" if partial_of(final).exists() else ""
+        raise RunDirError(
+            f"{final} not found{hint}: the run did not finish. Fix: resume it (python pipeline/run.py resume=auto "
+            f"output_dir={run_dir} ...) or pick a finished run."
+        )
+    return final
+
+
+def is_adapter(final: Path) -> bool:
+    return (final / "adapter_config.json").is_file()
+
+
+def load_base(cfg: RunConfig, quant: QuantConfig | None = None) -> Any:
+    """The weights the run started from (its base, with any init_from merged), optionally with another quant."""
+    model, _ = build_model(dataclasses.replace(cfg, quant=quant or cfg.quant), for_training=False)
+    return model
+
+
+def load_tuned(run_dir: Path, cfg: RunConfig | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) as trained: the adapter on the run's (possibly quantized) base, or the full model."""
+    cfg = cfg or run_config(run_dir)
+    final = final_dir(run_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(final))
+    if is_adapter(final):
+        model = PeftModel.from_pretrained(load_base(cfg), str(final))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(final), dtype="float32")
+    model.eval()
+    return model, tokenizer
+
+
+def load_untuned(run_dir: Path, cfg: RunConfig | None = None) -> tuple[Any, Any]:
+    """(base model, tokenizer) the run started from, loaded as the run loaded it."""
+    cfg = cfg or run_config(run_dir)
+    model = load_base(cfg)
+    model.eval()
+    return model, load_tokenizer(cfg.model, cfg.paths.cache_dir)

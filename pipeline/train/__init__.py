@@ -1,0 +1,1 @@
+"""Training around TRL: stage runners, build_model, the fenced TRL surface, monitoring, resume, guards."""

@@ -1,0 +1,88 @@
+"""Held-out accuracy: greedy, batched generation scored with the stage's answer check (`is_correct`).
+
+Measured before and after training (pipeline/train/stages/common.py) and on a finished run
+(python -m pipeline.tools.evaluate); the monitoring callback shows greedy completions through `generate_greedy`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from pipeline.rewards.answer import is_correct
+
+
+@dataclass
+class Accuracy:
+    correct: int
+    total: int
+
+    @property
+    def value(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+@torch.no_grad()
+def heldout_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Dataset,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    predictions_path: Path | None = None,
+    score: Callable[[str, str], bool] = is_correct,
+) -> Accuracy:
+    """Fraction of `problems` ({prompt: messages, answer}) whose greedy completion holds the right answer."""
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    # Left padding keeps every prompt's last token adjacent to the tokens generated after it.
+    tokenizer.padding_side = "left"
+    records = []
+    try:
+        starts = range(0, len(problems), batch_size)
+        for start in tqdm(starts, desc="evaluate", unit="batch", disable=len(starts) < 2):
+            rows = problems[start : start + batch_size]
+            completions = generate_greedy(model, tokenizer, rows["prompt"], max_new_tokens)
+            for prompt, gold, text in zip(rows["prompt"], rows["answer"], completions, strict=True):
+                records.append({"prompt": prompt[-1]["content"], "answer": gold, "completion": text,
+                                "correct": bool(score(text, gold))})
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    if predictions_path is not None:
+        predictions_path.parent.mkdir(parents=True, exist_ok=True)
+        predictions_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return Accuracy(sum(r["correct"] for r in records), len(records))
+
+
+def generate_greedy(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
+    """Greedy completions of chat prompts; leaves the model's train/eval mode and padding side as they were."""
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    # Left padding keeps every prompt's last token adjacent to the tokens generated after it.
+    tokenizer.padding_side = "left"
+    try:
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)

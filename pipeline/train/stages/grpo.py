@@ -1,0 +1,56 @@
+"""GRPO: for each prompt sample a group of completions, score them, and use the group-normalised reward as the
+advantage of every token in a completion (no value network). With beta=0 there is no reference model and no KL
+term; the loss is the clipped policy-ratio objective (TRL's loss_type, default dapo: normalised by all tokens).
+
+    python pipeline/run.py                                     # embedded default: arithmetic, SmolLM2, CPU
+    python pipeline/run.py model=qwen2.5_0.5b_instruct data=gsm8k reward=correctness_format hw=single_4090
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trl import GRPOConfig
+
+from pipeline.config.plan import RunPlan
+from pipeline.config.stage_schemas import GenerationEngine, GRPOStageConfig
+from pipeline.rewards import build_reward_funcs
+from pipeline.train.fast_generation import FastGenerationGRPOTrainer
+from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
+
+
+def run_grpo(plan: RunPlan) -> dict[str, Any]:
+    cfg = plan.cfg
+    reward_funcs, weights = build_reward_funcs(cfg.reward.terms)
+    prep = prepare(plan)
+    stage = cfg.stage
+    args = GRPOConfig(
+        **training_args(plan),
+        num_generations=stage.num_generations,
+        max_completion_length=stage.max_completion_length,
+        temperature=stage.temperature,
+        top_p=stage.top_p,
+        beta=stage.beta,
+        epsilon=stage.epsilon,
+        epsilon_high=stage.epsilon_high,
+        num_iterations=stage.num_iterations,
+        loss_type=stage.loss_type,
+        scale_rewards=stage.scale_rewards,
+        mask_truncated_completions=stage.mask_truncated_completions,
+        reward_weights=weights,
+        **generation_engine(stage),
+    )
+    trainer = FastGenerationGRPOTrainer(
+        args=args, reward_funcs=reward_funcs, **trainer_inputs(plan, prep),
+        merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
+    )
+    train(plan, trainer, prep)
+    return finish(plan, trainer, prep)
+
+
+def generation_engine(stage: GRPOStageConfig) -> dict[str, Any]:
+    """GRPOConfig arguments for stage.generation; vLLM colocate shares the training GPU (TRL syncs weights)."""
+    if stage.generation != GenerationEngine.vllm_colocate:
+        return {}
+    return {"use_vllm": True, "vllm_mode": "colocate",
+            "vllm_gpu_memory_utilization": stage.vllm_gpu_memory_utilization}

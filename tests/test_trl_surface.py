@@ -1,0 +1,54 @@
+"""The private TRL / transformers / torch names we rely on (pipeline/train/trl_surface.py) exist in the installed
+libraries and are reached in a one-step GRPO run: an upgrade that renames or stops calling one fails here instead
+of silently turning a speed-up or a check into a no-op."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+from trl import GRPOConfig
+
+import pipeline.train.fast_generation as fast_generation
+from pipeline.train import trl_surface
+from pipeline.train.fast_generation import FastGenerationGRPOTrainer
+from tests.conftest import REPO
+
+TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
+
+
+@pytest.mark.parametrize(("owner", "name"), trl_surface.PRIVATE_HOOKS, ids=lambda x: getattr(x, "__name__", x))
+def test_every_private_name_exists_in_the_installed_libraries(owner: object, name: str) -> None:
+    assert callable(getattr(owner, name, None)), f"{owner!r} has no {name}: update pipeline/train/trl_surface.py"
+
+
+def test_every_hook_is_reached_in_a_one_step_grpo_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    draws = []
+    inverse_cdf = fast_generation._inverse_cdf
+    # counts the sampler calls transformers routes through torch.multinomial while the swap is active
+    monkeypatch.setattr(fast_generation, "_inverse_cdf", lambda *a, **k: draws.append(1) or inverse_cdf(*a, **k))
+    monkeypatch.setattr(trl_surface, "reached", trl_surface.Counter())
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256)
+    torch.manual_seed(0)
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=2, num_generations=2,
+                      max_completion_length=4, report_to="none", max_steps=1, save_strategy="steps", save_steps=1)
+    trainer = FastGenerationGRPOTrainer(
+        model=Qwen3ForCausalLM(config), args=args, processing_class=tokenizer,
+        reward_funcs=lambda completions, **_: [float(len(c)) for c in completions],
+        train_dataset=Dataset.from_list([{"prompt": "1+1="}] * 4), peft_config=LoraConfig(r=4, lora_alpha=8),
+        merge_lora=True, fast_sampling=True,
+    )
+    trainer.train()
+    reached = trl_surface.reached
+    assert reached["_generate_single_turn"] >= 1 and reached["compute_loss"] >= 1
+    assert reached["torch.multinomial"] >= 1 and draws, "transformers no longer samples through torch.multinomial"
+    logs = trl_surface.latest_completions(trainer)
+    assert logs is not None and logs["prompt"] and logs["completion"] and logs["advantages"]
+    trl_surface.load_checkpoint_weights(trainer, str(tmp_path / "checkpoint-1"))
+    assert reached["_load_from_checkpoint"] == 1 and trainer.state.global_step == 1
