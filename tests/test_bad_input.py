@@ -44,7 +44,7 @@ def validate(*overrides: str) -> Callable[[], object]:
 def checkpoint(tmp: Path, damage: str) -> Callable[[], object]:
     ckpt = tmp / "checkpoints" / "checkpoint-2"
     ckpt.mkdir(parents=True)
-    for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt", "adapter_model.safetensors"):
+    for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth", "adapter_model.safetensors"):
         (ckpt / name).write_text("{}" if name.endswith(".json") else "x" * 64)
     if damage != "unmarked":
         mark_complete(ckpt)
