@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pipeline.tools.tuned import RunDirError, load_tuned
+from pipeline.tools.chat_template import NoChatTemplateError, prompt_ids, require_chat_template
+from pipeline.tools.tuned import RunDirError, load_model_or_run
 
 OPTIONS = {"max_new_tokens": int, "temperature": float, "system": str}
 
 
 def reply(model: Any, tokenizer: Any, history: list[dict[str, str]], max_new_tokens: int, temperature: float) -> str:
-    ids = tokenizer.apply_chat_template(history, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    ids = {k: v.to(model.device) for k, v in ids.items()}
+    input_ids = torch.tensor([prompt_ids(tokenizer, history)], device=model.device)
+    ids = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {
         "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     with torch.no_grad():
@@ -71,20 +71,12 @@ def main(argv: list[str] | None = None) -> None:
         if not sep or key not in OPTIONS:
             parser.error(f"unknown option {pair!r}: use key=value with key one of {', '.join(OPTIONS)}.")
         opts[key] = OPTIONS[key](value)
-    model, tokenizer = _load(args.run_dir)
-    if tokenizer.chat_template is None:
-        raise SystemExit(f"{args.run_dir}: the tokenizer has no chat template, so turns cannot be formatted.")
-    chat(model, tokenizer, sys.stdin, sys.stdout, **opts)
-
-
-def _load(path: Path) -> tuple[Any, Any]:
-    if (path / "config.json").is_file():
-        # An export (python -m pipeline.tools.export): a plain transformers model directory.
-        return AutoModelForCausalLM.from_pretrained(str(path)).eval(), AutoTokenizer.from_pretrained(str(path))
     try:
-        return load_tuned(path)
-    except RunDirError as err:
+        model, tokenizer = load_model_or_run(args.run_dir)
+        require_chat_template(tokenizer, args.run_dir)
+    except (RunDirError, NoChatTemplateError) as err:
         raise SystemExit(str(err)) from None
+    chat(model, tokenizer, sys.stdin, sys.stdout, **opts)
 
 
 if __name__ == "__main__":
