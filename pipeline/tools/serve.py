@@ -15,8 +15,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
+import threading
+import webbrowser
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pipeline.tools.options import parse_options
 
 if TYPE_CHECKING:
     from pipeline.tools.serving.api import Served
@@ -41,32 +46,22 @@ def load_served(path: Path, which: str = "final", name: str | None = None, max_b
                   context=context, default_max_tokens=max_tokens, api_key=os.environ.get(API_KEY_ENV) or None)
 
 
-def serve(served: Served, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the HTTP server until interrupted."""
+def serve(served: Served, host: str = "127.0.0.1", port: int = 8000, open_page: bool = False) -> None:
+    """Run the HTTP server until interrupted; open_page opens the chat page in a browser where there is a display."""
     import uvicorn
 
     from pipeline.tools.serving.api import create_app
 
     key_note = f" (API key required: {API_KEY_ENV} is set)" if served.api_key else ""
-    print(f"serving {served.model_id!r} at http://{host}:{port}/v1{key_note}; chat page: http://{host}:{port}/",
-          flush=True)
+    print(f"serving {served.model_id!r} at http://{host}:{port}/v1{key_note}", flush=True)
+    print(f"chat page: http://{host}:{port}/", flush=True)
+    if open_page and _has_display():
+        # Shortly after start: the model is loaded, so uvicorn listens within a second.
+        threading.Timer(1.0, webbrowser.open, args=(f"http://{host}:{port}/",)).start()
     try:
         uvicorn.run(create_app(served), host=host, port=port, log_level="info")
     finally:
         served.batcher.close()
-
-
-def parse_options(pairs: list[str], options: dict[str, type]) -> dict[str, object]:
-    opts: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in options:
-            raise SystemExit(f"unknown option {pair!r}: use key=value with key one of {', '.join(options)}.")
-        try:
-            opts[key] = options[key](value)
-        except ValueError:
-            raise SystemExit(f"{key}={value!r}: expected {options[key].__name__}.") from None
-    return opts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,20 +70,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("options", nargs="*", help=f"key=value: {', '.join(OPTIONS)}")
     args = parser.parse_args(argv)
     opts = parse_options(args.options, OPTIONS)
-    host, port = opts.pop("host", "127.0.0.1"), opts.pop("port", 8000)
+    run_server(args.path, **opts)
+
+
+def run_server(path: Path, host: str = "127.0.0.1", port: int = 8000, open_page: bool = False, **load: object) -> None:
+    """Load and serve until interrupted (the CLI here and `python -m pipeline.tools.chat RUN web=true`)."""
     # Checked before the heavy imports, so a typo costs no model load.
-    if opts.get("which", "final") not in ("best", "final"):
-        raise SystemExit(f"which={opts['which']!r}: expected best or final.")
-    if not args.path.is_dir():
-        raise SystemExit(f"{args.path}: no such directory. Fix: give a run directory or an export directory.")
+    if load.get("which", "final") not in ("best", "final"):
+        raise SystemExit(f"which={load['which']!r}: expected best or final.")
+    if not path.is_dir():
+        raise SystemExit(f"{path}: no such directory. Fix: give a run directory or an export directory.")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from pipeline.tools.tuned import RunDirError
 
     try:
-        served = load_served(args.path, **opts)
+        served = load_served(path, **load)
     except RunDirError as err:
         raise SystemExit(str(err)) from None
-    serve(served, host, port)
+    serve(served, host, port, open_page)
+
+
+def _has_display() -> bool:
+    # On a server (ssh, CI) there is no browser to open: the printed URL is the way in.
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _default_name(path: Path) -> str:
