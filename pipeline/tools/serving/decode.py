@@ -6,6 +6,7 @@ token budget and stop strings, and reports its text as it grows; a finished row 
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,10 +69,12 @@ def decode_batch(model: Any, tokenizer: Any, rows: list[Row]) -> None:
     progress = [_Progress(row, tokenizer, _end_of_turn_ids(model, tokenizer)) for row in rows]
     generators = [_generator(row.seed, device) for row in rows]
     past = None
+    # Only the last position's logits are read: the prompt pass then skips a (rows x prompt x vocab) projection.
+    last_only = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
     with torch.no_grad():
         for _ in range(max(r.max_tokens for r in rows)):
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
-                        use_cache=True)
+                        use_cache=True, **last_only)
             past = out.past_key_values
             logits = out.logits[:, -1, :].float()
             chosen = [_pick(logits[i], row, generators[i]) for i, row in enumerate(rows)]
@@ -94,6 +97,11 @@ def _pick(logits: torch.Tensor, row: Row, generator: torch.Generator | None) -> 
         outside = sorted_probs.cumsum(-1) - sorted_probs >= row.top_p
         probs = torch.zeros_like(probs).scatter(0, order, sorted_probs.masked_fill(outside, 0.0))
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _takes_logits_to_keep(model: Any) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper passes it on
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
