@@ -49,6 +49,22 @@ def run_pipeline(args: list[str], cwd: Path, timeout: int = 600, **env: str) -> 
     )
 
 
+def train_tiny(tmp: Path, *extra: str) -> Path:
+    """A finished 2-step SFT run of the tiny model in tmp/run (LoRA unless extra says otherwise)."""
+    run_dir = tmp / "run"
+    # A high lr so the adapter visibly changes the outputs after 2 steps.
+    proc = run_pipeline([*TINY, "stage=sft", "stage.batch_size=8", "stage.learning_rate=5e-2", *extra,
+                         f"output_dir={run_dir}", f"paths.cache_dir={tmp / 'cache'}"], cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished tiny LoRA run shared by the tests that only read it (serve, web chat)."""
+    return train_tiny(tmp_path_factory.mktemp("tiny_run"))
+
+
 def tiny_model_dir(cache: Path) -> Path:
     """The cached `model=tiny` checkpoint itself: other tests may cache tiny variants (+model.arch...) beside it."""
     from pipeline.train.modeling import model_dir

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from pipeline.tools.evaluate import _write_outputs, is_mcq
-from tests.conftest import TINY, offline_env, run_pipeline
+from tests.conftest import offline_env
+from tests.conftest import train_tiny as train
 
 IDS = torch.tensor([[1, 2, 3, 4, 5, 6]])
 
@@ -22,15 +23,6 @@ IDS = torch.tensor([[1, 2, 3, 4, 5, 6]])
 def tool(module: str, *args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", f"pipeline.tools.{module}", *args], env=offline_env(), input=stdin,
                           capture_output=True, text=True, timeout=300, cwd=cwd)
-
-
-def train(tmp: Path, *extra: str) -> Path:
-    run_dir = tmp / "run"
-    # A high lr so the adapter visibly changes the outputs after 2 steps.
-    proc = run_pipeline([*TINY, "stage=sft", "stage.batch_size=8", "stage.learning_rate=5e-2", *extra,
-                         f"output_dir={run_dir}", f"paths.cache_dir={tmp / 'cache'}"], cwd=tmp)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
 
 
 @pytest.fixture(scope="module")

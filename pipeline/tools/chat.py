@@ -5,6 +5,12 @@
 
 Commands inside the chat: /reset forgets the conversation, /exit (or Ctrl-D) leaves. Input may be piped:
 `echo "What is 2 + 3?" | python -m pipeline.tools.chat RUN` answers once and exits.
+
+    python -m pipeline.tools.chat outputs/grpo/RUN web=true [port=8000 host=127.0.0.1]
+
+chats in the browser instead: the page of `python -m pipeline.tools.serve` (system prompt, temperature and max
+tokens are set on the page; max_new_tokens= is its default). The URL is printed; a browser opens only where
+there is a display.
 """
 
 from __future__ import annotations
@@ -15,16 +21,19 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pipeline.tools.tuned import RunDirError, load_tuned
+from pipeline.tools.chat_template import NoChatTemplateError, prompt_ids, require_chat_template
+from pipeline.tools.options import flag, parse_options
+from pipeline.tools.serve import run_server
+from pipeline.tools.tuned import RunDirError, load_model_or_run
 
-OPTIONS = {"max_new_tokens": int, "temperature": float, "system": str}
+OPTIONS = {"max_new_tokens": int, "temperature": float, "system": str, "web": flag, "host": str, "port": int}
+WEB_ONLY, TERMINAL_ONLY = ("host", "port"), ("temperature", "system")
 
 
 def reply(model: Any, tokenizer: Any, history: list[dict[str, str]], max_new_tokens: int, temperature: float) -> str:
-    ids = tokenizer.apply_chat_template(history, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    ids = {k: v.to(model.device) for k, v in ids.items()}
+    input_ids = torch.tensor([prompt_ids(tokenizer, history)], device=model.device)
+    ids = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {
         "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     with torch.no_grad():
@@ -65,26 +74,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", type=Path, help="a finished run (its final/), or an export directory")
     parser.add_argument("options", nargs="*", help=f"key=value: {', '.join(OPTIONS)}")
     args = parser.parse_args(argv)
-    opts = {}
-    for pair in args.options:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in OPTIONS:
-            parser.error(f"unknown option {pair!r}: use key=value with key one of {', '.join(OPTIONS)}.")
-        opts[key] = OPTIONS[key](value)
-    model, tokenizer = _load(args.run_dir)
-    if tokenizer.chat_template is None:
-        raise SystemExit(f"{args.run_dir}: the tokenizer has no chat template, so turns cannot be formatted.")
-    chat(model, tokenizer, sys.stdin, sys.stdout, **opts)
-
-
-def _load(path: Path) -> tuple[Any, Any]:
-    if (path / "config.json").is_file():
-        # An export (python -m pipeline.tools.export): a plain transformers model directory.
-        return AutoModelForCausalLM.from_pretrained(str(path)).eval(), AutoTokenizer.from_pretrained(str(path))
+    opts = parse_options(args.options, OPTIONS)
+    web = opts.pop("web", False)
+    misplaced = [key for key in (TERMINAL_ONLY if web else WEB_ONLY) if key in opts]
+    if misplaced:
+        where = "are set on the page in web mode" if web else "need web=true"
+        raise SystemExit(f"{', '.join(misplaced)}: {where}.")
+    if web:
+        return run_server(args.run_dir, open_page=True, max_tokens=opts.pop("max_new_tokens", 256), **opts)
     try:
-        return load_tuned(path)
-    except RunDirError as err:
+        model, tokenizer = load_model_or_run(args.run_dir)
+        require_chat_template(tokenizer, args.run_dir)
+    except (RunDirError, NoChatTemplateError) as err:
         raise SystemExit(str(err)) from None
+    chat(model, tokenizer, sys.stdin, sys.stdout, **opts)
 
 
 if __name__ == "__main__":

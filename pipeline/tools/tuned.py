@@ -1,6 +1,7 @@
 """A finished run, loaded back: its typed config, its tuned model (base + LoRA adapter, or the full model) and
-its tokenizer. Shared by `pipeline.tools.evaluate`, `pipeline.tools.export` and `pipeline.tools.chat`; the base is
-built by the same `build_model` as in training (weights, then the init_from merge)."""
+its tokenizer. Shared by `pipeline.tools.evaluate`, `pipeline.tools.export`, `pipeline.tools.chat` and
+`pipeline.tools.serve`; the base is built by the same `build_model` as in training (weights, then the init_from
+merge)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,19 @@ def final_dir(run_dir: Path) -> Path:
     return final
 
 
+def saved_dir(run_dir: Path, which: str = "final") -> Path:
+    """<run>/final, or <run>/best: the best evaluated step, kept during training."""
+    if which == "final":
+        return final_dir(run_dir)
+    if which != "best":
+        raise RunDirError(f"which={which!r}: expected best or final.")
+    best = run_dir / "best"
+    if not best.is_dir():
+        raise RunDirError(f"{best} not found: the run kept no best model. Fix: which=final, or train with "
+                          "eval.every_steps=N so that the run keeps best/.")
+    return best
+
+
 def is_adapter(final: Path) -> bool:
     return (final / "adapter_config.json").is_file()
 
@@ -61,10 +75,10 @@ def load_base(cfg: RunConfig, quant: QuantConfig | None = None) -> Any:
     return model
 
 
-def load_tuned(run_dir: Path, cfg: RunConfig | None = None) -> tuple[Any, Any]:
+def load_tuned(run_dir: Path, cfg: RunConfig | None = None, which: str = "final") -> tuple[Any, Any]:
     """(model, tokenizer) as trained: the adapter on the run's (possibly quantized) base, or the full model."""
     cfg = cfg or run_config(run_dir)
-    final = final_dir(run_dir)
+    final = saved_dir(run_dir, which)
     tokenizer = AutoTokenizer.from_pretrained(str(final))
     if is_adapter(final):
         model = PeftModel.from_pretrained(load_base(cfg), str(final))
@@ -72,6 +86,15 @@ def load_tuned(run_dir: Path, cfg: RunConfig | None = None) -> tuple[Any, Any]:
         model = AutoModelForCausalLM.from_pretrained(str(final), dtype="float32")
     model.eval()
     return model, tokenizer
+
+
+def load_model_or_run(path: Path, which: str = "final") -> tuple[Any, Any]:
+    """(model, tokenizer) of an export / plain model directory, or of a finished run (its final/ or best/)."""
+    if (path / "config.json").is_file():
+        # An export (python -m pipeline.tools.export) or any transformers model directory.
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype="float32").eval()
+        return model, AutoTokenizer.from_pretrained(str(path))
+    return load_tuned(path, which=which)
 
 
 def load_untuned(run_dir: Path, cfg: RunConfig | None = None) -> tuple[Any, Any]:

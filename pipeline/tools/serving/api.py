@@ -1,0 +1,200 @@
+"""The HTTP side: OpenAI's /v1/models, /v1/chat/completions and /v1/completions (whole or streamed as server-sent
+events), /health, /stats (how requests were batched) and the browser chat page at /.
+
+Every request is checked before it reaches the model; a malformed one gets a 400 whose message names the field,
+in OpenAI's error shape, so clients show it as they show OpenAI's own errors."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+import html
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from pipeline.tools.chat_template import prompt_ids
+from pipeline.tools.serving.batcher import Batcher
+from pipeline.tools.serving.decode import Delta, Done, Event, Failed, Row
+from pipeline.tools.serving.responses import Shape, error_body, sse
+from pipeline.tools.serving.schemas import ChatRequest, CompletionRequest
+
+
+@dataclass
+class Served:
+    """What the routes serve: one model behind its batcher, under one name."""
+
+    model_id: str
+    tokenizer: Any
+    batcher: Batcher
+    # prompt + new tokens must fit the model's positions
+    context: int
+    # when a request gives no max_tokens
+    default_max_tokens: int = 256
+    # read from the environment by the caller; None: no key needed
+    api_key: str | None = None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.body = status, error_body(message, param, code, kind)
+
+
+def create_app(served: Served) -> FastAPI:
+    app = FastAPI(title="pipeline serve", docs_url=None, redoc_url=None, openapi_url=None)
+    _add_error_handlers(app)
+
+    def authorized(authorization: str | None = Header(None)) -> None:
+        if served.api_key is None:
+            return
+        scheme, _, key = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.encode(), served.api_key.encode()):
+            raise ApiError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>' with the "
+                           "key the server was started with (PIPELINE_API_KEY)", code="invalid_api_key",
+                           kind="authentication_error")
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorized)])
+
+    @v1.get("/models")
+    def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": served.model_id, "object": "model", "created": 0,
+                                            "owned_by": "pipeline"}]}
+
+    @v1.post("/chat/completions", response_model=None)
+    async def chat_completions(body: ChatRequest) -> dict[str, Any] | StreamingResponse:
+        _check_model(served, body.model)
+        if served.tokenizer.chat_template is None:
+            raise ApiError(400, "this model's tokenizer has no chat template. Fix: send raw text to "
+                           "/v1/completions.", param="messages")
+        try:
+            ids = prompt_ids(served.tokenizer, [m.as_turn() for m in body.messages])
+        except Exception as err:  # the template's own checks, e.g. roles that do not alternate
+            raise ApiError(400, f"messages: the chat template refused them: {err}", param="messages") from None
+        return await _answer(served, body, ids, Shape(served.model_id, chat=True), "messages")
+
+    @v1.post("/completions", response_model=None)
+    async def completions(body: CompletionRequest) -> dict[str, Any] | StreamingResponse:
+        _check_model(served, body.model)
+        ids = served.tokenizer(body.prompt)["input_ids"]
+        return await _answer(served, body, ids, Shape(served.model_id, chat=False), "prompt")
+
+    app.include_router(v1)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "model": served.model_id}
+
+    @app.get("/stats")
+    def stats() -> dict[str, Any]:
+        return dataclasses.asdict(served.batcher.stats)
+
+    # The model name goes into the page as text and as a JS string: escaped for each, since it comes from a path.
+    page = ((files("pipeline") / "assets" / "webchat.html").read_text()
+            .replace("{{MODEL_JSON}}", json.dumps(served.model_id).replace("<", "\\u003c"))
+            .replace("{{MODEL_ID}}", html.escape(served.model_id)))
+
+    @app.get("/", response_class=HTMLResponse)
+    def web_chat() -> str:
+        return page
+
+    return app
+
+
+def _check_model(served: Served, model: str) -> None:
+    if model != served.model_id:
+        raise ApiError(400, f"model: {model!r} is not served here; this server serves {served.model_id!r} "
+                       "(GET /v1/models).", param="model", code="model_not_found")
+
+
+async def _answer(served: Served, body: ChatRequest | CompletionRequest, ids: list[int], shape: Shape,
+                  prompt_field: str) -> dict[str, Any] | StreamingResponse:
+    budget = body.token_budget() or served.default_max_tokens
+    if len(ids) + budget > served.context:
+        raise ApiError(400, f"{prompt_field}: {len(ids)} prompt tokens + max_tokens={budget} exceed the model's "
+                       f"context of {served.context} tokens. Fix: shorten the {prompt_field} or lower max_tokens.",
+                       param=prompt_field, code="context_length_exceeded")
+    events = _Events()
+    row = Row(ids, budget, body.temperature or 0.0, body.top_p or 1.0, tuple(body.stop or ()), body.seed,
+              emit=events.put)
+    served.batcher.submit(row)
+    if body.stream:
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        return StreamingResponse(_stream(shape, events, row, usage), media_type="text/event-stream")
+    parts: list[str] = []
+    try:
+        while not isinstance(event := await events.get(), Done):
+            if isinstance(event, Failed):
+                raise ApiError(500, event.message, kind="server_error")
+            parts.append(event.text)
+    finally:
+        row.cancelled.set()  # the client left mid-answer (or it is over): stop spending the batch's time on it
+    return shape.whole("".join(parts), event)
+
+
+async def _stream(shape: Shape, events: _Events, row: Row, include_usage: bool) -> AsyncIterator[str]:
+    try:
+        if shape.chat:
+            yield sse(shape.chunk("", first=True))
+        while True:
+            event = await events.get()
+            if isinstance(event, Delta):
+                yield sse(shape.chunk(event.text))
+            elif isinstance(event, Failed):
+                yield sse(error_body(event.message, kind="server_error"))
+                break
+            else:
+                yield sse(shape.chunk(finish_reason=event.finish_reason))
+                if include_usage:
+                    yield sse(shape.chunk(done=event))
+                break
+        yield sse("[DONE]")
+    finally:
+        row.cancelled.set()
+
+
+class _Events:
+    """A row's events, handed from the batcher's thread to the request's event loop."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def put(self, event: Event) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the loop closed (server shutting down): nobody is waiting any more
+            pass
+
+    async def get(self) -> Event:
+        return await self._queue.get()
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Any, err: ApiError) -> JSONResponse:
+        return JSONResponse(err.body, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Any, err: RequestValidationError) -> JSONResponse:
+        problems = err.errors()
+        if problems[0]["type"] == "json_invalid":
+            return JSONResponse(error_body(f"the body is not valid JSON: {problems[0]['ctx']['error']} at "
+                                           f"character {problems[0]['loc'][-1]}"), status_code=400)
+        fields = [".".join(str(part) for part in p["loc"] if part != "body") or "body" for p in problems]
+        where = fields[0]
+        message = "; ".join(f"{f}: {p['msg']}" for f, p in zip(fields, problems, strict=True))
+        return JSONResponse(error_body(message, param=where), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Any, err: HTTPException) -> JSONResponse:
+        return JSONResponse(error_body(str(err.detail)), status_code=err.status_code)
