@@ -2,6 +2,7 @@
 
     python -m pipeline.tools.chat outputs/grpo/RUN                       # greedy replies, up to 256 new tokens
     python -m pipeline.tools.chat outputs/grpo/RUN temperature=0.7 max_new_tokens=512 system="You are terse."
+    python -m pipeline.tools.chat outputs/grpo/RUN which=best            # the best evaluated step (<run>/best/)
 
 Commands inside the chat: /reset forgets the conversation, /exit (or Ctrl-D) leaves. Input may be piped:
 `echo "What is 2 + 3?" | python -m pipeline.tools.chat RUN` answers once and exits.
@@ -19,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline.tools.tuned import RunDirError, load_tuned
 
-OPTIONS = {"max_new_tokens": int, "temperature": float, "system": str}
+OPTIONS = {"max_new_tokens": int, "temperature": float, "system": str, "which": str}
 
 
 def reply(model: Any, tokenizer: Any, history: list[dict[str, str]], max_new_tokens: int, temperature: float) -> str:
@@ -71,18 +72,18 @@ def main(argv: list[str] | None = None) -> None:
         if not sep or key not in OPTIONS:
             parser.error(f"unknown option {pair!r}: use key=value with key one of {', '.join(OPTIONS)}.")
         opts[key] = OPTIONS[key](value)
-    model, tokenizer = _load(args.run_dir)
+    model, tokenizer = _load(args.run_dir, opts.pop("which", "final"))
     if tokenizer.chat_template is None:
         raise SystemExit(f"{args.run_dir}: the tokenizer has no chat template, so turns cannot be formatted.")
     chat(model, tokenizer, sys.stdin, sys.stdout, **opts)
 
 
-def _load(path: Path) -> tuple[Any, Any]:
+def _load(path: Path, which: str = "final") -> tuple[Any, Any]:
     if (path / "config.json").is_file():
         # An export (python -m pipeline.tools.export): a plain transformers model directory.
         return AutoModelForCausalLM.from_pretrained(str(path)).eval(), AutoTokenizer.from_pretrained(str(path))
     try:
-        return load_tuned(path)
+        return load_tuned(path, which=which)
     except RunDirError as err:
         raise SystemExit(str(err)) from None
 

@@ -2,6 +2,7 @@
 
     python -m pipeline.tools.export outputs/grpo/RUN                   # -> outputs/grpo/RUN/export/
     python -m pipeline.tools.export outputs/grpo/RUN out=/models/mine force=true
+    python -m pipeline.tools.export outputs/grpo/RUN which=best        # <run>/best/ -> outputs/grpo/RUN/export_best/
 
 QLoRA runs (quant=nf4|int8) merge into the dequantized base: the adapter was trained against the quantized
 weights, so those -- not the original full-precision ones -- are what it corrects. Full fine-tuning runs are
@@ -30,11 +31,11 @@ class ExportError(RuntimeError):
     """The export cannot be written as asked; the message says how to proceed."""
 
 
-def export_run(run_dir: Path, out: Path | None = None, force: bool = False) -> Path:
+def export_run(run_dir: Path, out: Path | None = None, force: bool = False, which: str = "final") -> Path:
     """Merge and save; returns the export directory."""
     cfg = run_config(run_dir)
-    final = final_dir(run_dir)
-    out = out or RunDir(run_dir).export
+    final = final_dir(run_dir, which)
+    out = out or RunDir(run_dir).export_of(which)
     if out.exists() and not force:
         raise ExportError(f"{out} already exists. Fix: force=true to replace it, or out=ANOTHER_DIR.")
     if is_adapter(final):
@@ -59,15 +60,16 @@ def export_run(run_dir: Path, out: Path | None = None, force: bool = False) -> P
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.tools.export", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("options", nargs="*", help="out=DIR (default <run>/export), force=true")
+    parser.add_argument("options", nargs="*", help="out=DIR (default <run>/export), force=true, which=final|best")
     args = parser.parse_args(argv)
     opts = dict(o.partition("=")[::2] for o in args.options)
-    unknown = set(opts) - {"out", "force"}
+    unknown = set(opts) - {"out", "force", "which"}
     if unknown:
-        parser.error(f"unknown option(s) {', '.join(sorted(unknown))}: use out=DIR and/or force=true.")
+        parser.error(f"unknown option(s) {', '.join(sorted(unknown))}: use out=DIR, force=true, which=final|best.")
     force = opts.get("force", "false").lower() in ("1", "true", "yes")
     try:
-        out = export_run(args.run_dir, Path(opts["out"]) if opts.get("out") else None, force)
+        out = export_run(args.run_dir, Path(opts["out"]) if opts.get("out") else None, force,
+                         opts.get("which", "final"))
     except (ExportError, RunDirError) as err:
         raise SystemExit(f"export refused: {err}") from None
     print(out)

@@ -1,5 +1,6 @@
 """A finished run, loaded back: its typed config, its tuned model (base + LoRA adapter, or the full model) and
-its tokenizer. Shared by `pipeline.tools.evaluate`, `pipeline.tools.export` and `pipeline.tools.chat`; the base is
+its tokenizer -- the final model, or with which=best the best evaluated step's (<run>/best/). Shared by
+`pipeline.tools.evaluate`, `pipeline.tools.export` and `pipeline.tools.chat`; the base is
 built by the same `build_model` as in training (weights, then the init_from merge)."""
 
 from __future__ import annotations
@@ -40,7 +41,19 @@ def run_config(run_dir: Path) -> RunConfig:
     return OmegaConf.to_object(cfg)
 
 
-def final_dir(run_dir: Path) -> Path:
+WHICH = ("final", "best")
+
+
+def final_dir(run_dir: Path, which: str = "final") -> Path:
+    """<run>/final (which=final) or <run>/best (which=best); RunDirError says how to get the missing one."""
+    if which not in WHICH:
+        raise RunDirError(f"which={which}: use which=final (the last step) or which=best.")
+    if which == "best":
+        best = RunDir(run_dir).best
+        if not best.is_dir():
+            raise RunDirError(f"{best} not found: the run kept no best model. Fix: train with eval.every_steps=N "
+                              "(held-out data with answers is needed), or use which=final.")
+        return best
     final = RunDir(run_dir).final
     if not final.is_dir():
         hint = " (final.partial exists: the run stopped while saving)" if partial_of(final).exists() else ""
@@ -61,10 +74,10 @@ def load_base(cfg: RunConfig, quant: QuantConfig | None = None) -> Any:
     return model
 
 
-def load_tuned(run_dir: Path, cfg: RunConfig | None = None) -> tuple[Any, Any]:
+def load_tuned(run_dir: Path, cfg: RunConfig | None = None, which: str = "final") -> tuple[Any, Any]:
     """(model, tokenizer) as trained: the adapter on the run's (possibly quantized) base, or the full model."""
     cfg = cfg or run_config(run_dir)
-    final = final_dir(run_dir)
+    final = final_dir(run_dir, which)
     tokenizer = AutoTokenizer.from_pretrained(str(final))
     if is_adapter(final):
         model = PeftModel.from_pretrained(load_base(cfg), str(final))
