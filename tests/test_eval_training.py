@@ -91,6 +91,24 @@ def test_which_best_loads_best_in_evaluate_and_export(evaluated_run: Path) -> No
     assert (evaluated_run / "export_best" / "model.safetensors").is_file()
 
 
+def test_run_exports_as_gguf_through_the_cli(evaluated_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "gguf"
+    proc = tool("export", str(evaluated_run), "format=gguf", f"out={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from gguf import GGUFReader
+
+    merged = load_file(str(out / "model.safetensors"))
+    reader = GGUFReader(str(out / "model.gguf"))  # ~15 s: the 49k-token vocabulary is parsed field by field
+    shapes = {t.name: tuple(int(d) for d in reversed(t.shape)) for t in reader.tensors}
+    # The tiny run is qwen3 (tied, head_dim 16): every merged tensor is in the file under its GGUF name and shape.
+    # transformers cannot load it back (its loader assumes qwen3's head_dim 128; pipeline/tools/gguf_export.py).
+    assert len(shapes) == len(merged)
+    assert shapes["token_embd.weight"] == tuple(merged["model.embed_tokens.weight"].shape)
+    assert shapes["blk.0.attn_q_norm.weight"] == (16,)
+    assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "qwen3"
+    assert "tokenizer.chat_template" in reader.fields
+
+
 def test_which_best_without_best_names_the_fix(evaluated_run: Path, tmp_path: Path) -> None:
     from pipeline.tools.evaluate import evaluate_run
     from pipeline.tools.export import export_run
