@@ -186,3 +186,24 @@ def test_sample_scored_groups_then_train_group_pref_and_dpo(evaluated_run: Path,
         assert proc.returncode == 0, proc.stderr[-4000:]
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["steps"] == 2 and math.isfinite(summary["metrics"]["train_loss"])
+
+
+@pytest.mark.slow
+def test_eval_and_best_under_zero3_on_two_ranks(tmp_path: Path, model_cache: Path) -> None:
+    """ZeRO-3 partitions the weights: every rank must join the evaluation's generation and best/'s gather, or the
+    run hangs. Two CPU ranks (accelerate relaunch, gloo), 2 steps, evaluating after each."""
+    from tests.test_distributed import TWO_RANKS, launch
+
+    proc = launch([sys.executable, str(Path(__file__).parents[1] / "pipeline" / "run.py"), *TINY, *GRPO[:-1],
+                   "max_steps=2", *TWO_RANKS, "zero=zero3", "eval.every_steps=1", "eval.samples=2",
+                   f"paths.output_root={tmp_path}", f"paths.cache_dir={model_cache}"], tmp_path, "z3eval")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    run_dir = tmp_path / "grpo" / "z3eval"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["engine"] == "deepspeed-zero3" and summary["world_size"] == 2
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval/pass@2" in r] == [1, 2]
+    kept = load_file(str(run_dir / "best" / "adapter_model.safetensors"))
+    # the ZeRO-3 + LoRA trap (peft #453): a gathered save with empty tensors
+    assert kept and all(t.numel() > 0 for t in kept.values())
+    assert summary["best_checkpoint"] == json.loads((run_dir / "best" / "best.json").read_text())
