@@ -38,6 +38,8 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 def offline_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    # `python -m pipeline...` from another cwd imports the checkout under test, not another install of it
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env.update(extra)
     return env
 

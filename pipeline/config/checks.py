@@ -47,6 +47,7 @@ def validate(cfg: RunConfig) -> None:
     problems = [
         *_check_logging(cfg),
         *_check_stage(cfg),
+        *_check_eval(cfg),
         *_check_model(cfg),
         *_check_model_location(cfg),
         *_check_hardware(cfg),
@@ -72,6 +73,18 @@ def _check_stage(cfg: RunConfig) -> list[str]:
     if cfg.max_steps <= 0 and cfg.stage.num_epochs <= 0:
         return ["max_steps and stage.num_epochs are both <= 0: set max_steps=N or stage.num_epochs=1."]
     return []
+
+
+def _check_eval(cfg: RunConfig) -> list[str]:
+    ev, problems = cfg.eval, []
+    if ev.every_steps < 0 or ev.samples < 0:
+        problems.append(f"eval.every_steps={ev.every_steps} / eval.samples={ev.samples}: use 0 (off) or a positive "
+                        "number.")
+    if ev.limit is not None and ev.limit < 1:
+        problems.append(f"eval.limit={ev.limit} keeps no problems: use a positive number, or null for all.")
+    if cfg.checkpoint.best_mode not in (None, "max", "min"):
+        problems.append(f"checkpoint.best_mode={cfg.checkpoint.best_mode}: use max, min or null (inferred).")
+    return problems
 
 
 def _check_model(cfg: RunConfig) -> list[str]:

@@ -5,7 +5,8 @@
       checkpoints/checkpoint-N/           resumable states (complete when checkpoint_complete.json exists)
       tb/  metrics.jsonl  samples/        TensorBoard events, every logged step, completions and held-out answers
       plots/  final/  summary.json        written at the end: a run without final/ and summary.json did not finish
-      eval/  export/                      written later by python -m pipeline.tools.evaluate / export
+      best/                               the model of the best evaluated step (eval.every_steps > 0), best.json
+      eval/  export/  export_best/        written later by python -m pipeline.tools.evaluate / export
       <i>_<stage>/                        a chain's steps, each a run directory of its own
 
 Only rank 0 writes: on other ranks `RunDir.writes` is False and `write_json` / `write_text` do nothing, so
@@ -84,6 +85,10 @@ class RunDir:
         return self.root / "final"
 
     @property
+    def best(self) -> Path:
+        return self.root / "best"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
@@ -118,6 +123,10 @@ class RunDir:
     @property
     def export(self) -> Path:
         return self.root / "export"
+
+    def export_of(self, which: str) -> Path:
+        """export/ for the final model, export_best/ for best/ (python -m pipeline.tools.export which=best)."""
+        return self.export if which == "final" else self.root / f"export_{which}"
 
     def chain_step(self, index: int, stage: str) -> RunDir:
         return RunDir(self.root / f"{index}_{stage}", self.writes)

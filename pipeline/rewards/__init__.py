@@ -14,6 +14,7 @@ from pipeline.rewards.registry import (
     get_reward,
     register_reward,
     reward_names,
+    score_completions,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "get_reward",
     "register_reward",
     "reward_names",
+    "score_completions",
 ]

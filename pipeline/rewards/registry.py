@@ -105,6 +105,18 @@ def build_reward_funcs(terms: Mapping[str, Any]) -> tuple[list[RewardFunc], list
     return funcs, weights
 
 
+def score_completions(funcs: list[RewardFunc], weights: list[float], prompts: list[Any], texts: list[str],
+                      columns: Mapping[str, list[Any]]) -> tuple[dict[str, list[float | None]], list[float]]:
+    """(per term scores, weighted totals) of completion texts, calling each bound term as TRL's GRPOTrainer does:
+    conversational completions (one assistant turn), the prompts, and every data column as keyword arguments.
+    A None score (a term that does not apply) counts 0 in the total, as in TRL's nansum."""
+    turns = [[{"role": "assistant", "content": text}] for text in texts]
+    per_term = {fn.__name__: list(fn(prompts=prompts, completions=turns, **columns)) for fn in funcs}
+    totals = [sum(w * (scores[i] or 0.0) for w, scores in zip(weights, per_term.values(), strict=True))
+              for i in range(len(texts))]
+    return per_term, totals
+
+
 def _term_field(term: Any, field: str, default: Any) -> Any:
     # Terms are RewardTermConfig dataclasses after Hydra's structured merge, but plain mappings
     # (tests, untyped configs) are accepted too.

@@ -2,6 +2,7 @@
 
     python -m pipeline.tools.chat outputs/grpo/RUN                       # greedy replies, up to 256 new tokens
     python -m pipeline.tools.chat outputs/grpo/RUN temperature=0.7 max_new_tokens=512 system="You are terse."
+    python -m pipeline.tools.chat outputs/grpo/RUN which=best            # the best evaluated step (<run>/best/)
 
 Commands inside the chat: /reset forgets the conversation, /exit (or Ctrl-D) leaves. Input may be piped:
 `echo "What is 2 + 3?" | python -m pipeline.tools.chat RUN` answers once and exits.
@@ -27,7 +28,8 @@ from pipeline.tools.options import flag, parse_options
 from pipeline.tools.serve import run_server
 from pipeline.tools.tuned import RunDirError, load_model_or_run
 
-OPTIONS = {"max_new_tokens": int, "temperature": float, "system": str, "web": flag, "host": str, "port": int}
+OPTIONS = {"max_new_tokens": int, "temperature": float, "system": str, "which": str, "web": flag, "host": str,
+           "port": int}
 WEB_ONLY, TERMINAL_ONLY = ("host", "port"), ("temperature", "system")
 
 
@@ -75,15 +77,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("options", nargs="*", help=f"key=value: {', '.join(OPTIONS)}")
     args = parser.parse_args(argv)
     opts = parse_options(args.options, OPTIONS)
-    web = opts.pop("web", False)
+    web, which = opts.pop("web", False), opts.pop("which", "final")
     misplaced = [key for key in (TERMINAL_ONLY if web else WEB_ONLY) if key in opts]
     if misplaced:
         where = "are set on the page in web mode" if web else "need web=true"
         raise SystemExit(f"{', '.join(misplaced)}: {where}.")
     if web:
-        return run_server(args.run_dir, open_page=True, max_tokens=opts.pop("max_new_tokens", 256), **opts)
+        return run_server(args.run_dir, open_page=True, max_tokens=opts.pop("max_new_tokens", 256), which=which,
+                          **opts)
     try:
-        model, tokenizer = load_model_or_run(args.run_dir)
+        model, tokenizer = load_model_or_run(args.run_dir, which)
         require_chat_template(tokenizer, args.run_dir)
     except (RunDirError, NoChatTemplateError) as err:
         raise SystemExit(str(err)) from None

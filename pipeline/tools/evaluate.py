@@ -3,6 +3,7 @@
     python -m pipeline.tools.evaluate outputs/grpo/RUN                  # the tuned model on the run's held-out split
     python -m pipeline.tools.evaluate outputs/grpo/RUN compare=base     # base vs tuned, one table
     python -m pipeline.tools.evaluate outputs/grpo/RUN compare=outputs/grpo/OTHER limit=50 max_new_tokens=32
+    python -m pipeline.tools.evaluate outputs/grpo/RUN which=best       # <run>/best/ (eval.every_steps=N runs)
 
 Writes <run>/eval/eval.json and the predictions per problem (predictions.csv for MCQ data, else .jsonl).
 """
@@ -22,7 +23,8 @@ from pipeline.train.heldout import heldout_accuracy
 
 # ---- CLI: python -m pipeline.tools.evaluate RUN_DIR [compare=base|RUN_DIR] [limit=N] ... ---------------------
 
-OPTIONS = {"compare": str, "limit": int, "max_new_tokens": int, "batch_size": int, "eval_path": str, "out": str}
+OPTIONS = {"compare": str, "limit": int, "max_new_tokens": int, "batch_size": int, "eval_path": str, "out": str,
+           "which": str}
 
 
 def is_mcq(data_format: str, golds: list[str]) -> bool:
@@ -42,7 +44,9 @@ def evaluate_run(run_dir: Path, **opts) -> dict:
     if opts.get("limit"):
         problems = problems.select(range(min(opts["limit"], len(problems))))
     compare = opts.get("compare")
-    loaders = {"tuned": lambda: load_tuned(run_dir, cfg)}
+    which = opts.get("which") or "final"
+    # which=best is reported as "best", so a table never passes the best step off as the final model
+    loaders = {"tuned" if which == "final" else which: lambda: load_tuned(run_dir, cfg, which)}
     if compare == "base":
         loaders = {"base": lambda: load_untuned(run_dir, cfg), **loaders}
     elif compare:
@@ -58,7 +62,8 @@ def evaluate_run(run_dir: Path, **opts) -> dict:
         del model
         results[name] = {"correct": acc.correct, "total": acc.total, "accuracy": acc.value}
         rows = _merge_predictions(rows, name, path)
-    report = {"run_dir": str(run_dir), "data": cfg.data.name, "problems": len(problems), "models": results}
+    report = {"run_dir": str(run_dir), "which": which, "data": cfg.data.name, "problems": len(problems),
+              "models": results}
     _write_outputs(out, report, rows, mcq=is_mcq(getattr(cfg.data.format, "value", ""), problems["answer"]))
     return report
 

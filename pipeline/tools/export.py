@@ -2,6 +2,8 @@
 
     python -m pipeline.tools.export outputs/grpo/RUN                   # -> outputs/grpo/RUN/export/
     python -m pipeline.tools.export outputs/grpo/RUN out=/models/mine force=true
+    python -m pipeline.tools.export outputs/grpo/RUN which=best        # <run>/best/ -> outputs/grpo/RUN/export_best/
+    python -m pipeline.tools.export outputs/grpo/RUN format=gguf       # + export/model.gguf (F32, llama.cpp & co.)
 
 QLoRA runs (quant=nf4|int8) merge into the dequantized base: the adapter was trained against the quantized
 weights, so those -- not the original full-precision ones -- are what it corrects. Full fine-tuning runs are
@@ -21,20 +23,27 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline.config.enums import QuantMethod
 from pipeline.config.run_dir import RunDir, replacing
+from pipeline.tools.gguf_export import GGUFExportError, write_gguf
 from pipeline.tools.tuned import RunDirError, final_dir, is_adapter, load_base, run_config
 
 log = logging.getLogger(__name__)
+
+
+FORMATS = ("safetensors", "gguf")
 
 
 class ExportError(RuntimeError):
     """The export cannot be written as asked; the message says how to proceed."""
 
 
-def export_run(run_dir: Path, out: Path | None = None, force: bool = False) -> Path:
-    """Merge and save; returns the export directory."""
+def export_run(run_dir: Path, out: Path | None = None, force: bool = False, which: str = "final",
+               fmt: str = "safetensors") -> Path:
+    """Merge and save (format=gguf: also <out>/model.gguf); returns the export directory."""
+    if fmt not in FORMATS:
+        raise ExportError(f"format={fmt}: use format=safetensors or format=gguf.")
     cfg = run_config(run_dir)
-    final = final_dir(run_dir)
-    out = out or RunDir(run_dir).export
+    final = final_dir(run_dir, which)
+    out = out or RunDir(run_dir).export_of(which)
     if out.exists() and not force:
         raise ExportError(f"{out} already exists. Fix: force=true to replace it, or out=ANOTHER_DIR.")
     if is_adapter(final):
@@ -52,6 +61,9 @@ def export_run(run_dir: Path, out: Path | None = None, force: bool = False) -> P
     with replacing(out) as partial:
         model.save_pretrained(str(partial), safe_serialization=True)
         AutoTokenizer.from_pretrained(str(final)).save_pretrained(str(partial))
+        if fmt == "gguf":
+            # written from the merged folder inside the partial, so the GGUF file and its source appear together
+            write_gguf(partial)
     log.info("exported %s -> %s", final, out)
     return out
 
@@ -59,16 +71,19 @@ def export_run(run_dir: Path, out: Path | None = None, force: bool = False) -> P
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.tools.export", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("options", nargs="*", help="out=DIR (default <run>/export), force=true")
+    parser.add_argument("options", nargs="*", help="out=DIR (default <run>/export), force=true, which=final|best, "
+                        "format=safetensors|gguf")
     args = parser.parse_args(argv)
     opts = dict(o.partition("=")[::2] for o in args.options)
-    unknown = set(opts) - {"out", "force"}
+    unknown = set(opts) - {"out", "force", "which", "format"}
     if unknown:
-        parser.error(f"unknown option(s) {', '.join(sorted(unknown))}: use out=DIR and/or force=true.")
+        parser.error(f"unknown option(s) {', '.join(sorted(unknown))}: use out=DIR, force=true, which=final|best, "
+                     "format=safetensors|gguf.")
     force = opts.get("force", "false").lower() in ("1", "true", "yes")
     try:
-        out = export_run(args.run_dir, Path(opts["out"]) if opts.get("out") else None, force)
-    except (ExportError, RunDirError) as err:
+        out = export_run(args.run_dir, Path(opts["out"]) if opts.get("out") else None, force,
+                         opts.get("which", "final"), opts.get("format", "safetensors"))
+    except (ExportError, GGUFExportError, RunDirError) as err:
         raise SystemExit(f"export refused: {err}") from None
     print(out)
 

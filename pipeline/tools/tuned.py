@@ -1,7 +1,7 @@
 """A finished run, loaded back: its typed config, its tuned model (base + LoRA adapter, or the full model) and
-its tokenizer. Shared by `pipeline.tools.evaluate`, `pipeline.tools.export`, `pipeline.tools.chat` and
-`pipeline.tools.serve`; the base is built by the same `build_model` as in training (weights, then the init_from
-merge)."""
+its tokenizer -- the final model, or with which=best the best evaluated step's (<run>/best/). Shared by
+`pipeline.tools.evaluate`, `pipeline.tools.export`, `pipeline.tools.chat` and `pipeline.tools.serve`; the base is
+built by the same `build_model` as in training (weights, then the init_from merge)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,19 @@ def run_config(run_dir: Path) -> RunConfig:
     return OmegaConf.to_object(cfg)
 
 
-def final_dir(run_dir: Path) -> Path:
+WHICH = ("final", "best")
+
+
+def final_dir(run_dir: Path, which: str = "final") -> Path:
+    """<run>/final (which=final) or <run>/best (which=best); RunDirError says how to get the missing one."""
+    if which not in WHICH:
+        raise RunDirError(f"which={which}: use which=final (the last step) or which=best.")
+    if which == "best":
+        best = RunDir(run_dir).best
+        if not best.is_dir():
+            raise RunDirError(f"{best} not found: the run kept no best model. Fix: train with eval.every_steps=N "
+                              "(held-out data with answers is needed), or use which=final.")
+        return best
     final = RunDir(run_dir).final
     if not final.is_dir():
         hint = " (final.partial exists: the run stopped while saving)" if partial_of(final).exists() else ""
@@ -50,19 +62,6 @@ def final_dir(run_dir: Path) -> Path:
             f"output_dir={run_dir} ...) or pick a finished run."
         )
     return final
-
-
-def saved_dir(run_dir: Path, which: str = "final") -> Path:
-    """<run>/final, or <run>/best: the best evaluated step, kept during training."""
-    if which == "final":
-        return final_dir(run_dir)
-    if which != "best":
-        raise RunDirError(f"which={which!r}: expected best or final.")
-    best = run_dir / "best"
-    if not best.is_dir():
-        raise RunDirError(f"{best} not found: the run kept no best model. Fix: which=final, or train with "
-                          "eval.every_steps=N so that the run keeps best/.")
-    return best
 
 
 def is_adapter(final: Path) -> bool:
@@ -78,7 +77,7 @@ def load_base(cfg: RunConfig, quant: QuantConfig | None = None) -> Any:
 def load_tuned(run_dir: Path, cfg: RunConfig | None = None, which: str = "final") -> tuple[Any, Any]:
     """(model, tokenizer) as trained: the adapter on the run's (possibly quantized) base, or the full model."""
     cfg = cfg or run_config(run_dir)
-    final = saved_dir(run_dir, which)
+    final = final_dir(run_dir, which)
     tokenizer = AutoTokenizer.from_pretrained(str(final))
     if is_adapter(final):
         model = PeftModel.from_pretrained(load_base(cfg), str(final))

@@ -41,47 +41,57 @@ def heldout_accuracy(
     score: Callable[[str, str], bool] = is_correct,
 ) -> Accuracy:
     """Fraction of `problems` ({prompt: messages, answer}) whose greedy completion holds the right answer."""
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
-    # Left padding keeps every prompt's last token adjacent to the tokens generated after it.
-    tokenizer.padding_side = "left"
-    records = []
-    try:
-        starts = range(0, len(problems), batch_size)
-        for start in tqdm(starts, desc="evaluate", unit="batch", disable=len(starts) < 2):
-            rows = problems[start : start + batch_size]
-            completions = generate_greedy(model, tokenizer, rows["prompt"], max_new_tokens)
-            for prompt, gold, text in zip(rows["prompt"], rows["answer"], completions, strict=True):
-                records.append({"prompt": prompt[-1]["content"], "answer": gold, "completion": text,
-                                "correct": bool(score(text, gold))})
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
+    records = heldout_records(model, tokenizer, problems, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                              score=score)
     if predictions_path is not None:
         predictions_path.parent.mkdir(parents=True, exist_ok=True)
         predictions_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return Accuracy(sum(r["correct"] for r in records), len(records))
 
 
+def heldout_records(model, tokenizer, problems: Dataset, *, max_new_tokens: int, batch_size: int,
+                    score: Callable[[str, str], bool] = is_correct, samples: int = 0,
+                    temperature: float = 1.0) -> list[dict]:
+    """Per problem {prompt, answer, completion, correct}: the greedy completion, batched; with samples=k also
+    `sampled`: k sampled completions (the eval-during-training callback scores pass@k / maj@k from them)."""
+    records = []
+    starts = range(0, len(problems), batch_size)
+    for start in tqdm(starts, desc="evaluate", unit="batch", disable=len(starts) < 2):
+        rows = problems[start : start + batch_size]
+        completions = generate_greedy(model, tokenizer, rows["prompt"], max_new_tokens)
+        sampled = generate_texts(model, tokenizer, rows["prompt"], max_new_tokens, samples, temperature) \
+            if samples else []
+        for i, (prompt, gold, text) in enumerate(zip(rows["prompt"], rows["answer"], completions, strict=True)):
+            record = {"prompt": prompt[-1]["content"], "answer": gold, "completion": text,
+                      "correct": bool(score(text, gold))}
+            if samples:
+                record["sampled"] = sampled[i * samples : (i + 1) * samples]
+            records.append(record)
+    return records
+
+
 def generate_greedy(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
     """Greedy completions of chat prompts; leaves the model's train/eval mode and padding side as they were."""
+    return generate_texts(model, tokenizer, prompts, max_new_tokens)
+
+
+def generate_texts(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, samples: int = 0,
+                   temperature: float = 1.0) -> list[str]:
+    """Completions of chat prompts: one greedy each (samples=0), else `samples` sampled ones each, grouped by
+    prompt in order. Leaves the model's train/eval mode and the tokenizer's padding side as they were."""
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     was_training, side = model.training, tokenizer.padding_side
     model.eval()
     # Left padding keeps every prompt's last token adjacent to the tokens generated after it.
     tokenizer.padding_side = "left"
+    decoding = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0,
+                "num_return_sequences": samples} if samples else {
+        "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     try:
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.no_grad():
-            out = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=tokenizer.pad_token_id,
-            )
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                 **decoding)
     finally:
         tokenizer.padding_side = side
         model.train(was_training)

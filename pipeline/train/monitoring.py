@@ -28,25 +28,32 @@ def tensorboard_callback(run_dir: Path) -> TrainerCallback:
     return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(RunDir(run_dir).tb)))
 
 
+def metric_name(key: str) -> str:
+    """The name a logged key is stored under: the Trainer's eval_<x> keys become eval/<x>, as TensorBoard shows
+    them (transformers' TensorBoard callback rewrites them so)."""
+    return "eval/" + key.removeprefix("eval_") if key.startswith("eval_") else key
+
+
 def final_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
     """Last logged value of every numeric metric (the trainer logs step by step; later entries win)."""
     metrics: dict[str, float] = {}
     for entry in log_history:
         for key, value in entry.items():
             if isinstance(value, int | float) and key != "step":
-                metrics[key] = float(value)
+                metrics[metric_name(key)] = float(value)
     return metrics
 
 
 def best_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
-    """Best value of each loss (lowest), reward and accuracy (highest) over the logged steps."""
+    """Best value of each loss (lowest), reward, accuracy and eval/ metric (highest) over the logged steps."""
     best: dict[str, float] = {}
     for entry in log_history:
-        for key, value in entry.items():
+        for raw, value in entry.items():
+            key = metric_name(raw)
             if not isinstance(value, int | float) or not math.isfinite(value) or key.endswith("std"):
                 continue
             lower = "loss" in key
-            if not (lower or "reward" in key or "accuracy" in key):
+            if not (lower or "reward" in key or "accuracy" in key or key.startswith("eval/")):
                 continue
             if key not in best or (value < best[key] if lower else value > best[key]):
                 best[key] = float(value)
@@ -98,7 +105,7 @@ class MetricsCallback(TrainerCallback):
                 state.log_history[-1].update(extra)
             self._mark = (now, step, tokens)
         with self.path.open("a") as f:
-            f.write(json.dumps(finite({"step": step, **logs})) + "\n")
+            f.write(json.dumps(finite({"step": step, **{metric_name(k): v for k, v in logs.items()}})) + "\n")
 
 
 def peak_memory_mb() -> float:

@@ -10,7 +10,6 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,16 +19,17 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from pipeline.config.enums import Device, OnBadRow, Precision
 from pipeline.config.frozen import thawed
 from pipeline.config.plan import RunPlan
-from pipeline.config.run_dir import partial_of, replacing
 from pipeline.data import StageData, load_stage_data
 from pipeline.data.predictions import write_predictions
 from pipeline.train.distributed import world
+from pipeline.train.eval_callback import best_checkpoint, eval_callbacks
 from pipeline.train.guards import NanGuard, explain_load_error, long_rows
 from pipeline.train.heldout import Accuracy, heldout_accuracy
 from pipeline.train.modeling import build_model, check_device, load_tokenizer
 from pipeline.train.monitoring import CompletionsCallback, best_metrics, build_callbacks, final_metrics, wandb_env
 from pipeline.train.plots import plot_run
 from pipeline.train.resume import CheckpointCallback, SignalCheckpoint, already_done, load_finished, resolve_resume
+from pipeline.train.saving import save_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +129,15 @@ def callbacks(plan: RunPlan) -> list[TrainerCallback]:
         found.append(SignalCheckpoint())
     if plan.dir.writes:
         found += build_callbacks(run_dir, cfg.logging, cfg.stage.batch_size)
+        found += eval_callbacks(plan)
     elif cfg.zero.stage >= 3 and cfg.logging.samples_every > 0:
         # ZeRO-3: rank 0's sample generation gathers weights from every rank, so every rank must generate too.
         logging_cfg = cfg.logging
         found.append(CompletionsCallback(run_dir, None, logging_cfg.samples_every, logging_cfg.samples_shown,
                                          write=False))
+    if not plan.dir.writes:
+        # ZeRO-3: the other ranks join eval.every_steps' generation and best/'s gather (none otherwise).
+        found += eval_callbacks(plan)
     return found
 
 
@@ -172,7 +176,8 @@ def finish(plan: RunPlan, trainer: Trainer, prep: Prepared) -> dict[str, Any]:
     """Save the final model, measure again, write summary.json; returns the summary."""
     cfg, run_dir = plan.cfg, plan.run_dir
     train_seconds = time.time() - prep.started
-    final = _save_final(plan, trainer, prep.tokenizer)
+    # final/ never holds half a model (pipeline.train.saving)
+    final = save_model_dir(plan.dir, trainer, prep.tokenizer, plan.dir.final)
     after = _accuracy(plan, trainer.model, prep.tokenizer, prep.data, "after")
     # e.g. the MCQ recipe's id,answer submission file, from the held-out completions just written
     write_predictions(cfg.data, plan.dir, prep.data.eval_prompts)
@@ -194,6 +199,8 @@ def finish(plan: RunPlan, trainer: Trainer, prep: Prepared) -> dict[str, Any]:
         "seconds_per_step": round(_train_runtime(trainer, train_seconds) / max(steps, 1), 3),
         "metrics": final_metrics(trainer.state.log_history),
         "best": best_metrics(trainer.state.log_history),
+        # the step <run>/best/ holds (eval.every_steps > 0): {step, metric, value}
+        "best_checkpoint": best_checkpoint(trainer),
         "accuracy_before": prep.accuracy_before.value if prep.accuracy_before else None,
         "accuracy_after": after.value if after else None,
         "eval_problems": after.total if after else 0,
@@ -249,19 +256,6 @@ def _deepspeed_config(plan: RunPlan) -> str | None:
         # DeepSpeed would look for oneCCL on CPU; gloo it is, set before TrainingArguments reads the backend.
         deepspeed.init_distributed(dist_backend="gloo", timeout=timedelta(seconds=plan.cfg.hw.collective_timeout_s))
     return str(path)
-
-
-def _save_final(plan: RunPlan, trainer: Trainer, tokenizer: PreTrainedTokenizerBase) -> Path:
-    # Saved beside final/ and renamed when complete, so final/ never holds half a model. Every rank takes part in
-    # save_model (ZeRO-3 gathers the shards); only rank 0 writes and renames.
-    final = plan.dir.final
-    if not plan.dir.writes:
-        trainer.save_model(str(partial_of(final)))
-        return final
-    with replacing(final) as partial:
-        trainer.save_model(str(partial))
-        tokenizer.save_pretrained(str(partial))
-    return final
 
 
 def _train_runtime(trainer: Trainer, fallback: float) -> float:

@@ -1,0 +1,151 @@
+"""Held-out evaluation inside the run (eval.every_steps=N) and the kept best model (<run>/best/).
+
+Every N optimizer steps: greedy accuracy on the first eval.limit held-out problems; with eval.samples=k also
+pass@k and maj@k from k sampled completions each; for a stage trained on rewards (GRPO) the mean of every reward
+term on the greedy completions. The numbers go through the Trainer's own log as eval_<name>, so TensorBoard shows
+eval/<name> (transformers' naming, as for eval_loss) and metrics.jsonl / summary.json store eval/<name>.
+When checkpoint.best_metric improves, the model (adapter) and tokenizer of that step replace <run>/best/ by a
+rename, with best.json naming the step: best/ is never half a model.
+
+Eval loss is not measured: the held-out rows are problems with answers, not rows in the stage's training shape.
+Data without answers therefore gets no evaluation during training and no best/ (a warning says so).
+
+ZeRO-3: each forward gathers the partitioned weights from every rank, so all ranks generate the same problems and
+save together (rank 0's numbers decide, broadcast to all); rank 0 alone writes. Otherwise only rank 0 evaluates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from pipeline.config.plan import RunPlan
+from pipeline.rewards import build_reward_funcs, score_completions
+from pipeline.train.heldout import heldout_records
+from pipeline.train.pass_at_k import maj_at_k, pass_at_k
+from pipeline.train.saving import save_model_dir
+
+log = logging.getLogger(__name__)
+BEST_NOTE = "best.json"
+# Generated tokens per evaluation above which the run warns before starting (≈ minutes on a CPU).
+_SLOW_TOKENS = 50_000
+
+
+def partitioned(plan: RunPlan) -> bool:
+    """ZeRO-3 over several ranks: generation needs every rank."""
+    return plan.cfg.zero.stage >= 3 and plan.world_size > 1
+
+
+def eval_callbacks(plan: RunPlan) -> list[TrainerCallback]:
+    if plan.cfg.eval.every_steps <= 0 or not (plan.dir.writes or partitioned(plan)):
+        return []
+    return [EvalCallback(plan)]
+
+
+def best_metric(plan: RunPlan) -> tuple[str, str]:
+    """(metric name, max|min): checkpoint.best_metric or eval/accuracy; the mode from its name unless given."""
+    name = plan.cfg.checkpoint.best_metric or "eval/accuracy"
+    return name, plan.cfg.checkpoint.best_mode or ("min" if "loss" in name else "max")
+
+
+class EvalCallback(TrainerCallback):
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan, self.every = plan, plan.cfg.eval.every_steps
+        self.metric, self.mode = best_metric(plan)
+        self.trainer: Trainer | None = None
+        self.problems = None
+        # {step, metric, value} of best/, once one is kept
+        self.best: dict[str, Any] | None = None
+        self.rewards = build_reward_funcs(plan.cfg.reward.terms) if plan.stage.rewards else ([], [])
+
+    def bind(self, trainer: Trainer, eval_prompts: Any) -> None:
+        self.trainer = trainer
+        ev, stage = self.plan.cfg.eval, self.plan.cfg.stage
+        if eval_prompts is None or not len(eval_prompts):
+            log.warning("eval.every_steps=%d but data=%s has no held-out problems with answers: nothing is "
+                        "evaluated during training and no best/ is kept (eval loss is not measured).",
+                        self.every, self.plan.cfg.data.name)
+            return
+        self.problems = eval_prompts.select(range(min(ev.limit or len(eval_prompts), len(eval_prompts))))
+        tokens = len(self.problems) * (1 + ev.samples) * stage.eval_max_new_tokens
+        say = log.warning if tokens > _SLOW_TOKENS else log.info
+        say("evaluating every %d steps: %d held-out problems x (1 greedy + %d sampled) x %d new tokens = up to %d "
+            "generated tokens per evaluation%s", self.every, len(self.problems), ev.samples,
+            stage.eval_max_new_tokens, tokens, "; lower eval.limit or stage.eval_max_new_tokens if that is too slow"
+            if tokens > _SLOW_TOKENS else "")
+
+    def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
+        # A resumed run keeps competing against the best/ it kept before the interruption.
+        note = self.plan.dir.best / BEST_NOTE
+        if state.global_step > 0 and note.is_file():
+            self.best = json.loads(note.read_text())
+
+    def on_step_end(self, args, state, control, **kwargs: Any) -> None:
+        if self.trainer is None or self.problems is None or state.global_step % self.every:
+            return
+        metrics = self._agreed(self.measure())
+        if self.plan.dir.writes:
+            # The base Trainer.log: a stage's own log (GRPO, DPO) would fold its pending training metrics in. Its
+            # on_log clears control.should_log, which this step's training log (right after) still needs.
+            should_log = control.should_log
+            Trainer.log(self.trainer, {f"eval_{name}": value for name, value in metrics.items()})
+            control.should_log = should_log
+        self._keep_best(state.global_step, metrics)
+
+    def measure(self) -> dict[str, float]:
+        cfg = self.plan.cfg
+        trainer, problems = self.trainer, self.problems
+        records = heldout_records(trainer.model, trainer.processing_class, problems,
+                                  max_new_tokens=cfg.stage.eval_max_new_tokens, batch_size=cfg.hw.eval_batch,
+                                  samples=cfg.eval.samples, temperature=cfg.eval.temperature)
+        metrics = {"accuracy": sum(r["correct"] for r in records) / len(records)}
+        if cfg.eval.samples:
+            sampled, golds, k = [r["sampled"] for r in records], [r["answer"] for r in records], cfg.eval.samples
+            metrics[f"pass@{k}"], metrics[f"maj@{k}"] = pass_at_k(sampled, golds), maj_at_k(sampled, golds)
+        funcs, weights = self.rewards
+        if funcs:
+            columns = {c: problems[c] for c in problems.column_names if c != "prompt"}
+            per_term, totals = score_completions(funcs, weights, problems["prompt"],
+                                                 [r["completion"] for r in records], columns)
+            for term, scores in per_term.items():
+                valid = [s for s in scores if s is not None]
+                metrics[term] = sum(valid) / len(valid) if valid else 0.0
+            metrics["reward"] = sum(totals) / len(totals)
+        return metrics
+
+    def _agreed(self, metrics: dict[str, float]) -> dict[str, float]:
+        # Under ZeRO-3 sampled completions differ per rank: rank 0's numbers decide, so every rank saves best/
+        # at the same steps (a rank that skipped the gather would hang the others).
+        if not partitioned(self.plan):
+            return metrics
+        box = [metrics]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _keep_best(self, step: int, metrics: dict[str, float]) -> None:
+        name = self.metric.removeprefix("eval/")
+        if name not in metrics:
+            if self.best is None and step == self.every:
+                log.warning("checkpoint.best_metric=%s is not measured (measured: %s): no best/ is kept.",
+                            self.metric, ", ".join(f"eval/{m}" for m in metrics))
+            return
+        value = metrics[name]
+        if self.best is not None:
+            kept = self.best["value"]
+            if (value <= kept) if self.mode == "max" else (value >= kept):
+                return
+        record = {"step": step, "metric": self.metric, "value": value}
+        save_model_dir(self.plan.dir, self.trainer, self.trainer.processing_class, self.plan.dir.best,
+                       note=(BEST_NOTE, record))
+        self.best = record
+        log.info("best %s=%.4f at step %d: saved %s", self.metric, value, step, self.plan.dir.best)
+
+
+def best_checkpoint(trainer: Trainer) -> dict[str, Any] | None:
+    """{step, metric, value} of the kept best/, or None (no evaluation during training, nothing measured)."""
+    found = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EvalCallback)), None)
+    return found.best if found is not None else None

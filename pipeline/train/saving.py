@@ -1,0 +1,29 @@
+"""Saving a model folder the run keeps (final/, best/): written beside its target and renamed when complete.
+
+Every rank that holds weights takes part in `save_model` (ZeRO-3 gathers the shards on the way); only rank 0
+writes files and renames, so a reader never sees half a model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase, Trainer
+
+from pipeline.config.run_dir import RunDir, json_text, partial_of, replacing
+
+
+def save_model_dir(run_dir: RunDir, trainer: Trainer, tokenizer: PreTrainedTokenizerBase, target: Path,
+                   note: tuple[str, Any] | None = None) -> Path:
+    """Save the trainer's model (adapter or full) and tokenizer as `target`; `note` = (file name, JSON payload)
+    written inside it, so the note and the weights appear together."""
+    if not run_dir.writes:
+        trainer.save_model(str(partial_of(target)))
+        return target
+    with replacing(target) as partial:
+        trainer.save_model(str(partial))
+        tokenizer.save_pretrained(str(partial))
+        if note is not None:
+            (partial / note[0]).write_text(json_text(note[1]))
+    return target
