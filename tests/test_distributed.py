@@ -94,6 +94,9 @@ def test_deepspeed_launcher(zero: str, stage: str, tmp_path: Path, model_cache: 
     output = proc.stdout + proc.stderr
     # the launcher appended --local_rank to each rank's argv, and Hydra never saw it
     assert "--local_rank=" in output and "unrecognized arguments" not in output
+    if zero == "zero3":
+        # the DeepSpeed config was live before from_pretrained: each rank loaded only its shard
+        assert output.count("ZeRO-3 sharded load: this rank holds") == 2, output[-3000:]
     check_two_rank_run(tmp_path, stage, output, f"deepspeed-{zero}", model_cache)
 
 
