@@ -6,7 +6,8 @@
 The weights of a random model are materialised in a process of their own first: writing them needs the whole
 model, which is not what the case measures. Each rank then measures only the load (imports, process group, model):
 its peak resident memory (ru_maxrss, file pages of the memory-mapped checkpoint included) and, sampled every 20
-ms, its peak anonymous memory (the tensors it keeps).
+ms, its peak anonymous memory (the tensors it keeps). Every weight the rank holds is read once after the load (a
+lazily mapped weight is not resident until then; the first training step reads them all).
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def main(argv: list[str]) -> None:
     # the order of a stage's prepare(): the ZeRO-3 config live (or not) before the model loads
     live = sharded_loading(plan, training_args(plan))
     model, _ = build_model(plan.cfg)
+    # Weights loaded from safetensors may still be lazy file mappings; training reads every one at its first step.
+    # Reading each tensor this rank holds (its shard under ZeRO-3) makes them resident, as in a real run.
+    for param in model.parameters():
+        float(getattr(param, "ds_tensor", param).detach().sum())
     seconds = time.time() - started
     sampler.done.set()
     sampler.join()
