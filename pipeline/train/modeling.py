@@ -61,6 +61,9 @@ def check_device(hw: HwConfig) -> None:
         raise RuntimeError(f"hw={hw.name} wants CUDA but no GPU is visible. Fix: hw=cpu, or run on a GPU machine.")
     if hw.precision == Precision.bf16 and hw.device == Device.cuda and not torch.cuda.is_bf16_supported():
         raise RuntimeError(f"hw={hw.name}: this GPU has no bf16. Fix: hw.precision=fp16.")
+    if hw.tf32 and hw.device == Device.cuda and torch.cuda.get_device_capability()[0] < 8:
+        raise RuntimeError(f"hw.tf32=true: this GPU ({torch.cuda.get_device_name()}) predates Ampere and has no "
+                           "TF32. Fix: hw.tf32=false.")
 
 
 def build_model(cfg: RunConfig, *, for_training: bool = True) -> tuple[PreTrainedModel, Any]:

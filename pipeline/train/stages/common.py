@@ -119,6 +119,9 @@ def training_args(plan: RunPlan) -> dict[str, Any]:
         "fp16": hw.precision == Precision.fp16,
         "gradient_checkpointing": hw.gradient_checkpointing,
         "gradient_checkpointing_kwargs": {"use_reentrant": False} if hw.gradient_checkpointing else None,
+        # CUDA-only levers, refused elsewhere by validation (pipeline/config/gpu_levers.py)
+        "use_liger_kernel": hw.liger_kernel,
+        "tf32": True if hw.tf32 else None,
         # a rank waiting longer than this on a collective fails (pipeline.distributed names it) instead of hanging
         "ddp_timeout": hw.collective_timeout_s,
         # the zero profile's JSON; its "auto" values are filled from the values above, so they cannot disagree
