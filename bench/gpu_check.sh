@@ -18,10 +18,10 @@ mkdir -p "$OUT"
 if [ -z "$DRY" ]; then
     [ -d bench/gpu_wheels ] || { echo "bench/gpu_wheels/ missing: run 'make gpu-wheels' where there is network"; exit 2; }
     # --no-index: the GPU machine has no network; --no-deps: exactly the pinned set, nothing resolved
-    timeout 120 "$PY" -m pip install -q --no-index --no-deps --find-links bench/gpu_wheels \
+    timeout 45 "$PY" -m pip install -q --no-index --no-deps --find-links bench/gpu_wheels \
         -r bench/gpu_wheels.txt > "$OUT/install.log" 2>&1 || echo "wheel install failed: see $OUT/install.log"
     # DeepSpeed and antlr4 come as sdists; without DeepSpeed the two ZeRO steps fail and say so, the rest run
-    DS_BUILD_OPS=0 timeout 120 "$PY" -m pip install -q --no-index --no-deps --no-build-isolation \
+    DS_BUILD_OPS=0 timeout 45 "$PY" -m pip install -q --no-index --no-deps --no-build-isolation \
         --find-links bench/gpu_wheels -r bench/gpu_sdists.txt >> "$OUT/install.log" 2>&1 \
         || echo "sdist install failed (DeepSpeed steps will fail): see $OUT/install.log"
 fi
