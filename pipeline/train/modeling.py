@@ -7,6 +7,8 @@ have a single path. `init_from` (chained stages hand over this way) starts from 
 adapter is merged into the freshly loaded base, so the next stage trains a new adapter on top of the previous
 result, and DPO's reference (the adapter-disabled model) is that result rather than the raw base, as when
 LLaMA-Factory is given `--adapter_name_or_path`; a full model dir is loaded in place of model.path.
+Under ZeRO-3 the caller makes the DeepSpeed config live first (pipeline/train/sharded.py), so `from_pretrained`
+loads each rank's shard only; the adapter merge then gathers one layer at a time (`merge_adapter`).
 """
 
 from __future__ import annotations
