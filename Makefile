@@ -22,3 +22,16 @@ lint: setup
 	$(PY) -m ruff check pipeline tests
 
 .PHONY: setup run test lint
+
+# The wheels bench/gpu_check.sh installs on an offline GPU machine (CPython 3.12, manylinux x86-64), and the two
+# packages published only as sdists; all into bench/gpu_wheels/ (git-ignored), sizes listed at the end.
+gpu-wheels:
+	mkdir -p bench/gpu_wheels
+	python3 -m pip download -q -d bench/gpu_wheels --only-binary=:all: --python-version 3.12 \
+		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_24_x86_64 \
+		--platform manylinux_2_27_x86_64 --platform manylinux_2_28_x86_64 \
+		--no-deps -r bench/gpu_wheels.txt
+	python3 -m pip download -q -d bench/gpu_wheels --no-binary=:all: --no-deps -r bench/gpu_sdists.txt
+	du -ch bench/gpu_wheels/* | sort -h
+
+.PHONY: gpu-wheels

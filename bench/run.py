@@ -79,10 +79,16 @@ def machine() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("case", choices=sorted(CASES))
+    parser.add_argument("case", choices=sorted([*CASES, "zero3_load"]))
     parser.add_argument("--repeats", type=int, default=2, help="pairs of runs; medians are reported")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the case's)")
+    parser.add_argument("--model", default="qwen2.5_0.5b_shape", help="zero3_load only: the model preset loaded")
     args = parser.parse_args()
+    if args.case == "zero3_load":  # load memory per rank, not ours-vs-TRL: a harness of its own
+        import zero3_load
+
+        save(zero3_load.main(args.model))
+        return
     case = CASES[args.case]
     if case.needs_cuda and not _has_cuda():
         print(f"{case.name}: skipped, needs CUDA and none is visible")
@@ -101,12 +107,18 @@ def main() -> None:
         add_mfu(case, runs)
     text, summary = table(case, runs)
     print(f"\n{case.notes}; {steps} steps, {args.repeats} pair(s), medians\n{text}")
+    save({"case": case.name, "notes": case.notes, "steps": steps, "repeats": args.repeats,
+          "date": time.strftime("%Y%m%d-%H%M%S"), "summary": summary,
+          "runs": {side: [m.__dict__ for m in ms] for side, ms in runs.items()}})
+
+
+def save(payload: dict) -> Path:
+    """bench/results/<case>-<date>.json, with the machine description."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    payload = {"case": case.name, "notes": case.notes, "steps": steps, "repeats": args.repeats, "date": stamp,
-               "machine": machine(), "summary": summary,
-               "runs": {side: [m.__dict__ for m in ms] for side, ms in runs.items()}}
-    (RESULTS / f"{case.name}-{stamp}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    path = RESULTS / f"{payload['case']}-{payload['date']}.json"
+    path.write_text(json.dumps({**payload, "machine": machine()}, indent=2) + "\n")
+    print(f"saved {path}")
+    return path
 
 
 def add_mfu(case: Case, runs: dict[str, list[Measurement]]) -> None:

@@ -94,6 +94,9 @@ def test_deepspeed_launcher(zero: str, stage: str, tmp_path: Path, model_cache: 
     output = proc.stdout + proc.stderr
     # the launcher appended --local_rank to each rank's argv, and Hydra never saw it
     assert "--local_rank=" in output and "unrecognized arguments" not in output
+    if zero == "zero3":
+        # the DeepSpeed config was live before from_pretrained: each rank loaded only its shard
+        assert output.count("ZeRO-3 sharded load: this rank holds") == 2, output[-3000:]
     check_two_rank_run(tmp_path, stage, output, f"deepspeed-{zero}", model_cache)
 
 
@@ -184,3 +187,28 @@ def test_multirun_jobs_each_go_through_the_profile_s_launcher(tmp_path: Path, mo
         (["stage.learning_rate=0.0001"], "done", 2), (["stage.learning_rate=0.001"], "done", 2)]
     for job in ("0", "1"):
         assert json.loads((sweep / job / "summary.json").read_text())["engine"] == "ddp"
+
+
+def test_zero3_chain_merges_the_sft_adapter_into_sharded_weights_and_trains_dpo(tmp_path: Path,
+                                                                                model_cache: Path) -> None:
+    """sft_then_dpo under ZeRO-3 with LoRA: both steps load sharded; DPO starts from the SFT adapter merged into the
+    partitioned base one gathered layer at a time (modeling.merge_adapter), then trains and saves its own adapter."""
+    run_dir = tmp_path / "chain"
+    overrides = ["stage=sft_then_dpo", "model=tiny", "max_steps=2", "hw=cpu_2proc", "hw.micro_batch=2", "zero=zero3",
+                 "peft=lora",
+                 "data=jsonl", f"data.path={REPO / 'tests' / 'fixtures' / 'data' / 'preference.jsonl'}",
+                 "stage.sft.batch_size=4", "stage.sft.max_length=128", "stage.sft.eval_max_new_tokens=4",
+                 "stage.dpo.batch_size=4", "stage.dpo.max_length=128", f"output_dir={run_dir}",
+                 f"paths.cache_dir={model_cache}"]
+    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
+               str(free_port()), RUN, *overrides]
+    proc = launch(command, tmp_path, "ds-zero3-chain")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    # 2 ranks x 2 steps loaded shards; DPO's start merged the SFT adapter on both ranks
+    assert output.count("ZeRO-3 sharded load: this rank holds") == 4
+    assert output.count("LoRA adapter merged into") == 2
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [s["engine"] for s in summary["stages"]] == ["deepspeed-zero3", "deepspeed-zero3"]
+    adapter = load_file(str(run_dir / "2_dpo" / "final" / "adapter_model.safetensors"))
+    assert adapter and all(t.numel() > 0 for t in adapter.values())

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config.data_formats import REQUIRED
 from pipeline.config.derived import chain_steps, ds_config_path, inside_launcher, split_batch, world_size
 from pipeline.config.enums import DataFormat, Device, GenerationEngine, ModelSource, PeftMethod, Precision, QuantMethod
+from pipeline.config.gpu_levers import lever_problems
 from pipeline.config.hostfile import hostfile_problems
 from pipeline.config.schema import RunConfig
 from pipeline.config.stage_table import STAGES, UnknownStageError, stage_spec
@@ -51,6 +52,7 @@ def validate(cfg: RunConfig) -> None:
         *_check_model(cfg),
         *_check_model_location(cfg),
         *_check_hardware(cfg),
+        *lever_problems(cfg),
         *_check_generation(cfg),
         *_check_quantization(cfg),
         *_check_batch(cfg),

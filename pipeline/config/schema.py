@@ -43,7 +43,8 @@ class ModelConfig(Schema):
     tokenizer: str | None = None
     # transformers config kwargs for source=random (must contain model_type).
     arch: dict[str, Any] = field(default_factory=dict)
-    # Attention kernel: sdpa is fast everywhere; flash_attention_2 needs the flash-attn package and a GPU.
+    # Attention kernel: sdpa | eager | flash_attention_2 | flex_attention; sdpa is fast everywhere, the last two
+    # need CUDA (flash_attention_2 also the flash-attn package): pipeline/config/gpu_levers.py.
     attn_implementation: str = "sdpa"
     # Executes code shipped with the checkpoint: off unless you trust the model's source.
     trust_remote_code: bool = False
@@ -150,6 +151,11 @@ class HwConfig(Schema):
     # through LoRA merged into a copy of the weights; inverse-CDF sampling instead of torch.multinomial.
     merge_lora_for_generation: bool = False
     fast_sampling: bool = False
+    # CUDA-only levers (pipeline/config/gpu_levers.py refuses them elsewhere): Liger's fused kernels (TRL's
+    # use_liger_kernel), TF32 matmuls (Ampere+), GRPO generation by transformers' continuous batching.
+    liger_kernel: bool = False
+    tf32: bool = False
+    continuous_batching: bool = False
     # CPU threads for torch; null keeps torch's default (all cores).
     torch_threads: int | None = None
     # Memory of one device in GB: the dry run's per-GPU estimate warns above it; null = not checked (CPU).

@@ -7,6 +7,8 @@ have a single path. `init_from` (chained stages hand over this way) starts from 
 adapter is merged into the freshly loaded base, so the next stage trains a new adapter on top of the previous
 result, and DPO's reference (the adapter-disabled model) is that result rather than the raw base, as when
 LLaMA-Factory is given `--adapter_name_or_path`; a full model dir is loaded in place of model.path.
+Under ZeRO-3 the caller makes the DeepSpeed config live first (pipeline/train/sharded.py), so `from_pretrained`
+loads each rank's shard only; the adapter merge then gathers one layer at a time (`merge_adapter`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from pipeline.config.enums import Device, ModelSource, PeftMethod, Precision, QuantMethod
 from pipeline.config.run_dir import replacing
@@ -60,6 +63,9 @@ def check_device(hw: HwConfig) -> None:
         raise RuntimeError(f"hw={hw.name} wants CUDA but no GPU is visible. Fix: hw=cpu, or run on a GPU machine.")
     if hw.precision == Precision.bf16 and hw.device == Device.cuda and not torch.cuda.is_bf16_supported():
         raise RuntimeError(f"hw={hw.name}: this GPU has no bf16. Fix: hw.precision=fp16.")
+    if hw.tf32 and hw.device == Device.cuda and torch.cuda.get_device_capability()[0] < 8:
+        raise RuntimeError(f"hw.tf32=true: this GPU ({torch.cuda.get_device_name()}) predates Ampere and has no "
+                           "TF32. Fix: hw.tf32=false.")
 
 
 def build_model(cfg: RunConfig, *, for_training: bool = True) -> tuple[PreTrainedModel, Any]:
@@ -91,7 +97,8 @@ def _start_weights(cfg: RunConfig) -> PreTrainedModel:
 
         base = load_model(cfg.model, cfg.quant, cfg.hw, cfg.paths.cache_dir)
         log.info("starting from %s: LoRA adapter merged into %s", start, cfg.model.name)
-        return PeftModel.from_pretrained(base, str(start)).merge_and_unload()
+        # under ZeRO-3 the base is partitioned: merge_adapter gathers one layer at a time to merge it
+        return merge_adapter(PeftModel.from_pretrained(base, str(start)))
     if (start / "config.json").exists():
         log.info("starting from the full model in %s", start)
         model_cfg = dataclasses.replace(cfg.model, path=str(start), source=ModelSource.pretrained)
@@ -100,6 +107,28 @@ def _start_weights(cfg: RunConfig) -> PreTrainedModel:
         f"init_from={cfg.init_from}: no adapter_config.json or config.json there. "
         "Point it at a finished run's final/ dir (or drop init_from to start from model.path)."
     )
+
+
+def partitioned(model: PreTrainedModel) -> bool:
+    """True when the model's weights were loaded under zero.Init (each rank holds a shard, no whole tensor)."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+def merge_adapter(peft_model: Any) -> PreTrainedModel:
+    """`merge_and_unload()` of a LoRA PeftModel, also when its base is partitioned by ZeRO-3: there each LoRA-wrapped
+    layer's base weight is gathered whole, merged, and handed back to its shards (rank 0's result, the same on every
+    rank), one layer at a time, so the peak is one layer more than the shard, not the whole model."""
+    if not is_deepspeed_zero3_enabled() or not partitioned(peft_model):
+        return peft_model.merge_and_unload()
+    import deepspeed
+    from peft.tuners.lora import LoraLayer
+
+    for module in peft_model.modules():
+        if isinstance(module, LoraLayer):
+            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=0):
+                module.merge()
+    # merged already: unload() only swaps each LoRA wrapper for its (now merged) base layer
+    return peft_model.unload()
 
 
 def load_tokenizer(model: ModelConfig, cache_dir: str) -> PreTrainedTokenizerBase:

@@ -26,10 +26,12 @@ from pipeline.train.eval_callback import best_checkpoint, eval_callbacks
 from pipeline.train.guards import NanGuard, explain_load_error, long_rows
 from pipeline.train.heldout import Accuracy, heldout_accuracy
 from pipeline.train.modeling import build_model, check_device, load_tokenizer
+from pipeline.train.modeling import partitioned as is_sharded
 from pipeline.train.monitoring import CompletionsCallback, best_metrics, build_callbacks, final_metrics, wandb_env
 from pipeline.train.plots import plot_run
 from pipeline.train.resume import CheckpointCallback, SignalCheckpoint, already_done, load_finished, resolve_resume
 from pipeline.train.saving import save_model_dir
+from pipeline.train.sharded import shard_share, sharded_loading
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ def prepare(plan: RunPlan) -> Prepared:
     log.info("data %s: %d training rows%s", cfg.data.name, len(data.train),
              f", {len(data.eval_prompts)} held-out problems" if data.eval_prompts is not None else "")
     check_device(cfg.hw)
+    # ZeRO-3: the DeepSpeed config must be live before from_pretrained, so each rank loads only its shard.
+    live_ds_config = sharded_loading(plan, training_args(plan))
     try:
         tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
         # the base model, or a previous stage's result (init_from: chained stages), k-bit prepared
@@ -74,6 +78,9 @@ def prepare(plan: RunPlan) -> Prepared:
         skip = cfg.data.on_bad_row == OnBadRow.skip
         limit = getattr(cfg.stage, plan.stage.length_key)
         data.train, long = long_rows(data.train, tokenizer, limit, skip, data.drops)
+    del live_ds_config  # the model has loaded; the stage's own TrainingArguments register the config from now on
+    if is_sharded(model):
+        log.info("ZeRO-3 sharded load: this rank holds %d of %d weight elements", *shard_share(model))
     before = _accuracy(plan, model, tokenizer, data, "before")
     return Prepared(data, tokenizer, model, before, started, peft_config, long, checkpoint)
 
@@ -112,6 +119,9 @@ def training_args(plan: RunPlan) -> dict[str, Any]:
         "fp16": hw.precision == Precision.fp16,
         "gradient_checkpointing": hw.gradient_checkpointing,
         "gradient_checkpointing_kwargs": {"use_reentrant": False} if hw.gradient_checkpointing else None,
+        # CUDA-only levers, refused elsewhere by validation (pipeline/config/gpu_levers.py)
+        "use_liger_kernel": hw.liger_kernel,
+        "tf32": True if hw.tf32 else None,
         # a rank waiting longer than this on a collective fails (pipeline.distributed names it) instead of hanging
         "ddp_timeout": hw.collective_timeout_s,
         # the zero profile's JSON; its "auto" values are filled from the values above, so they cannot disagree
@@ -224,6 +234,10 @@ def _accuracy(plan: RunPlan, model, tokenizer, data: StageData, phase: str) -> A
     cfg, writes = plan.cfg, plan.dir.writes
     partitioned = cfg.zero.stage >= 3 and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
     if data.eval_prompts is None or not (writes or partitioned):
+        return None
+    if phase == "before" and is_sharded(model):
+        # loaded under zero.Init: no forward pass until the trainer's DeepSpeed engine gathers the shards
+        log.info("held-out accuracy before training: not measured (ZeRO-3 weights are sharded until training)")
         return None
     acc = heldout_accuracy(
         model, tokenizer, data.eval_prompts,

@@ -38,6 +38,8 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
         scale_rewards=stage.scale_rewards,
         mask_truncated_completions=stage.mask_truncated_completions,
         reward_weights=weights,
+        # transformers' paged continuous batching instead of generate() (CUDA only; slower on CPU, bench/README)
+        use_transformers_continuous_batching=cfg.hw.continuous_batching,
         **generation_engine(stage),
     )
     trainer = FastGenerationGRPOTrainer(

@@ -1,0 +1,100 @@
+"""One rank of the `zero3_load` case: plan the run, load its model exactly as a stage does, report peak memory.
+
+    python bench/load_peak.py --materialise OUT_DIR OVERRIDES...            # once, one process: write the weights
+    deepspeed --num_gpus 2 bench/load_peak.py OUT_DIR OVERRIDES... zero=zero3   # each rank writes rank<N>.json
+
+The weights of a random model are materialised in a process of their own first: writing them needs the whole
+model, which is not what the case measures. Each rank then measures only the load (imports, process group, model):
+its peak resident memory (ru_maxrss, file pages of the memory-mapped checkpoint included) and, sampled every 20
+ms, its peak anonymous memory (the tensors it keeps). Every weight the rank holds is read once after the load (a
+lazily mapped weight is not resident until then; the first training step reads them all).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+GB = 2**30
+# this checkout's pipeline package, not whichever one the environment has installed
+sys.path.insert(0, str(REPO))
+
+
+class AnonPeak(threading.Thread):
+    """Samples RssAnon from /proc/self/status until stopped; `peak` in bytes."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak, self.done = 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.peak = max(self.peak, _status_kib("RssAnon") * 1024)
+            time.sleep(0.02)
+
+
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def main(argv: list[str]) -> None:
+    # the deepspeed launcher appends --local_rank=N (its value is in LOCAL_RANK too)
+    argv = [a for a in argv if not a.startswith("--local_rank")]
+    materialise = argv[:1] == ["--materialise"]
+    out_dir, *overrides = argv[1:] if materialise else argv
+    from pipeline.config.plan import plan_run
+    from pipeline.config.schema import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        composed = compose(config_name="config", overrides=[*overrides, f"output_dir={out_dir}"])
+    plan = plan_run(composed, Path(out_dir))
+    from pipeline.train.modeling import build_model, model_dir
+
+    if materialise:
+        model_dir(plan.cfg.model, plan.cfg.paths.cache_dir)
+        return
+    from pipeline.train.modeling import partitioned
+    from pipeline.train.sharded import shard_share, sharded_loading
+    from pipeline.train.stages.common import training_args
+
+    sampler = AnonPeak()
+    sampler.start()
+    started = time.time()
+    # the order of a stage's prepare(): the ZeRO-3 config live (or not) before the model loads
+    live = sharded_loading(plan, training_args(plan))
+    model, _ = build_model(plan.cfg)
+    # Weights loaded from safetensors may still be lazy file mappings; training reads every one at its first step.
+    # Reading each tensor this rank holds (its shard under ZeRO-3) makes them resident, as in a real run.
+    for param in model.parameters():
+        float(getattr(param, "ds_tensor", param).detach().sum())
+    seconds = time.time() - started
+    sampler.done.set()
+    sampler.join()
+    held, total = shard_share(model) if partitioned(model) else (sum(p.numel() for p in model.parameters()),) * 2
+    report = {
+        "rank": plan.rank, "zero": plan.cfg.zero.name, "sharded": live is not None and partitioned(model),
+        "weight_elements_held": held, "weight_elements_total": total,
+        # ru_maxrss: KiB on Linux
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB,
+        "peak_anon_gb": sampler.peak / GB, "load_s": round(seconds, 2),
+    }
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / f"rank{plan.rank}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report), flush=True)
+    os._exit(0)  # no teardown of the process group: the measurement is written
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
