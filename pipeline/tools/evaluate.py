@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pipeline.config.run_dir import RunDir, write_json_atomic
 from pipeline.data import load_stage_data
+from pipeline.tools.options import parse_options
 from pipeline.tools.tuned import RunDirError, load_tuned, load_untuned, run_config
 from pipeline.train.heldout import heldout_accuracy
 
@@ -97,19 +98,6 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_options(pairs: list[str]) -> dict:
-    opts = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in OPTIONS:
-            raise SystemExit(f"unknown option {pair!r}: use key=value with key one of {', '.join(OPTIONS)}.")
-        try:
-            opts[key] = OPTIONS[key](value)
-        except ValueError:
-            raise SystemExit(f"{key}={value!r}: expected {OPTIONS[key].__name__}.") from None
-    return opts
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.tools.evaluate",
                                      description="Held-out accuracy of a run.")
@@ -117,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("options", nargs="*", help=f"key=value: {', '.join(OPTIONS)}")
     args = parser.parse_args(argv)
     try:
-        report = evaluate_run(args.run_dir, **parse_options(args.options))
+        report = evaluate_run(args.run_dir, **parse_options(args.options, OPTIONS))
     except RunDirError as err:
         raise SystemExit(str(err)) from None
     print(format_table(report))
