@@ -17,16 +17,14 @@ from collections.abc import Iterator
 import torch
 import torch.distributed as dist
 
+from pipeline.config.derived import rank
+
 # Frames inside these packages say nothing about *why* a rank waited: the caller above them does.
 _PLUMBING = ("torch/distributed", "accelerate/utils/operations.py", "c10d_logger")
 
 
 class CollectiveTimeout(RuntimeError):
     """A rank waited longer than hw.collective_timeout_s for the others."""
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 def world() -> int:

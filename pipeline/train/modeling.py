@@ -33,10 +33,10 @@ from transformers import (
 )
 from transformers.integrations import is_deepspeed_zero3_enabled
 
+from pipeline.config.derived import world_size
 from pipeline.config.enums import Device, ModelSource, PeftMethod, Precision, QuantMethod
 from pipeline.config.run_dir import replacing
 from pipeline.config.schema import HwConfig, ModelConfig, PeftConfig, QuantConfig, RunConfig
-from pipeline.train.distributed import world
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def build_model(cfg: RunConfig, *, for_training: bool = True) -> tuple[PreTraine
     if cfg.quant.method != QuantMethod.none:
         from peft import prepare_model_for_kbit_training
 
-        if world() > 1:
+        if world_size(cfg) > 1:
             keep_cpu_4bit_layout(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.hw.gradient_checkpointing)
     return model, lora_config(cfg.peft)

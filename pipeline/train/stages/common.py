@@ -21,7 +21,6 @@ from pipeline.config.frozen import thawed
 from pipeline.config.plan import RunPlan
 from pipeline.data import StageData, load_stage_data
 from pipeline.data.predictions import write_predictions
-from pipeline.train.distributed import world
 from pipeline.train.eval_callback import best_checkpoint, eval_callbacks
 from pipeline.train.guards import NanGuard, explain_load_error, long_rows
 from pipeline.train.heldout import Accuracy, heldout_accuracy
@@ -59,7 +58,7 @@ def prepare(plan: RunPlan) -> Prepared:
         torch.set_num_threads(cfg.hw.torch_threads)
     set_seed(cfg.seed)
     # A bad resume=PATH (or one written by another number of DeepSpeed ranks) fails now, before data and model load.
-    checkpoint = resolve_resume(cfg.resume, plan.run_dir, world())
+    checkpoint = resolve_resume(cfg.resume, plan.run_dir, plan.world_size)
     plan.dir.write_text(plan.dir.config, OmegaConf.to_yaml(OmegaConf.structured(thawed(cfg))))
     data = load_stage_data(cfg.data, cfg.stage.name, cfg.seed)
     log.info("data %s: %d training rows%s", cfg.data.name, len(data.train),
