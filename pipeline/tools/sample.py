@@ -34,7 +34,7 @@ from pipeline.config.run_dir import replacing
 from pipeline.config.schema import DataConfig, RewardConfig
 from pipeline.data import load_stage_data
 from pipeline.rewards import build_reward_funcs, score_completions
-from pipeline.tools.tuned import RunDirError, load_tuned, run_config
+from pipeline.tools.tuned import RunDirError, load_plain, load_tuned, run_config
 from pipeline.train.heldout import generate_texts
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,7 @@ def load_source(source: str, which: str) -> tuple[Any, Any, Any]:
         cfg = run_config(Path(source))
         model, tokenizer = load_tuned(Path(source), cfg, which)
         return model, tokenizer, cfg
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    return AutoModelForCausalLM.from_pretrained(source).eval(), AutoTokenizer.from_pretrained(source), None
+    return (*load_plain(source), None)
 
 
 def sample_groups(source: str, **opts: Any) -> dict[str, Any]:

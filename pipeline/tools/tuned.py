@@ -87,12 +87,17 @@ def load_tuned(run_dir: Path, cfg: RunConfig | None = None, which: str = "final"
     return model, tokenizer
 
 
+def load_plain(location: str | Path) -> tuple[Any, Any]:
+    """(model, tokenizer) of an export, any transformers model directory, or a hub id; fp32, eval mode."""
+    model = AutoModelForCausalLM.from_pretrained(str(location), dtype="float32").eval()
+    return model, AutoTokenizer.from_pretrained(str(location))
+
+
 def load_model_or_run(path: Path, which: str = "final") -> tuple[Any, Any]:
     """(model, tokenizer) of an export / plain model directory, or of a finished run (its final/ or best/)."""
     if (path / "config.json").is_file():
         # An export (python -m pipeline.tools.export) or any transformers model directory.
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype="float32").eval()
-        return model, AutoTokenizer.from_pretrained(str(path))
+        return load_plain(path)
     return load_tuned(path, which=which)
 
 
