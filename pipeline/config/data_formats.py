@@ -13,6 +13,7 @@ REQUIRED: dict[DataFormat, tuple[str, ...]] = {
     DataFormat.messages: ("messages",),
     DataFormat.alpaca: ("instruction", "output"),
     DataFormat.preference: ("prompt", "chosen", "rejected"),
+    DataFormat.unpaired: ("prompt", "completion", "label"),
     DataFormat.prompt_completion: ("prompt", "completion"),
     DataFormat.prompt_answer: ("prompt", "answer"),
     # seed formats (seed_formats.py)

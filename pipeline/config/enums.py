@@ -52,6 +52,7 @@ class DataFormat(str, Enum):
     prompt_completion = "prompt_completion"  # SFT: prompt, completion
     preference = "preference"  # DPO: prompt, chosen, rejected
     prompt_answer = "prompt_answer"  # GRPO: prompt, answer (answer goes to the rewards)
+    unpaired = "unpaired"  # KTO: prompt, completion, label (true = desirable)
     # --- seed formats (issue 4) ---
     sharegpt = "sharegpt"  # SFT: conversations [{from: human|gpt|system, value}] (or role/content)
     llamafactory_dpo = "llamafactory_dpo"  # DPO: instruction (+input), output: [chosen, rejected]

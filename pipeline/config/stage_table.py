@@ -27,6 +27,7 @@ class RowShape(str, Enum):
     preference = "preference"  # prompt + chosen + rejected (DPO)
     answer = "answer"  # prompt + answer; the answer goes to the rewards (GRPO) and the held-out accuracy
     ranked_group = "ranked_group"  # prompt + chosen + rejected[] (group preference)
+    labeled = "labeled"  # prompt + completion + label (bool: desirable or not; KTO's unpaired preference)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pipeline.config.data_formats import REQUIRED
 from pipeline.config.enums import DataFormat
 from pipeline.config.stage_table import RowShape, stage_spec
 from pipeline.data.errors import DataError
-from pipeline.data.rows import _alpaca_prompt, _assistant, _from_messages, _prompt, _text
+from pipeline.data.rows import _alpaca_prompt, _assistant, _from_messages, _label, _prompt, _text
 from pipeline.data.seed_formats import CONVERTERS
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ _SFT_TARGET = {
     DataFormat.alpaca: "output",
     DataFormat.prompt_completion: "completion",
     DataFormat.prompt_answer: "answer",
+    DataFormat.unpaired: "completion",
 }
 
 
@@ -78,6 +79,8 @@ def convert(row: dict[str, Any], fmt: DataFormat, view: RowShape, data: DataConf
         return {"prompt": prompt, **{f: _assistant(row, f) for f in ("chosen", "rejected")}}
     if view == RowShape.answer:
         return {"prompt": prompt, "answer": _text(row, "answer")}
+    if view == RowShape.labeled:
+        return {"prompt": prompt, "completion": _assistant(row, "completion"), "label": _label(row)}
     return {"prompt": prompt, "completion": _assistant(row, _SFT_TARGET[fmt])}
 
 

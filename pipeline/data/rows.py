@@ -95,6 +95,20 @@ def _text(row: dict[str, Any], field: str) -> str:
     return _require_text(value, field, "the value")
 
 
+def _label(row: dict[str, Any], field: str = "label") -> bool:
+    """KTO's desirable flag: a JSON bool, or the strings/numbers people write for one."""
+    value = _value(row, field)
+    if isinstance(value, bool):
+        return value
+    spelled = str(value).strip().lower()
+    if spelled in ("true", "1", "yes", "desirable"):
+        return True
+    if spelled in ("false", "0", "no", "undesirable"):
+        return False
+    problem = f"the value {value!r} is not a desirable/undesirable flag"
+    raise _wrong_type(field, problem, "use true (desirable) or false (undesirable)")
+
+
 def _require_text(value: Any, field: str, what: str) -> str:
     if not isinstance(value, str):
         raise _wrong_type(field, f"{what} is a {type(value).__name__}, not a string", "make it a string")
