@@ -207,3 +207,74 @@ def test_eval_and_best_under_zero3_on_two_ranks(tmp_path: Path, model_cache: Pat
     # the ZeRO-3 + LoRA trap (peft #453): a gathered save with empty tensors
     assert kept and all(t.numel() > 0 for t in kept.values())
     assert summary["best_checkpoint"] == json.loads((run_dir / "best" / "best.json").read_text())
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sft_without_answers_evaluates_loss_and_keeps_the_lowest(tmp_path: Path, model_cache: Path) -> None:
+    """Chat rows have no gold answer: the held-out rows (data.eval_size) give eval/loss, which picks best/."""
+    rows = [{"prompt": f"Say {word}.", "completion": f"{word} {word}."} for word in
+            ("red", "blue", "green", "amber", "teal", "plum", "rose", "sand", "mint", "gold", "jade", "ruby")]
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_dir = tmp_path / "run"
+    proc = run_pipeline([*TINY, "stage=sft", "data=jsonl", f"data.path={data}", "data.eval_size=4",
+                         "stage.batch_size=4", "max_steps=3", "stage.learning_rate=1e-3", "eval.every_steps=1",
+                         "stage.save_steps=1", "checkpoint.keep=0", f"output_dir={run_dir}",
+                         f"paths.cache_dir={model_cache}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "evaluating the loss every 1 steps on 4 held-out rows" in proc.stdout + proc.stderr
+    losses = {r["step"]: r["eval/loss"] for r in _metrics(run_dir) if "eval/loss" in r}
+    assert sorted(losses) == [1, 2, 3] and all(math.isfinite(v) for v in losses.values())
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert {e.step: e.value for e in events.Scalars("eval/loss")} == pytest.approx(losses)
+    # the training log of every step survives the evaluation's own log
+    assert len(events.Scalars("train/loss")) == 3
+
+    best = json.loads((run_dir / "summary.json").read_text())["best_checkpoint"]
+    assert best == json.loads((run_dir / "best" / "best.json").read_text())
+    assert best["metric"] == "eval/loss" and best["value"] == min(losses.values())
+    assert best["step"] == min(step for step, value in losses.items() if value == best["value"])
+    kept = load_file(str(run_dir / "best" / "adapter_model.safetensors"))
+    step = load_file(str(run_dir / "checkpoints" / f"checkpoint-{best['step']}" / "adapter_model.safetensors"))
+    assert kept.keys() == step.keys() and all((kept[k] == step[k]).all() for k in kept)
+
+
+def test_dpo_logs_eval_loss_beside_accuracy(tmp_path: Path, model_cache: Path) -> None:
+    """Arithmetic pairs have answers too: both the DPO eval loss (and its reward accuracy) and the greedy accuracy
+    are logged; checkpoint.best_metric may name any of them."""
+    run_dir = tmp_path / "run"
+    proc = run_pipeline([*TINY, "stage=dpo", "stage.batch_size=4", "eval.every_steps=2", "eval.limit=4",
+                         "checkpoint.best_metric=eval/rewards/accuracies", f"output_dir={run_dir}",
+                         f"paths.cache_dir={model_cache}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    evals = [r for r in _metrics(run_dir) if "eval/loss" in r or "eval/accuracy" in r]
+    assert {r["step"] for r in evals} == {2}
+    merged = {k: v for r in evals for k, v in r.items()}
+    assert {"eval/loss", "eval/rewards/accuracies", "eval/accuracy"} <= set(merged)
+    best = json.loads((run_dir / "summary.json").read_text())["best_checkpoint"]
+    assert best["metric"] == "eval/rewards/accuracies" and best["value"] == merged["eval/rewards/accuracies"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero", ["none", "zero2"])
+def test_eval_loss_and_best_on_two_ranks(tmp_path: Path, model_cache: Path, zero: str) -> None:
+    """evaluate() shards the held-out rows over the ranks and gathers the loss: both ranks must call it (and both
+    join best/'s save), or the run hangs until the collective time-out."""
+    from tests.test_distributed import TWO_RANKS, launch
+
+    proc = launch([sys.executable, str(Path(__file__).parents[1] / "pipeline" / "run.py"), *TINY, "stage=sft",
+                   "stage.batch_size=8", *TWO_RANKS, f"zero={zero}", "eval.every_steps=1", "eval.limit=8",
+                   "checkpoint.best_metric=eval/loss", "hw.collective_timeout_s=120",
+                   f"paths.output_root={tmp_path}", f"paths.cache_dir={model_cache}"], tmp_path, "ddpeval")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    run_dir = tmp_path / "sft" / "ddpeval"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    losses = {r["step"]: r["eval/loss"] for r in _metrics(run_dir) if "eval/loss" in r}
+    assert sorted(losses) == [1, 2]
+    assert summary["best_checkpoint"]["value"] == min(losses.values())
+    assert (run_dir / "best" / "adapter_model.safetensors").is_file()

@@ -209,7 +209,8 @@ class CheckpointConfig(Schema):
     # SIGTERM/SIGINT finish the current step, save a checkpoint and exit (Slurm sends SIGTERM before killing).
     save_on_signal: bool = True
     # Metric that picks <run>/best/ (needs eval.every_steps > 0), as logged: eval/accuracy, eval/pass@k, eval/maj@k,
-    # eval/<reward term>; null = eval/accuracy (held-out answers are needed: without them no best/ is kept).
+    # eval/<reward term>, eval/loss (SFT, DPO), eval/rewards/accuracies (DPO); null = eval/accuracy when the
+    # held-out rows have answers, else eval/loss.
     best_metric: str | None = None
     # max | min; null = min for a name holding "loss", else max.
     best_mode: str | None = None

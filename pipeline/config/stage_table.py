@@ -56,6 +56,9 @@ class Stage:
     # completions while training (GRPO: the KV cache of a rank's share): the memory estimate reads both.
     sequences_per_row: int = 1
     generates: bool = False
+    # Its trainer can compute the training loss on held-out rows of the training shape (eval.every_steps logs
+    # eval/loss, and checkpoint.best_metric falls back to it when the data has no answers).
+    evaluates_loss: bool = False
     # May run as a step of a chain (`stage.stages`); a chain entry runs other stages instead of training.
     chainable: bool = False
     chain: bool = False
@@ -73,10 +76,11 @@ _CHAIN_RUNNER = "pipeline.train.stages.chain:run_chain"
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("sft", SFTStageConfig, "pipeline.train.stages.sft:run_sft", _SFT_FORMATS, RowShape.completion,
-          chainable=True),
+          evaluates_loss=True, chainable=True),
     Stage("dpo", DPOStageConfig, "pipeline.train.stages.dpo:run_dpo",
           (DataFormat.preference, DataFormat.llamafactory_dpo, DataFormat.scored_groups), RowShape.preference,
-          columns=frozenset({"prompt", "chosen", "rejected"}), sequences_per_row=2, chainable=True),
+          columns=frozenset({"prompt", "chosen", "rejected"}), sequences_per_row=2, evaluates_loss=True,
+          chainable=True),
     Stage("grpo", GRPOStageConfig, "pipeline.train.stages.grpo:run_grpo",
           (DataFormat.prompt_answer, DataFormat.mcq, DataFormat.s1k, DataFormat.gsm8k), RowShape.answer,
           columns=frozenset({"prompt", "answer"}), rewards=True, length_key="max_completion_length",

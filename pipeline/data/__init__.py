@@ -3,6 +3,7 @@
     data = load_stage_data(cfg.data, cfg.stage.name, seed=cfg.seed)
     data.train          # Dataset in the stage's RowShape: prompt/completion, prompt/chosen/rejected, prompt/answer...
     data.eval_prompts   # Dataset of held-out {prompt, answer}, or None when the data has no answers
+    data.eval_rows      # the held-out rows in the training shape (eval loss), or None
     data.drops          # DropReport of rows skipped under on_bad_row=skip
 
 Order of work: read rows lazily (renaming data.columns), detect the format from the first row, convert every
@@ -45,6 +46,9 @@ class StageData:
     # Held-out {prompt: [messages], answer: str} for accuracy; None when the held-out rows have no answer.
     eval_prompts: datasets.Dataset | None
     drops: DropReport = field(default_factory=DropReport)
+    # The same held-out rows in the stage's training shape, for the eval loss (stages with `evaluates_loss`);
+    # None when nothing is held out or the stage has no loss to evaluate.
+    eval_rows: datasets.Dataset | None = None
 
 
 def load_stage_data(data: DataConfig, stage: str, seed: int = 42) -> StageData:
@@ -59,10 +63,17 @@ def load_stage_data(data: DataConfig, stage: str, seed: int = 42) -> StageData:
         )
     sink = _Sink(data, DropReport())
     load = _load_builtin if is_builtin(data.path) else _load_source
-    train, eval_rows = load(data, spec, seed, sink)
+    train, held = load(data, spec, seed, sink)
     if sink.drops.total:
         log.warning(sink.drops.summary())
-    return StageData(_dataset(train), _dataset(eval_rows) if eval_rows else None, sink.drops)
+    return StageData(_dataset(train), _dataset(held.answers) if held.answers else None, sink.drops,
+                     _dataset(held.loss_rows) if held.loss_rows else None)
+
+
+@dataclass
+class _HeldOut:
+    answers: Rows = field(default_factory=list)  # {prompt, answer}: accuracy
+    loss_rows: Rows = field(default_factory=list)  # the stage's row shape: eval loss
 
 
 @dataclass
@@ -106,13 +117,31 @@ class _Sink:
             raise DataError(source, problem, "check the data has rows with the columns its format needs")
         return out
 
+    def held_out(
+        self, records: Iterable[Record], fmt: DataFormat | None, stage: Stage, source: str, answers: bool,
+        counted: bool = False,
+    ) -> _HeldOut:
+        """Held-out records as answer rows (if the format has answers) and as training-shape rows (eval loss).
+
+        A record is read and counted once: the answer view converts only the records the first view kept.
+        """
+        held = _HeldOut()
+        kept: Iterable[Record] = records
+        if stage.evaluates_loss and stage.rows != RowShape.answer:
+            pairs = self.rows(records, fmt, stage.rows, source, counted=counted)
+            held.loss_rows = [row for _, row in pairs]
+            kept, counted = [record for record, _ in pairs], True
+        if answers:
+            held.answers = [row for _, row in self.rows(kept, fmt, RowShape.answer, source, counted=counted)]
+        return held
+
     def _bad(self, error: DataError) -> None:
         if OnBadRow(self.data.on_bad_row) == OnBadRow.error:
             raise error
         self.drops.add(error)
 
 
-def _load_builtin(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, Rows]:
+def _load_builtin(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, _HeldOut]:
     if data.path != ARITHMETIC:
         raise DataError(data.path, "unknown built-in data set", f"use {ARITHMETIC}", "path")
     if data.eval_path or data.eval_split or data.eval_size:
@@ -123,11 +152,11 @@ def _load_builtin(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tup
         raise DataError(data.path, "the built-in set has no scored groups", "use a scored_groups file", "path")
     train, held_out = arithmetic_records(data.arithmetic)
     train_rows = sink.rows(train, fmt, stage.rows, ARITHMETIC, stop_after=data.limit)
-    eval_rows = sink.rows(held_out, fmt, RowShape.answer, ARITHMETIC) if held_out else []
-    return [row for _, row in train_rows], [row for _, row in eval_rows]
+    held = sink.held_out(held_out, fmt, stage, ARITHMETIC, answers=True) if held_out else _HeldOut()
+    return [row for _, row in train_rows], held
 
 
-def _load_source(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, Rows]:
+def _load_source(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, _HeldOut]:
     source = data.path if is_local(data.path) else f"{data.path}[{data.split}]"
     first, records = _peek(read_records(data.path, data.split, data.subset, data.columns))
     # No parsable row at all: the sink raises the first parse error, or reports that nothing was usable.
@@ -139,17 +168,16 @@ def _load_source(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tupl
     if splits_off:
         converted, held_out = _split(converted, data.eval_size, seed, source)
     train = [row for _, row in converted[: data.limit]]
-    if not has_answer:
-        if data.eval_path or data.eval_split or data.eval_size:
-            log.warning("format %s has no answer column, so there is no held-out accuracy eval", fmt.value)
-        return train, []
+    if not has_answer and (data.eval_path or data.eval_split or data.eval_size):
+        loss = " (its held-out rows give the eval loss)" if stage.evaluates_loss else ""
+        log.warning("format %s has no answer column, so there is no held-out accuracy eval%s", fmt.value, loss)
     if held_out:
-        return train, [row for _, row in sink.rows(held_out, fmt, RowShape.answer, source, counted=True)]
+        return train, sink.held_out(held_out, fmt, stage, source, has_answer, counted=True)
     eval_source = _eval_source(data)
-    if eval_source is None:
-        return train, []
+    if eval_source is None or not (has_answer or stage.evaluates_loss):
+        return train, _HeldOut()
     name, eval_records = eval_source
-    return train, [row for _, row in sink.rows(eval_records, fmt, RowShape.answer, name)]
+    return train, sink.held_out(eval_records, fmt, stage, name, has_answer)
 
 
 def _peek(records: Iterator[Record]) -> tuple[dict[str, Any] | None, Iterator[Record]]:

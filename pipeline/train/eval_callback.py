@@ -2,16 +2,17 @@
 
 Every N optimizer steps: greedy accuracy on the first eval.limit held-out problems; with eval.samples=k also
 pass@k and maj@k from k sampled completions each; for a stage trained on rewards (GRPO) the mean of every reward
-term on the greedy completions. The numbers go through the Trainer's own log as eval_<name>, so TensorBoard shows
-eval/<name> (transformers' naming, as for eval_loss) and metrics.jsonl / summary.json store eval/<name>.
-When checkpoint.best_metric improves, the model (adapter) and tokenizer of that step replace <run>/best/ by a
-rename, with best.json naming the step: best/ is never half a model.
+term on the greedy completions; for a stage whose trainer has a loss to evaluate (SFT, DPO: `evaluates_loss` in the
+stage table) the Trainer's own evaluate() on the held-out rows in the training shape (eval/loss, and e.g. DPO's
+eval/rewards/accuracies). The numbers go through the Trainer's own log as eval_<name>, so TensorBoard shows
+eval/<name> (transformers' naming) and metrics.jsonl / summary.json store eval/<name>.
+When checkpoint.best_metric improves (default: eval/accuracy when the data has answers, else eval/loss), the model
+(adapter) and tokenizer of that step replace <run>/best/ by a rename, with best.json naming the step: best/ is never
+half a model.
 
-Eval loss is not measured: the held-out rows are problems with answers, not rows in the stage's training shape.
-Data without answers therefore gets no evaluation during training and no best/ (a warning says so).
-
-ZeRO-3: each forward gathers the partitioned weights from every rank, so all ranks generate the same problems and
-save together (rank 0's numbers decide, broadcast to all); rank 0 alone writes. Otherwise only rank 0 evaluates.
+Several ranks: evaluate() shards the held-out rows over the ranks, and under ZeRO-3 each generation gathers the
+partitioned weights, so in those cases every rank runs this callback; rank 0's numbers decide (broadcast), every
+rank takes part in saving best/, rank 0 alone writes. Otherwise only rank 0 evaluates.
 """
 
 from __future__ import annotations
@@ -40,15 +41,29 @@ def partitioned(plan: RunPlan) -> bool:
     return plan.cfg.zero.stage >= 3 and plan.world_size > 1
 
 
+def every_rank(plan: RunPlan) -> bool:
+    """Whether all ranks run the evaluation: ZeRO-3 generation, or evaluate() sharding rows over ranks."""
+    return partitioned(plan) or (plan.world_size > 1 and plan.stage.evaluates_loss)
+
+
 def eval_callbacks(plan: RunPlan) -> list[TrainerCallback]:
-    if plan.cfg.eval.every_steps <= 0 or not (plan.dir.writes or partitioned(plan)):
+    if plan.cfg.eval.every_steps <= 0 or not (plan.dir.writes or every_rank(plan)):
         return []
     return [EvalCallback(plan)]
 
 
-def best_metric(plan: RunPlan) -> tuple[str, str]:
-    """(metric name, max|min): checkpoint.best_metric or eval/accuracy; the mode from its name unless given."""
-    name = plan.cfg.checkpoint.best_metric or "eval/accuracy"
+def loss_rows(plan: RunPlan, rows: Any) -> Any:
+    """The held-out rows the Trainer evaluates the loss on (the first eval.limit), or None when not evaluating."""
+    if plan.cfg.eval.every_steps <= 0 or not plan.stage.evaluates_loss or rows is None or not len(rows):
+        return None
+    limit = plan.cfg.eval.limit
+    return rows.select(range(min(limit, len(rows)))) if limit else rows
+
+
+def best_metric(plan: RunPlan, has_answers: bool = True) -> tuple[str, str]:
+    """(metric name, max|min): checkpoint.best_metric, else eval/accuracy with answers and eval/loss without;
+    the mode from its name unless given."""
+    name = plan.cfg.checkpoint.best_metric or ("eval/accuracy" if has_answers else "eval/loss")
     return name, plan.cfg.checkpoint.best_mode or ("min" if "loss" in name else "max")
 
 
@@ -58,6 +73,8 @@ class EvalCallback(TrainerCallback):
         self.metric, self.mode = best_metric(plan)
         self.trainer: Trainer | None = None
         self.problems = None
+        # the Trainer evaluates its loss on trainer.eval_dataset (SFT, DPO with held-out rows)
+        self.loss = False
         # {step, metric, value} of best/, once one is kept
         self.best: dict[str, Any] | None = None
         self.rewards = build_reward_funcs(plan.cfg.reward.terms) if plan.stage.rewards else ([], [])
@@ -65,10 +82,17 @@ class EvalCallback(TrainerCallback):
     def bind(self, trainer: Trainer, eval_prompts: Any) -> None:
         self.trainer = trainer
         ev, stage = self.plan.cfg.eval, self.plan.cfg.stage
-        if eval_prompts is None or not len(eval_prompts):
-            log.warning("eval.every_steps=%d but data=%s has no held-out problems with answers: nothing is "
-                        "evaluated during training and no best/ is kept (eval loss is not measured).",
-                        self.every, self.plan.cfg.data.name)
+        self.loss = trainer.eval_dataset is not None
+        has_answers = eval_prompts is not None and len(eval_prompts) > 0
+        self.metric, self.mode = best_metric(self.plan, has_answers)
+        if self.loss:
+            log.info("evaluating the loss every %d steps on %d held-out rows", self.every, len(trainer.eval_dataset))
+        if not has_answers:
+            if not self.loss:
+                loss = "" if self.plan.stage.evaluates_loss else f" (stage {stage.name} has no eval loss)"
+                log.warning("eval.every_steps=%d but data=%s has no held-out rows%s: nothing is evaluated during "
+                            "training and no best/ is kept; hold rows out with data.eval_size=N or data.eval_path",
+                            self.every, self.plan.cfg.data.name, loss)
             return
         self.problems = eval_prompts.select(range(min(ev.limit or len(eval_prompts), len(eval_prompts))))
         tokens = len(self.problems) * (1 + ev.samples) * stage.eval_max_new_tokens
@@ -85,16 +109,26 @@ class EvalCallback(TrainerCallback):
             self.best = json.loads(note.read_text())
 
     def on_step_end(self, args, state, control, **kwargs: Any) -> None:
-        if self.trainer is None or self.problems is None or state.global_step % self.every:
+        if self.trainer is None or state.global_step % self.every:
             return
-        metrics = self._agreed(self.measure())
-        if self.plan.dir.writes:
-            # The base Trainer.log: a stage's own log (GRPO, DPO) would fold its pending training metrics in. Its
-            # on_log clears control.should_log, which this step's training log (right after) still needs.
-            should_log = control.should_log
-            Trainer.log(self.trainer, {f"eval_{name}": value for name, value in metrics.items()})
-            control.should_log = should_log
-        self._keep_best(state.global_step, metrics)
+        # Logging (here and inside evaluate()) clears control.should_log, which this step's training log (right
+        # after) still needs.
+        should_log = control.should_log
+        metrics: dict[str, float] = {}
+        if self.loss:
+            # every rank (evaluate() gathers across them); it logs eval_loss etc. through the stage's own log
+            found = self.trainer.evaluate(metric_key_prefix="eval")
+            metrics.update({k.removeprefix("eval_"): v for k, v in found.items() if isinstance(v, (int, float))})
+        if self.problems is not None:
+            measured = self.measure() if (self.plan.dir.writes or partitioned(self.plan)) else {}
+            measured = self._agreed(measured)
+            if self.plan.dir.writes:
+                # The base Trainer.log: a stage's own log (GRPO, DPO) would fold its pending training metrics in.
+                Trainer.log(self.trainer, {f"eval_{name}": value for name, value in measured.items()})
+            metrics.update(measured)
+        control.should_log = should_log
+        if metrics:
+            self._keep_best(state.global_step, metrics)
 
     def measure(self) -> dict[str, float]:
         cfg = self.plan.cfg
@@ -118,9 +152,9 @@ class EvalCallback(TrainerCallback):
         return metrics
 
     def _agreed(self, metrics: dict[str, float]) -> dict[str, float]:
-        # Under ZeRO-3 sampled completions differ per rank: rank 0's numbers decide, so every rank saves best/
-        # at the same steps (a rank that skipped the gather would hang the others).
-        if not partitioned(self.plan):
+        # Rank 0's numbers decide (under ZeRO-3 sampled completions differ per rank; otherwise only rank 0
+        # measured), so every rank saves best/ at the same steps (a rank that skipped the save would hang the others).
+        if not every_rank(self.plan):
             return metrics
         box = [metrics]
         torch.distributed.broadcast_object_list(box, src=0)

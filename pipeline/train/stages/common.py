@@ -21,7 +21,7 @@ from pipeline.config.frozen import thawed
 from pipeline.config.plan import RunPlan
 from pipeline.data import StageData, load_stage_data
 from pipeline.data.predictions import write_predictions
-from pipeline.train.eval_callback import best_checkpoint, eval_callbacks
+from pipeline.train.eval_callback import best_checkpoint, eval_callbacks, loss_rows
 from pipeline.train.guards import NanGuard, explain_load_error, long_rows
 from pipeline.train.heldout import Accuracy, heldout_accuracy
 from pipeline.train.modeling import build_model, check_device, load_tokenizer
@@ -91,6 +91,7 @@ def training_args(plan: RunPlan) -> dict[str, Any]:
     return {
         "output_dir": str(plan.dir.checkpoints),
         "per_device_train_batch_size": plan.micro_batch,
+        "per_device_eval_batch_size": plan.micro_batch,
         "gradient_accumulation_steps": plan.grad_accum,
         "learning_rate": stage.learning_rate,
         "lr_scheduler_type": stage.lr_scheduler,
@@ -155,6 +156,8 @@ def trainer_inputs(plan: RunPlan, prep: Prepared) -> dict[str, Any]:
     return {
         "model": prep.model,
         "train_dataset": prep.data.train,
+        # held-out rows in the training shape when eval.every_steps asks for the eval loss (EvalCallback runs it)
+        "eval_dataset": loss_rows(plan, prep.data.eval_rows),
         "processing_class": prep.tokenizer,
         # LoRA is applied by the trainer (after any k-bit preparation in build_model); None trains every weight.
         "peft_config": prep.peft_config,
