@@ -158,8 +158,11 @@ def test_sigterm_to_one_rank_saves_on_both_and_resumes(tmp_path, model_cache) ->
 
 
 @pytest.mark.parametrize(("stage", "quant", "zero"), [
-    ("sft", "nf4", "none"), ("sft", "int8", "none"), ("grpo", "nf4", "none"), ("grpo", "int8", "none"),
+    ("sft", "nf4", "none"), ("grpo", "nf4", "none"),
     ("sft", "nf4", "zero2"),  # QLoRA on hw=dual_3090's default engine
+    # int8 takes the same path (the held-out evaluation's no-grad forward); kept out of the default suite's time
+    pytest.param("sft", "int8", "none", marks=pytest.mark.slow),
+    pytest.param("grpo", "int8", "none", marks=pytest.mark.slow),
 ])
 def test_quantized_base_with_two_processes_trains_and_saves(stage, quant, zero, tmp_path, model_cache) -> None:
     """These hung in DDP's first broadcast: rank 0's held-out evaluation had repacked its 4-bit weights."""
