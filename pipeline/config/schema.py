@@ -88,7 +88,13 @@ class DataConfig(Schema):
     prompt_template: str = "{prompt}"
     # Use only the first N training rows (smoke tests, quick looks).
     limit: int | None = None
+    # error: stop after reading the whole source, listing its first 20 bad rows (file:line, field, fix) and the
+    # count of the rest; skip: drop bad rows and report how many per reason.
     on_bad_row: OnBadRow = OnBadRow.error
+    # Text encoding of local files (utf-8 accepts a BOM); e.g. latin-1, cp1252, utf-16, gb18030.
+    encoding: str = "utf-8"
+    # For a .json file that is one object holding the rows under a key ({"data": [...]}): that key.
+    json_key: str | None = None
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
     # Example turns ([{role, content}, ...]) put between the system prompt and each question (one-shot prompts).
     few_shot: list[dict[str, str]] = field(default_factory=list)

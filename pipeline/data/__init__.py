@@ -24,9 +24,9 @@ from pipeline.config.enums import DataFormat, OnBadRow
 from pipeline.config.stage_table import RowShape, Stage, UnknownStageError, stage_spec
 from pipeline.data.arithmetic import SOURCE as ARITHMETIC
 from pipeline.data.arithmetic import arithmetic_records
-from pipeline.data.errors import BadRow, DataError, DropReport
+from pipeline.data.errors import BadRow, BadRows, DataError, DropReport
 from pipeline.data.formats import convert, resolve_format
-from pipeline.data.sources import Record, is_builtin, is_local, peek_columns, read_records
+from pipeline.data.sources import Record, file_options, is_builtin, is_local, peek_columns, read_records
 
 if TYPE_CHECKING:
     import datasets
@@ -67,7 +67,7 @@ def load_stage_data(data: DataConfig, stage: str, seed: int = 42) -> StageData:
 
 @dataclass
 class _Sink:
-    """Converts records, applying on_bad_row: raise at the first bad row, or count it and go on."""
+    """Converts records, applying on_bad_row: read them all, then raise naming the bad rows; or count and go on."""
 
     data: DataConfig
     drops: DropReport
@@ -82,7 +82,7 @@ class _Sink:
         counted: bool = False,
     ) -> list[tuple[Record, dict[str, Any]]]:
         """(record, converted row) pairs; `counted` records were read (and counted) by an earlier pass."""
-        out, read = [], 0
+        out, read, bad = [], 0, BadRows()
         for record in records:
             if stop_after is not None and len(out) >= stop_after:
                 break  # `limit` without a split-off: rows past it are never used
@@ -91,25 +91,27 @@ class _Sink:
                 if record.error:
                     raise record.error
                 out.append((record, convert(record.row, fmt, view, self.data)))
-            except BadRow as bad:
-                self._bad(bad.at(record.location))
+            except BadRow as row_error:
+                self._bad(row_error.at(record.location), bad)
             except DataError as error:
                 if error.location != record.location:
                     raise  # not about this row (e.g. a broken prompt_template): fatal in every mode
-                self._bad(error)
+                self._bad(error, bad)
+        bad.raise_any(source)
         self.drops.note_read(source, 0 if counted else read)
         if not out:
-            # Under on_bad_row=error a bad row has raised already, so every row read was dropped.
+            # Under on_bad_row=error bad rows have raised already, so every row read was dropped.
             problem = "no rows: the source is empty"
             if read:
                 problem = f"no usable rows: all {read} rows read were dropped ({self.drops.summary()})"
             raise DataError(source, problem, "check the data has rows with the columns its format needs")
         return out
 
-    def _bad(self, error: DataError) -> None:
+    def _bad(self, error: DataError, bad: BadRows) -> None:
         if OnBadRow(self.data.on_bad_row) == OnBadRow.error:
-            raise error
-        self.drops.add(error)
+            bad.add(error)
+        else:
+            self.drops.add(error)
 
 
 def _load_builtin(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, Rows]:
@@ -129,7 +131,7 @@ def _load_builtin(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tup
 
 def _load_source(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, Rows]:
     source = data.path if is_local(data.path) else f"{data.path}[{data.split}]"
-    first, records = _peek(read_records(data.path, data.split, data.subset, data.columns))
+    first, records = _peek(read_records(data.path, data.split, data.subset, data.columns, file_options(data)))
     # No parsable row at all: the sink raises the first parse error, or reports that nothing was usable.
     fmt = resolve_format(data.format, stage.name, set(first), source) if first is not None else None
     splits_off = not (data.eval_path or data.eval_split) and data.eval_size > 0
@@ -185,7 +187,7 @@ def _eval_source(data: DataConfig) -> tuple[str, Iterator[Record]] | None:
     if data.eval_path:
         split = data.eval_split or data.split
         name = data.eval_path if is_local(data.eval_path) else f"{data.eval_path}[{split}]"
-        return name, read_records(data.eval_path, split, data.subset, data.columns)
+        return name, read_records(data.eval_path, split, data.subset, data.columns, file_options(data))
     if data.eval_split:
         if is_local(data.path):
             raise DataError(
