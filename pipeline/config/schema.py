@@ -69,8 +69,12 @@ class ArithmeticConfig(Schema):
 @dataclass
 class DataConfig(Schema):
     name: str = MISSING
-    # "builtin:arithmetic", a local .json/.jsonl/.csv file, or a `datasets` hub name.
+    # "builtin:arithmetic", a local .json/.jsonl/.csv file, or a `datasets` hub name (unused with `dataset`).
     path: str = MISSING
+    # LLaMA-Factory registry: entries of <dataset_dir>/dataset_info.json, comma-separated ("a,b"); several are
+    # interleaved with the seed. Set, it replaces path/format/columns.
+    dataset: str | None = None
+    dataset_dir: str = "data"
     # Hub config name (e.g. "main" for gsm8k).
     subset: str | None = None
     split: str = "train"

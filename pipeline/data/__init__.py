@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.config.data_formats import ANSWER_FORMATS
 from pipeline.config.enums import DataFormat, OnBadRow
@@ -26,7 +26,10 @@ from pipeline.data.arithmetic import SOURCE as ARITHMETIC
 from pipeline.data.arithmetic import arithmetic_records
 from pipeline.data.errors import BadRow, BadRows, DataError, DropReport
 from pipeline.data.formats import convert, resolve_format
-from pipeline.data.sources import Record, file_options, is_builtin, is_local, peek_columns, read_records
+from pipeline.data.llamafactory import entry_converter
+from pipeline.data.mixing import interleave, sample
+from pipeline.data.registry import entry_problem, registry_entries
+from pipeline.data.sources import Record, entry_records, file_options, is_builtin, is_local, peek_columns, read_records
 
 if TYPE_CHECKING:
     import datasets
@@ -37,6 +40,7 @@ __all__ = ["DataError", "DropReport", "StageData", "load_stage_data", "peek_colu
 
 log = logging.getLogger(__name__)
 Rows = list[dict[str, Any]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,6 +49,8 @@ class StageData:
     # Held-out {prompt: [messages], answer: str} for accuracy; None when the held-out rows have no answer.
     eval_prompts: datasets.Dataset | None
     drops: DropReport = field(default_factory=DropReport)
+    # Training rows taken from each source when several are mixed (registry entries, data.mix); else empty.
+    sources: dict[str, int] = field(default_factory=dict)
 
 
 def load_stage_data(data: DataConfig, stage: str, seed: int = 42) -> StageData:
@@ -58,11 +64,17 @@ def load_stage_data(data: DataConfig, stage: str, seed: int = 42) -> StageData:
             "data.limit", f"limit={data.limit} keeps no rows", "use a positive limit or null", "limit"
         )
     sink = _Sink(data, DropReport())
-    load = _load_builtin if is_builtin(data.path) else _load_source
-    train, eval_rows = load(data, spec, seed, sink)
+    sources: dict[str, int] = {}
+    if data.dataset:
+        train, eval_rows, sources = _load_registry(data, spec, seed, sink)
+    else:
+        load = _load_builtin if is_builtin(data.path) else _load_source
+        train, eval_rows = load(data, spec, seed, sink)
     if sink.drops.total:
         log.warning(sink.drops.summary())
-    return StageData(_dataset(train), _dataset(eval_rows) if eval_rows else None, sink.drops)
+    if sources:
+        log.info("training rows per source: %s", ", ".join(f"{k}={v}" for k, v in sources.items()))
+    return StageData(_dataset(train), _dataset(eval_rows) if eval_rows else None, sink.drops, sources)
 
 
 @dataclass
@@ -80,8 +92,10 @@ class _Sink:
         source: str,
         stop_after: int | None = None,
         counted: bool = False,
+        converter: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> list[tuple[Record, dict[str, Any]]]:
-        """(record, converted row) pairs; `counted` records were read (and counted) by an earlier pass."""
+        """(record, converted row) pairs; `counted` records were read (and counted) by an earlier pass.
+        `converter` replaces the format's (registry entries bring their own)."""
         out, read, bad = [], 0, BadRows()
         for record in records:
             if stop_after is not None and len(out) >= stop_after:
@@ -90,7 +104,8 @@ class _Sink:
             try:
                 if record.error:
                     raise record.error
-                out.append((record, convert(record.row, fmt, view, self.data)))
+                row = converter(record.row) if converter else convert(record.row, fmt, view, self.data)
+                out.append((record, row))
             except BadRow as row_error:
                 self._bad(row_error.at(record.location), bad)
             except DataError as error:
@@ -139,7 +154,8 @@ def _load_source(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tupl
     has_answer = fmt in ANSWER_FORMATS
     held_out: list[Record] = []
     if splits_off:
-        converted, held_out = _split(converted, data.eval_size, seed, source)
+        converted, held_pairs = _split(converted, data.eval_size, seed, source)
+        held_out = [record for record, _ in held_pairs]
     train = [row for _, row in converted[: data.limit]]
     if not has_answer:
         if data.eval_path or data.eval_split or data.eval_size:
@@ -154,6 +170,29 @@ def _load_source(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tupl
     return train, [row for _, row in sink.rows(eval_records, fmt, RowShape.answer, name)]
 
 
+def _load_registry(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, Rows, dict[str, int]]:
+    """LLaMA-Factory registry entries (data.dataset_dir, data.dataset), each converted by its own columns/tags,
+    sampled to num_samples and interleaved with the seed."""
+    parts, counts = [], {}
+    for entry in registry_entries(data):
+        problem = entry_problem(entry, stage.rows, stage.name)
+        if problem:
+            raise DataError(entry.source, problem, "name entries that fit this stage, or run the stage they fit",
+                            "dataset")
+        converter = entry_converter(entry, stage.rows, data)
+        pairs = sink.rows(entry_records(entry, data), None, stage.rows, entry.source, converter=converter)
+        rows = sample([row for _, row in pairs], entry.num_samples, seed)
+        parts.append(rows)
+        counts[entry.name] = counts.get(entry.name, 0) + len(rows)
+    train = interleave(parts, seed)
+    held: Rows = []
+    if data.eval_size and stage.rows == RowShape.answer:
+        train, held = _split(train, data.eval_size, seed, f"data.dataset={data.dataset}")
+    elif data.eval_size or data.eval_path or data.eval_split:
+        log.warning("registry data holds out rows (data.eval_size) only for stages that train on answers")
+    return train[: data.limit], held, counts
+
+
 def _peek(records: Iterator[Record]) -> tuple[dict[str, Any] | None, Iterator[Record]]:
     """The first parsed row, and all the records (none consumed)."""
     seen = []
@@ -164,22 +203,19 @@ def _peek(records: Iterator[Record]) -> tuple[dict[str, Any] | None, Iterator[Re
     return None, iter(seen)
 
 
-def _split(
-    converted: list[tuple[Record, dict[str, Any]]], size: int, seed: int, source: str
-) -> tuple[list[tuple[Record, dict[str, Any]]], list[Record]]:
-    """(train in file order, `size` held-out records chosen by a seeded shuffle)."""
-    if size >= len(converted):
+def _split(items: list[T], size: int, seed: int, source: str) -> tuple[list[T], list[T]]:
+    """(train in source order, `size` held-out items chosen by a seeded shuffle, in source order)."""
+    if size >= len(items):
         raise DataError(
             source,
-            f"data.eval_size={size} leaves no training rows ({len(converted)} usable rows)",
+            f"data.eval_size={size} leaves no training rows ({len(items)} usable rows)",
             "lower data.eval_size or add rows",
             "eval_size",
         )
-    order = list(range(len(converted)))
+    order = list(range(len(items)))
     random.Random(seed).shuffle(order)
     held = set(order[:size])
-    train = [pair for i, pair in enumerate(converted) if i not in held]
-    return train, [converted[i][0] for i in sorted(held)]
+    return [x for i, x in enumerate(items) if i not in held], [items[i] for i in sorted(held)]
 
 
 def _eval_source(data: DataConfig) -> tuple[str, Iterator[Record]] | None:
@@ -205,4 +241,8 @@ def _eval_source(data: DataConfig) -> tuple[str, Iterator[Record]] | None:
 def _dataset(rows: Rows) -> datasets.Dataset:
     import datasets
 
+    # from_list takes its columns from the first row: a column only some rows have (tools) is filled with None.
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    if any(len(row) != len(keys) for row in rows):
+        rows = [{k: row.get(k) for k in keys} for row in rows]
     return datasets.Dataset.from_list(rows)

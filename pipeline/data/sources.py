@@ -17,6 +17,7 @@ import codecs
 import csv
 import json
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
@@ -24,6 +25,7 @@ from pipeline.data.errors import DataError
 
 if TYPE_CHECKING:
     from pipeline.config.schema import DataConfig
+    from pipeline.data.registry import Entry
 
 BUILTIN_PREFIX = "builtin:"
 _DELIMITERS = {".csv": ",", ".tsv": "\t"}
@@ -304,3 +306,21 @@ def _hub_records(path: str, subset: str | None, split: str) -> Iterator[Record]:
         fix = f"{_PATH_FIX}, data.subset and data.split; hub names need the network or a cached copy"
         raise DataError(where, problem, fix, field="path") from e
     return (_object(f"{where} row {i}", row) for i, row in enumerate(ds, 1))
+
+
+def entry_records(entry: Entry, data: DataConfig) -> Iterator[Record]:
+    """Rows of a registry entry: its file, every data file of its folder (sorted), or its hub split."""
+    options = file_options(data)
+    if entry.hub is not None:
+        return read_records(entry.hub, entry.split, entry.subset, None, options)
+    file = entry.file
+    if file.is_dir():
+        files = sorted(p for p in file.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
+        if not files:
+            raise DataError(str(file), f"entry '{entry.name}': the folder holds no {'/'.join(_SUFFIXES)} files",
+                            "put the data files in it or point file_name at a file", "file_name")
+        return chain.from_iterable(read_records(str(p), options=options) for p in files)
+    if not file.exists():
+        raise DataError(str(file), f"entry '{entry.name}': file_name not found (looked at {file.absolute()})",
+                        "fix file_name in dataset_info.json (relative to data.dataset_dir)", "file_name")
+    return read_records(str(file), options=options)

@@ -216,6 +216,8 @@ def finish(plan: RunPlan, trainer: Trainer, prep: Prepared) -> dict[str, Any]:
         "dropped_rows": prep.data.drops.total,
         "rows_over_max_length": prep.long_rows,
         "dropped_by_reason": {reason: r.count for reason, r in prep.data.drops.reasons.items()},
+        # rows taken from each mixed source (registry entries, data.mix); {} for one source
+        "rows_per_source": prep.data.sources,
         "final_dir": str(final),
     }
     # every rank says it trained: the evidence that all of them took part
