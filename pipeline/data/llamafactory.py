@@ -74,7 +74,8 @@ def _history(row: dict[str, Any], column: str | None) -> list[Message]:
         return []
     fix = "write history as [[instruction, response], ...] (strings)"
     if not isinstance(value, list):
-        raise f._wrong_type(column, f"expected a list of [instruction, response] pairs, got {type(value).__name__}", fix)
+        problem = f"expected a list of [instruction, response] pairs, got {type(value).__name__}"
+        raise f._wrong_type(column, problem, fix)
     turns = []
     for i, pair in enumerate(value, 1):
         if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
@@ -169,8 +170,8 @@ def _tool_calls(content: str, i: int, column: str) -> list[dict[str, Any]]:
         if not isinstance(call, dict) or not isinstance(call.get("name"), str) or "arguments" not in call:
             raise f._wrong_type(column, f"turn {i}'s function call has no name/arguments", fix)
         args = call["arguments"]
-        out.append({"type": "function", "function": {
-            "name": call["name"], "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)}})
+        text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+        out.append({"type": "function", "function": {"name": call["name"], "arguments": text}})
     return out
 
 
