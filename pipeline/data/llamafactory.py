@@ -125,7 +125,7 @@ def _sharegpt(row: dict[str, Any], entry: Entry, view: RowShape, data: DataConfi
     if view in (RowShape.completion, RowShape.labeled):
         if turns[-1]["role"] != "assistant":
             raise BadRow(f"last turn not assistant in field '{column}'", column,
-                         f"the last turn is '{turns[-1]['role']}', not an {entry.tags['assistant_tag']} reply",
+                         f"the last turn is '{turns[-1]['role']}', not a reply ({entry.tags['assistant_tag']})",
                          "end every conversation with the assistant reply to train on")
         reply = [turns.pop()]
     elif turns[-1]["role"] == "assistant":
