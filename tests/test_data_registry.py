@@ -162,8 +162,8 @@ def test_validation_names_each_bad_entry_at_once() -> None:
     with pytest.raises(ConfigError) as err:
         to_run_config(compose_config(overrides))
     text = str(err.value)
-    assert ("entry 'alpaca_en_demo' (formatting: alpaca, columns: {prompt: instruction, query: input, response: output, "
-            "system: system, history: history}) makes completion rows") in text
+    assert ("entry 'alpaca_en_demo' (formatting: alpaca, columns: {prompt: instruction, query: input, "
+            "response: output, system: system, history: history}) makes completion rows") in text
     assert "but stage=dpo needs ranking: true with `chosen` and `rejected` columns; the entry fits stage=sft" in text
     assert "entry 'dpo_sharegpt'" not in text and text.count("\n  - ") == 3
     assert "no entry 'nope' in" in text and "known: alpaca_en_demo, dpo_alpaca" in text
