@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config.chat_templates import template_problems
 from pipeline.config.data_formats import REQUIRED
 from pipeline.config.derived import chain_steps, ds_config_path, inside_launcher, split_batch, world_size
 from pipeline.config.enums import DataFormat, Device, GenerationEngine, ModelSource, PeftMethod, Precision, QuantMethod
@@ -58,6 +59,7 @@ def validate(cfg: RunConfig) -> None:
         *_check_quantization(cfg),
         *_check_batch(cfg),
         *_check_data(cfg),
+        *template_problems(cfg.model.chat_template, cfg.model.chat_template_kwargs),
         *_check_rewards(cfg),
         *_check_distributed(cfg),
     ]

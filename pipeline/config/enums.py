@@ -65,3 +65,9 @@ class DataFormat(str, Enum):
 class OnBadRow(str, Enum):
     error = "error"  # stop at the first bad row, naming file, line and field
     skip = "skip"  # drop bad rows, count them per reason and report the counts
+
+
+class TrainOn(str, Enum):
+    # Which assistant turns of a multi-turn chat carry loss; system, user and tool tokens never do.
+    all_assistant = "all_assistant"  # every assistant reply (LLaMA-Factory's default too)
+    last_assistant = "last_assistant"  # the final reply only; earlier ones are context

@@ -24,6 +24,7 @@ from pipeline.config.enums import (
     PeftMethod,
     Precision,
     QuantMethod,
+    TrainOn,
 )
 from pipeline.config.frozen import Schema
 from pipeline.config.stage_table import stage_schemas
@@ -49,6 +50,12 @@ class ModelConfig(Schema):
     # Executes code shipped with the checkpoint: off unless you trust the model's source.
     trust_remote_code: bool = False
     revision: str | None = None
+    # Chat template for training, held-out evaluation, chat and export alike: a .jinja file or a shipped one
+    # (pipeline/assets/chat_templates: chatml, qwen2.5 -- the latter renders tools); null keeps the tokenizer's.
+    chat_template: str | None = None
+    # Variables the template reads, e.g. {enable_thinking: false} for Qwen3; baked into the template, so the
+    # exported tokenizer renders the same. Not a struct node, so the command line can add any name.
+    chat_template_kwargs: dict[str, Any] = field(default_factory=lambda: DictConfig({}, flags={"struct": False}))
 
 
 
@@ -90,6 +97,8 @@ class DataConfig(Schema):
     system_prompt: str | None = None
     # Python format string applied to the prompt text, e.g. "{prompt}\nAnswer with just the number.".
     prompt_template: str = "{prompt}"
+    # SFT on multi-turn chats: loss on every assistant reply, or on the last one only (the others are context).
+    train_on: TrainOn = TrainOn.all_assistant
     # Use only the first N training rows (smoke tests, quick looks).
     limit: int | None = None
     # error: stop after reading the whole source, listing its first 20 bad rows (file:line, field, fix) and the
