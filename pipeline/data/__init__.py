@@ -49,7 +49,7 @@ class StageData:
     # Held-out {prompt: [messages], answer: str} for accuracy; None when the held-out rows have no answer.
     eval_prompts: datasets.Dataset | None
     drops: DropReport = field(default_factory=DropReport)
-    # Training rows taken from each source when several are mixed (registry entries, data.mix); else empty.
+    # Rows taken from each source of a mix (registry entries, data.mix), before any held-out split; else empty.
     sources: dict[str, int] = field(default_factory=dict)
 
 
