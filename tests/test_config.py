@@ -18,6 +18,7 @@ GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in (
 REQUIRED = {
     ("data", "jsonl"): ["data.path=tests/fixtures/config/prompt_answer.jsonl"],
     ("data", "llamafactory"): ["data.dataset_dir=tests/fixtures/llamafactory", "data.dataset=qa_answers"],
+    ("data", "mix"): ["data.mix=[{path: tests/fixtures/config/prompt_answer.jsonl, weight: 0.5}]"],
 }
 
 

@@ -21,6 +21,7 @@ from pipeline.config.gpu_levers import lever_problems
 from pipeline.config.hostfile import hostfile_problems
 from pipeline.config.schema import RunConfig
 from pipeline.config.stage_table import STAGES, UnknownStageError, stage_spec
+from pipeline.data.mixing import mix_problems
 from pipeline.data.registry import registry_problems
 from pipeline.data.sources import peek_columns
 from pipeline.rewards import UnknownRewardError, get_reward, reward_names
@@ -183,6 +184,8 @@ def _check_batch(cfg: RunConfig) -> list[str]:
 
 def _check_data(cfg: RunConfig) -> list[str]:
     stage, fmt = cfg.stage.name, cfg.data.format
+    if cfg.data.mix:
+        return mix_problems(cfg.data, stage, STAGES[stage].rows)
     if cfg.data.dataset:  # a LLaMA-Factory registry: its entries say their formats
         return registry_problems(cfg.data, stage, STAGES[stage].rows)
     allowed = STAGES[stage].formats

@@ -74,6 +74,21 @@ class ArithmeticConfig(Schema):
 
 
 @dataclass
+class MixSourceConfig(Schema):
+    # Exactly one: a local file or hub name (as data.path), or an entry of data.dataset_dir/dataset_info.json.
+    path: str | None = None
+    dataset: str | None = None
+    # Rows taken: weight x the source's rows (0.5 = a seeded half, 2 = every row twice), or exactly num_samples;
+    # neither = every row once (a registry entry's own num_samples when it has one).
+    weight: float | None = None
+    num_samples: int | None = None
+    # For `path`: hub split/subset and column renames, as data.split / data.subset / data.columns.
+    split: str = "train"
+    subset: str | None = None
+    columns: dict[str, str] = field(default_factory=lambda: DictConfig({}, flags={"struct": False}))
+
+
+@dataclass
 class DataConfig(Schema):
     name: str = MISSING
     # "builtin:arithmetic", a local .json/.jsonl/.csv file, or a `datasets` hub name (unused with `dataset`).
@@ -82,6 +97,9 @@ class DataConfig(Schema):
     # interleaved with the seed. Set, it replaces path/format/columns.
     dataset: str | None = None
     dataset_dir: str = "data"
+    # Several sources of any kind in one training set, interleaved with the seed; set, it replaces path/dataset:
+    # [{path: a.jsonl, weight: 0.5}, {dataset: identity, num_samples: 100}, {path: org/set, split: train}].
+    mix: list[MixSourceConfig] = field(default_factory=list)
     # Hub config name (e.g. "main" for gsm8k).
     subset: str | None = None
     split: str = "train"

@@ -27,14 +27,14 @@ from pipeline.data.arithmetic import arithmetic_records
 from pipeline.data.errors import BadRow, BadRows, DataError, DropReport
 from pipeline.data.formats import convert, resolve_format
 from pipeline.data.llamafactory import entry_converter
-from pipeline.data.mixing import interleave, sample
+from pipeline.data.mixing import interleave, mix_sources, take
 from pipeline.data.registry import entry_problem, registry_entries
 from pipeline.data.sources import Record, entry_records, file_options, is_builtin, is_local, peek_columns, read_records
 
 if TYPE_CHECKING:
     import datasets
 
-    from pipeline.config.schema import DataConfig
+    from pipeline.config.schema import DataConfig, MixSourceConfig
 
 __all__ = ["DataError", "DropReport", "StageData", "load_stage_data", "peek_columns"]
 
@@ -65,8 +65,8 @@ def load_stage_data(data: DataConfig, stage: str, seed: int = 42) -> StageData:
         )
     sink = _Sink(data, DropReport())
     sources: dict[str, int] = {}
-    if data.dataset:
-        train, eval_rows, sources = _load_registry(data, spec, seed, sink)
+    if data.mix or data.dataset:
+        train, eval_rows, sources = _load_mix(data, spec, seed, sink)
     else:
         load = _load_builtin if is_builtin(data.path) else _load_source
         train, eval_rows = load(data, spec, seed, sink)
@@ -170,27 +170,40 @@ def _load_source(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tupl
     return train, [row for _, row in sink.rows(eval_records, fmt, RowShape.answer, name)]
 
 
-def _load_registry(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, Rows, dict[str, int]]:
-    """LLaMA-Factory registry entries (data.dataset_dir, data.dataset), each converted by its own columns/tags,
-    sampled to num_samples and interleaved with the seed."""
+def _load_mix(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, Rows, dict[str, int]]:
+    """data.mix (files, hub names, registry entries) or the registry names of data.dataset: each source converted
+    on its own (format detected per file; entries by their columns/tags), cut to its share, interleaved."""
     parts, counts = [], {}
-    for entry in registry_entries(data):
+    for source in mix_sources(data):
+        name, rows, default = _source_rows(source, data, stage, sink)
+        rows = take(rows, source, default, seed)
+        parts.append(rows)
+        counts[name] = counts.get(name, 0) + len(rows)
+    train = interleave(parts, seed)
+    held: Rows = []
+    if data.eval_size and stage.rows == RowShape.answer:
+        train, held = _split(train, data.eval_size, seed, "the mixed sources")
+    elif data.eval_size or data.eval_path or data.eval_split:
+        log.warning("mixed sources hold out rows (data.eval_size) only for stages that train on answers")
+    return train[: data.limit], held, counts
+
+
+def _source_rows(source: MixSourceConfig, data: DataConfig, stage: Stage, sink: _Sink) -> tuple[str, Rows, int | None]:
+    """(name, converted rows, default row count) of one mixed source."""
+    if source.dataset:
+        (entry,) = registry_entries(data, [source.dataset])
         problem = entry_problem(entry, stage.rows, stage.name)
         if problem:
             raise DataError(entry.source, problem, "name entries that fit this stage, or run the stage they fit",
                             "dataset")
         converter = entry_converter(entry, stage.rows, data)
         pairs = sink.rows(entry_records(entry, data), None, stage.rows, entry.source, converter=converter)
-        rows = sample([row for _, row in pairs], entry.num_samples, seed)
-        parts.append(rows)
-        counts[entry.name] = counts.get(entry.name, 0) + len(rows)
-    train = interleave(parts, seed)
-    held: Rows = []
-    if data.eval_size and stage.rows == RowShape.answer:
-        train, held = _split(train, data.eval_size, seed, f"data.dataset={data.dataset}")
-    elif data.eval_size or data.eval_path or data.eval_split:
-        log.warning("registry data holds out rows (data.eval_size) only for stages that train on answers")
-    return train[: data.limit], held, counts
+        return entry.name, [row for _, row in pairs], entry.num_samples
+    where = source.path if is_local(source.path) else f"{source.path}[{source.split}]"
+    records = read_records(source.path, source.split, source.subset, source.columns, file_options(data))
+    first, records = _peek(records)
+    fmt = resolve_format(data.format, stage.name, set(first), where) if first is not None else None
+    return source.path, [row for _, row in sink.rows(records, fmt, stage.rows, where)], None
 
 
 def _peek(records: Iterator[Record]) -> tuple[dict[str, Any] | None, Iterator[Record]]:

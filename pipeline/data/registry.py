@@ -112,10 +112,11 @@ def read_info(dataset_dir: str) -> dict[str, Any]:
     return info
 
 
-def registry_entries(data: DataConfig) -> list[Entry]:
-    """The entries named by data.dataset, in order; unknown names and malformed entries raise DataError."""
+def registry_entries(data: DataConfig, names: list[str] | None = None) -> list[Entry]:
+    """The entries named by `names` (default: data.dataset), in order; unknown names and malformed entries raise
+    DataError."""
     info = read_info(data.dataset_dir)
-    names = dataset_names(data)
+    names = dataset_names(data) if names is None else names
     if not names:
         raise DataError("data.dataset", "no dataset named", f"name entries of {INFO_FILE}: {_known(info)}", "dataset")
     out = []
