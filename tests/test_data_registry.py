@@ -218,3 +218,14 @@ def test_bad_sharegpt_rows_name_row_field_and_fix(tmp_path: Path, row: dict[str,
         load_stage_data(data, "sft")
     assert str(err.value).startswith(f"{tmp_path / 'd.json'}[row 2]: field ") and message in str(err.value)
     assert "Fix: " in str(err.value)
+
+
+# ---- the same layouts as a plain data.path (format sharegpt), no registry ---------------------------------------
+
+
+def test_plain_sharegpt_file_feeds_dpo_and_tool_calls() -> None:
+    out = load_stage_data(DataConfig(name="t", path=str(LF / "dpo_sharegpt.json")), "dpo").train[0]
+    assert out["prompt"][-1] == msg("user", "What is 2 + 2?") and out["chosen"] == [msg("assistant", "4")]
+    tools = load_stage_data(DataConfig(name="t", path=str(LF / "tool_calls.json")), "sft").train.to_list()
+    assert tools[0]["prompt"][1]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert tools[0]["prompt"][2]["role"] == "tool" and json.loads(tools[0]["tools"])[0]["function"]["name"]
