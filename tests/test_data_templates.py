@@ -122,3 +122,20 @@ def test_single_turn_rows_keep_trl_prompt_completion_path() -> None:
     rows = registry_rows("openai_chat")
     assert not is_multi_turn(rows) and set(rows.column_names) == {"prompt", "completion"}
     assert json.loads(json.dumps(rows[0]))["completion"][0]["role"] == "assistant"
+
+
+def test_trl_turns_the_masks_into_labels_token_by_token(tok, tmp_path: Path) -> None:
+    """The real SFTTrainer's prepared labels: the ids of assistant reply tokens, -100 everywhere else."""
+    from transformers import AutoModelForCausalLM, Qwen3Config
+    from trl import SFTConfig, SFTTrainer
+
+    model = AutoModelForCausalLM.from_config(Qwen3Config(
+        vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16))
+    rows = assistant_token_rows(registry_rows("sharegpt_chat").select([0, 1]), tok, TrainOn.all_assistant)
+    args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to=[], max_length=512)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tok)
+    prepared = trainer.train_dataset[0]
+    ids_labels = list(zip(prepared["input_ids"], prepared["labels"], strict=True))
+    assert [tok.decode([i]) for i, label in ids_labels if label != -100] == ["4", "<|im_end|>", "8", "<|im_end|>"]
+    assert all(label in (-100, i) for i, label in ids_labels)
