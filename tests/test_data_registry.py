@@ -229,3 +229,20 @@ def test_plain_sharegpt_file_feeds_dpo_and_tool_calls() -> None:
     tools = load_stage_data(DataConfig(name="t", path=str(LF / "tool_calls.json")), "sft").train.to_list()
     assert tools[0]["prompt"][1]["tool_calls"][0]["function"]["name"] == "get_weather"
     assert tools[0]["prompt"][2]["role"] == "tool" and json.loads(tools[0]["tools"])[0]["function"]["name"]
+
+
+def test_hub_entries_read_their_split_and_name_unreachable_ones(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    shutil.copytree(Path(__file__).parent / "fixtures" / "data" / "hub_dir", tmp_path / "repo")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({
+        "local_repo": {"script_url": "repo", "split": "test", "columns": {"prompt": "question", "answer": "answer"}},
+        "offline": {"hf_hub_url": "nobody/not_cached", "columns": {"prompt": "question", "answer": "answer"}}}))
+    data = DataConfig(name="lf", path="registry", dataset="local_repo", dataset_dir=str(tmp_path))
+    assert load_stage_data(data, "grpo").train.to_list() == [{"prompt": [msg("user", "t1")], "answer": "10"}]
+    with pytest.raises(DataError, match=r"^nobody/not_cached\[train\]: field 'path': cannot load it"):
+        load_stage_data(DataConfig(name="lf", path="registry", dataset="offline", dataset_dir=str(tmp_path)), "grpo")

@@ -82,9 +82,11 @@ def read_records(
     subset: str | None = None,
     columns: Mapping[str, str] | None = None,
     options: FileOptions = PLAIN,
+    data_dir: str | None = None,
 ) -> Iterator[Record]:
-    """Rows of a local file or hub split, renamed with `columns`. Missing sources raise DataError at once."""
-    records = _local_records(path, options) if is_local(path) else _hub_records(path, subset, split)
+    """Rows of a local file or hub split (of `data_dir` in the repository), renamed with `columns`. Missing sources
+    raise DataError at once."""
+    records = _local_records(path, options) if is_local(path) else _hub_records(path, subset, split, data_dir)
     return (r if r.row is None else r._replace(row=rename(r.row, columns)) for r in records)
 
 
@@ -292,12 +294,12 @@ def _csv_record(location: str, row: dict[Any, Any], width: int) -> Record:
     return Record(location, row)
 
 
-def _hub_records(path: str, subset: str | None, split: str) -> Iterator[Record]:
+def _hub_records(path: str, subset: str | None, split: str, data_dir: str | None = None) -> Iterator[Record]:
     import datasets
 
     where = f"{path}[{split}]"
     try:
-        ds = datasets.load_dataset(path, subset, split=split)
+        ds = datasets.load_dataset(path, subset, split=split, data_dir=data_dir)
     except (
         OSError,
         ValueError,
@@ -312,7 +314,7 @@ def entry_records(entry: Entry, data: DataConfig) -> Iterator[Record]:
     """Rows of a registry entry: its file, every data file of its folder (sorted), or its hub split."""
     options = file_options(data)
     if entry.hub is not None:
-        return read_records(entry.hub, entry.split, entry.subset, None, options)
+        return read_records(entry.hub, entry.split, entry.subset, None, options, entry.folder)
     file = entry.file
     if file.is_dir():
         files = sorted(p for p in file.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
