@@ -54,9 +54,10 @@ def _literal(value: Any) -> str:
 
 
 def has_tools(rows: Any) -> bool:
-    names = rows.column_names
-    if "tools" in names and any(t for t in rows["tools"]):
+    if "tools" in rows.column_names and any(t for t in rows["tools"]):
         return True
+    if "tool_calls" not in str(rows.features):  # the Arrow schema says no turn anywhere has tool calls
+        return False
     return any(m.get("tool_calls") or m["role"] == "tool" for row in rows for m in _chat(row))
 
 
