@@ -15,7 +15,11 @@ from tests.conftest import CONF, REPO, compose_config, offline_env
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("stage_data", "experiment"))
 # Options that need a value only the user can give.
-REQUIRED = {("data", "jsonl"): ["data.path=tests/fixtures/config/prompt_answer.jsonl"]}
+REQUIRED = {
+    ("data", "jsonl"): ["data.path=tests/fixtures/config/prompt_answer.jsonl"],
+    ("data", "llamafactory"): ["data.dataset_dir=tests/fixtures/llamafactory", "data.dataset=qa_answers"],
+    ("data", "mix"): ["data.mix=[{path: tests/fixtures/config/prompt_answer.jsonl, weight: 0.5}]"],
+}
 
 
 def options(group: str) -> list[str]:

@@ -361,7 +361,7 @@ def test_skip_summary_counts_reasons_and_is_logged(caplog: pytest.LogCaptureFixt
     assert [r.getMessage() for r in caplog.records] == [expected]
 
 
-def test_error_mode_stops_at_the_first_bad_row_in_file_order() -> None:
+def test_error_mode_names_the_first_bad_row_in_file_order_first() -> None:
     with pytest.raises(DataError, match=re.escape(f"{FIXTURES / 'bad_rows.jsonl'}:2: malformed JSON")):
         load_stage_data(cfg(FIXTURES / "bad_rows.jsonl"), "grpo")
 
@@ -563,7 +563,8 @@ def test_hub_branch_reads_splits_renames_and_locates_rows() -> None:
     ]
     with pytest.raises(DataError) as err:  # without the rename, rows have no prompt
         load_stage_data(cfg(hub, format=DataFormat.prompt_answer), "grpo")
-    assert str(err.value).startswith(f"{hub}[train] row 1: field 'prompt': the field is missing")
+    assert str(err.value).startswith(f"{hub}[train]: 3 bad rows; the first 3:\n  {hub}[train] row 1: field 'prompt': "
+                                     "the field is missing")
 
 
 @pytest.mark.usefixtures("offline_hub")

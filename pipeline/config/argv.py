@@ -30,3 +30,18 @@ def rank_argv(argv: list[str]) -> None:
     """Ranks other than 0 neither rewrite .hydra/ nor append to run.log: they log to the console only."""
     if rank() != 0:
         argv.extend(["hydra.output_subdir=null", "hydra/job_logging=stdout"])
+
+
+# Keys whose value is a comma-separated list of names, as LLaMA-Factory spells it (`dataset=a,b`).
+_NAME_LISTS = ("data.dataset=",)
+
+
+def quote_name_lists(argv: list[str]) -> None:
+    """`data.dataset=a,b` reaches Hydra as the string 'a,b'; Hydra would call it an ambiguous sweep and refuse
+    it. Under --multirun the commas keep their sweep meaning."""
+    if "-m" in argv or "--multirun" in argv:
+        return
+    for i, arg in enumerate(argv[1:], 1):
+        key, _, value = arg.partition("=")
+        if f"{key}=" in _NAME_LISTS and "," in value and value[:1] not in ("'", '"', "["):
+            argv[i] = f"{key}='{value}'"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config.chat_templates import template_problems
 from pipeline.config.data_formats import REQUIRED
 from pipeline.config.derived import chain_steps, ds_config_path, inside_launcher, split_batch, world_size
 from pipeline.config.enums import DataFormat, Device, GenerationEngine, ModelSource, PeftMethod, Precision, QuantMethod
@@ -20,6 +21,8 @@ from pipeline.config.gpu_levers import lever_problems
 from pipeline.config.hostfile import hostfile_problems
 from pipeline.config.schema import RunConfig
 from pipeline.config.stage_table import STAGES, UnknownStageError, stage_spec
+from pipeline.data.mixing import mix_problems
+from pipeline.data.registry import registry_problems
 from pipeline.data.sources import peek_columns
 from pipeline.rewards import UnknownRewardError, get_reward, reward_names
 
@@ -57,6 +60,7 @@ def validate(cfg: RunConfig) -> None:
         *_check_quantization(cfg),
         *_check_batch(cfg),
         *_check_data(cfg),
+        *template_problems(cfg.model.chat_template, cfg.model.chat_template_kwargs),
         *_check_rewards(cfg),
         *_check_distributed(cfg),
     ]
@@ -180,6 +184,10 @@ def _check_batch(cfg: RunConfig) -> list[str]:
 
 def _check_data(cfg: RunConfig) -> list[str]:
     stage, fmt = cfg.stage.name, cfg.data.format
+    if cfg.data.mix:
+        return mix_problems(cfg.data, stage, STAGES[stage].rows)
+    if cfg.data.dataset:  # a LLaMA-Factory registry: its entries say their formats
+        return registry_problems(cfg.data, stage, STAGES[stage].rows)
     allowed = STAGES[stage].formats
     if fmt != DataFormat.auto and fmt not in allowed:
         names = ", ".join(f.value for f in allowed)

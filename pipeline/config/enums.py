@@ -54,7 +54,7 @@ class DataFormat(str, Enum):
     prompt_answer = "prompt_answer"  # GRPO: prompt, answer (answer goes to the rewards)
     unpaired = "unpaired"  # KTO: prompt, completion, label (true = desirable)
     # --- seed formats (issue 4) ---
-    sharegpt = "sharegpt"  # SFT: conversations [{from: human|gpt|system, value}] (or role/content)
+    sharegpt = "sharegpt"  # SFT/DPO: conversations [{from, value}] (or role/content), tools, chosen/rejected turns
     llamafactory_dpo = "llamafactory_dpo"  # DPO: instruction (+input), output: [chosen, rejected]
     gsm8k = "gsm8k"  # GRPO/SFT: question, answer "...reasoning... #### 42" (gold = the text after ####)
     s1k = "s1k"  # GRPO/SFT: question, solution (+ a thinking trajectory and attempt for SFT)
@@ -65,3 +65,9 @@ class DataFormat(str, Enum):
 class OnBadRow(str, Enum):
     error = "error"  # stop at the first bad row, naming file, line and field
     skip = "skip"  # drop bad rows, count them per reason and report the counts
+
+
+class TrainOn(str, Enum):
+    # Which assistant turns of a multi-turn chat carry loss; system, user and tool tokens never do.
+    all_assistant = "all_assistant"  # every assistant reply (LLaMA-Factory's default too)
+    last_assistant = "last_assistant"  # the final reply only; earlier ones are context

@@ -24,6 +24,7 @@ from pipeline.config.enums import (
     PeftMethod,
     Precision,
     QuantMethod,
+    TrainOn,
 )
 from pipeline.config.frozen import Schema
 from pipeline.config.stage_table import stage_schemas
@@ -49,6 +50,12 @@ class ModelConfig(Schema):
     # Executes code shipped with the checkpoint: off unless you trust the model's source.
     trust_remote_code: bool = False
     revision: str | None = None
+    # Chat template for training, held-out evaluation, chat and export alike: a .jinja file or a shipped one
+    # (pipeline/assets/chat_templates: chatml, qwen2.5 -- the latter renders tools); null keeps the tokenizer's.
+    chat_template: str | None = None
+    # Variables the template reads, e.g. {enable_thinking: false} for Qwen3; baked into the template, so the
+    # exported tokenizer renders the same. Not a struct node, so the command line can add any name.
+    chat_template_kwargs: dict[str, Any] = field(default_factory=lambda: DictConfig({}, flags={"struct": False}))
 
 
 
@@ -67,10 +74,32 @@ class ArithmeticConfig(Schema):
 
 
 @dataclass
+class MixSourceConfig(Schema):
+    # Exactly one: a local file or hub name (as data.path), or an entry of data.dataset_dir/dataset_info.json.
+    path: str | None = None
+    dataset: str | None = None
+    # Rows taken: weight x the source's rows (0.5 = a seeded half, 2 = every row twice), or exactly num_samples;
+    # neither = every row once (a registry entry's own num_samples when it has one).
+    weight: float | None = None
+    num_samples: int | None = None
+    # For `path`: hub split/subset and column renames, as data.split / data.subset / data.columns.
+    split: str = "train"
+    subset: str | None = None
+    columns: dict[str, str] = field(default_factory=lambda: DictConfig({}, flags={"struct": False}))
+
+
+@dataclass
 class DataConfig(Schema):
     name: str = MISSING
-    # "builtin:arithmetic", a local .json/.jsonl/.csv file, or a `datasets` hub name.
+    # "builtin:arithmetic", a local .json/.jsonl/.csv file, or a `datasets` hub name (unused with `dataset`).
     path: str = MISSING
+    # LLaMA-Factory registry: entries of <dataset_dir>/dataset_info.json, comma-separated ("a,b"); several are
+    # interleaved with the seed. Set, it replaces path/format/columns.
+    dataset: str | None = None
+    dataset_dir: str = "data"
+    # Several sources of any kind in one training set, interleaved with the seed; set, it replaces path/dataset:
+    # [{path: a.jsonl, weight: 0.5}, {dataset: identity, num_samples: 100}, {path: org/set, split: train}].
+    mix: list[MixSourceConfig] = field(default_factory=list)
     # Hub config name (e.g. "main" for gsm8k).
     subset: str | None = None
     split: str = "train"
@@ -86,9 +115,17 @@ class DataConfig(Schema):
     system_prompt: str | None = None
     # Python format string applied to the prompt text, e.g. "{prompt}\nAnswer with just the number.".
     prompt_template: str = "{prompt}"
+    # SFT on multi-turn chats: loss on every assistant reply, or on the last one only (the others are context).
+    train_on: TrainOn = TrainOn.all_assistant
     # Use only the first N training rows (smoke tests, quick looks).
     limit: int | None = None
+    # error: stop after reading the whole source, listing its first 20 bad rows (file:line, field, fix) and the
+    # count of the rest; skip: drop bad rows and report how many per reason.
     on_bad_row: OnBadRow = OnBadRow.error
+    # Text encoding of local files (utf-8 accepts a BOM); e.g. latin-1, cp1252, utf-16, gb18030.
+    encoding: str = "utf-8"
+    # For a .json file that is one object holding the rows under a key ({"data": [...]}): that key.
+    json_key: str | None = None
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
     # Example turns ([{role, content}, ...]) put between the system prompt and each question (one-shot prompts).
     few_shot: list[dict[str, str]] = field(default_factory=list)

@@ -7,7 +7,11 @@ counted per reason in a `DropReport` (on_bad_row=skip) whose summary is logged: 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+
+# Bad rows listed in full when a source stops the run; the rest are counted per reason.
+SHOWN_BAD_ROWS = 20
 
 
 class DataError(ValueError):
@@ -74,3 +78,39 @@ class DropReport:
         parts = ", ".join(f"{r.count} x {reason} (first at {r.first})" for reason, r in ranked)
         sources = ", ".join(self.rows_read)
         return f"dropped {self.total} of {sum(self.rows_read.values())} rows from {sources}: {parts}"
+
+
+@dataclass
+class BadRows:
+    """Bad rows of one pass under on_bad_row=error: all are read, then the run stops naming them at once."""
+
+    errors: list[DataError] = field(default_factory=list)
+    rest: Counter[str] = field(default_factory=Counter)
+
+    def add(self, error: DataError) -> None:
+        if len(self.errors) < SHOWN_BAD_ROWS:
+            self.errors.append(error)
+        else:
+            self.rest[error.reason] += 1
+
+    def raise_any(self, source: str) -> None:
+        """One bad row raises its own error; several raise one error listing them."""
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise BadRowsError(source, self.errors, self.rest)
+
+
+class BadRowsError(DataError):
+    """Several bad rows in one source: the first SHOWN_BAD_ROWS with location, field and fix, then a count."""
+
+    def __init__(self, source: str, errors: list[DataError], rest: Counter[str]) -> None:
+        total = len(errors) + sum(rest.values())
+        fix = "fix each row as its line says, or set data.on_bad_row=skip to drop such rows (they are counted)"
+        super().__init__(source, f"{total} bad rows", fix, reason="bad rows")
+        self.errors = errors
+        lines = [f"  {e}" for e in errors]
+        if rest:
+            counts = ", ".join(f"{n} x {reason}" for reason, n in rest.most_common())
+            lines.append(f"  ... and {sum(rest.values())} more bad rows: {counts}")
+        self.args = (f"{source}: {total} bad rows; the first {len(errors)}:\n" + "\n".join(lines) + f"\nFix: {fix}",)

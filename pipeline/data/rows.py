@@ -55,8 +55,16 @@ def _alpaca_prompt(row: dict[str, Any], data: DataConfig) -> list[Message]:
 
 
 def _user_prompt(text: str, row: dict[str, Any], data: DataConfig) -> list[Message]:
+    content = _templated(text, row, data)
+    # One-shot/few-shot example turns sit between the system prompt and the question.
+    shots = [{"role": m["role"], "content": m["content"]} for m in data.few_shot]
+    return _with_system([*shots, {"role": "user", "content": content}], data)
+
+
+def _templated(text: str, row: dict[str, Any], data: DataConfig) -> str:
+    """The user turn's text through data.prompt_template."""
     try:
-        content = data.prompt_template.format(**{**row, "prompt": text})
+        return data.prompt_template.format(**{**row, "prompt": text})
     except KeyError as e:
         key = e.args[0]
         problem = f"data.prompt_template uses {{{key}}} but the row has no '{key}'"
@@ -67,9 +75,6 @@ def _user_prompt(text: str, row: dict[str, Any], data: DataConfig) -> list[Messa
         problem = f"invalid format string {data.prompt_template!r} ({e})"
         fix = "use named fields only, e.g. '{prompt} Be brief.'; write {{ and }} for literal braces"
         raise DataError("data.prompt_template", problem, fix, "prompt_template") from None
-    # One-shot/few-shot example turns sit between the system prompt and the question.
-    shots = [{"role": m["role"], "content": m["content"]} for m in data.few_shot]
-    return _with_system([*shots, {"role": "user", "content": content}], data)
 
 
 def _with_system(messages: list[Message], data: DataConfig) -> list[Message]:

@@ -1,6 +1,7 @@
 """Converters for the formats the seed write-ups use, into the same stage rows as `formats.py`.
 
-    sharegpt          {conversations: [{from: human|gpt|system, value}]}             -> sft
+    sharegpt          {conversations: [{from: human|gpt|system|function_call|observation, value}], tools?,
+                       chosen?/rejected? turn objects}                                 -> sft, dpo
     llamafactory_dpo  {instruction, input?, output: [chosen, rejected]}               -> dpo (sft: chosen)
     gsm8k             {question, answer: "... #### 42"}                               -> grpo (gold 42), sft
     s1k               {question, solution, <thinking trajectory>, <attempt>}          -> grpo (gold: \\boxed{}), sft
@@ -13,31 +14,40 @@ Each converter takes (row, view, data) and returns the view's row or raises BadR
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pipeline.data.rows as f
 from pipeline.config.enums import DataFormat
 from pipeline.config.stage_table import RowShape
 from pipeline.data.errors import BadRow
+from pipeline.data.llamafactory import entry_converter
+from pipeline.data.registry import parse_entry
 from pipeline.rewards.answer import extract_boxed
 
 if TYPE_CHECKING:
     from pipeline.config.schema import DataConfig
 
 LETTERS = ("A", "B", "C", "D")
-_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                   "system": "system"}
+# speaker -> LLaMA-Factory's default tag
+_SHAREGPT_ROLES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "system": "system",
+                   "function_call": "function_call", "observation": "observation", "tool": "observation"}
+_SHAREGPT_ENTRY = parse_entry("sharegpt", {"formatting": "sharegpt", "file_name": "-", "columns": {
+    "messages": "conversations", "system": "system", "tools": "tools", "chosen": "chosen", "rejected": "rejected"}},
+    Path("."))
 # s1K-1.1 ships two teachers' traces; s1K (1.0) a list under thinking_trajectories.
 _TRAJECTORIES = ("deepseek_thinking_trajectory", "gemini_thinking_trajectory", "thinking_trajectories")
 _ATTEMPTS = ("deepseek_attempt", "gemini_attempt", "attempt")
 
 
 def _sharegpt(row: dict[str, Any], view: RowShape, data: DataConfig) -> dict[str, Any]:
+    """LLaMA-Factory's sharegpt layout with its default columns and tags (role/content turns accepted too):
+    multi-turn chats, function_call/observation turns with a tools column, chosen/rejected turn objects."""
     turns = f._value(row, "conversations")
     if not isinstance(turns, list):
         raise f._wrong_type("conversations", f"expected a list of turns, got a {type(turns).__name__}",
                             "use [{from: human|gpt|system, value: text}, ...]")
-    messages = []
+    normal = []
     for i, turn in enumerate(turns, 1):
         if not isinstance(turn, dict):
             raise f._wrong_type("conversations", f"turn {i} is not an object", "use {from, value} objects")
@@ -45,8 +55,8 @@ def _sharegpt(row: dict[str, Any], view: RowShape, data: DataConfig) -> dict[str
         if speaker not in _SHAREGPT_ROLES:
             raise BadRow("unknown speaker in field 'conversations'", "conversations",
                          f"turn {i} has speaker {speaker!r}", f"use one of {sorted(_SHAREGPT_ROLES)}")
-        messages.append({"role": _SHAREGPT_ROLES[speaker], "content": text})
-    return f._from_messages({"messages": messages}, data)
+        normal.append({"from": _SHAREGPT_ROLES[speaker], "value": text})
+    return entry_converter(_SHAREGPT_ENTRY, view, data)({**row, "conversations": normal})
 
 
 def _llamafactory_dpo(row: dict[str, Any], view: RowShape, data: DataConfig) -> dict[str, Any]:

@@ -7,6 +7,7 @@ and `optimizer.step()` and stops the run there, with the step number and the usu
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -60,13 +61,15 @@ def row_lengths(rows: Any, tokenizer: Any) -> list[int]:
     lengths = []
     for row in rows:
         answers = [row[k] for k in ("completion", "chosen", "rejected") if k in row] or [[]]
-        lengths.append(max(_tokens(tokenizer, row["prompt"], answer) for answer in answers))
+        tools = json.loads(row["tools"]) if isinstance(row.get("tools"), str) else None
+        lengths.append(max(_tokens(tokenizer, row["prompt"], answer, tools) for answer in answers))
     return lengths
 
 
-def _tokens(tokenizer: Any, prompt: Any, completion: Any) -> int:
+def _tokens(tokenizer: Any, prompt: Any, completion: Any, tools: list | None = None) -> int:
     if isinstance(prompt, list):
-        text = tokenizer.apply_chat_template(list(prompt) + list(completion or []), tokenize=False)
+        # the tool schemas are part of the rendered sequence (TRL renders them into the system turn)
+        text = tokenizer.apply_chat_template(list(prompt) + list(completion or []), tools=tools, tokenize=False)
     else:
         text = str(prompt) + str(completion or "")
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -37,6 +37,7 @@ from pipeline.config.derived import world_size
 from pipeline.config.enums import Device, ModelSource, PeftMethod, Precision, QuantMethod
 from pipeline.config.run_dir import replacing
 from pipeline.config.schema import HwConfig, ModelConfig, PeftConfig, QuantConfig, RunConfig
+from pipeline.train.templates import configure_chat_template
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,7 @@ def load_tokenizer(model: ModelConfig, cache_dir: str) -> PreTrainedTokenizerBas
     if tokenizer.pad_token is None:
         # TRL pads batches; eos as pad is safe because attention masks hide the padding.
         tokenizer.pad_token = tokenizer.eos_token
+    configure_chat_template(tokenizer, model)
     return tokenizer
 
 

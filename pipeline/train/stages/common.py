@@ -31,6 +31,7 @@ from pipeline.train.plots import plot_run
 from pipeline.train.resume import CheckpointCallback, SignalCheckpoint, already_done, load_finished, resolve_resume
 from pipeline.train.saving import save_model_dir
 from pipeline.train.sharded import shard_share, sharded_loading
+from pipeline.train.templates import check_tool_rendering
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def prepare(plan: RunPlan) -> Prepared:
         model, peft_config = build_model(cfg)
     except OSError as err:
         raise explain_load_error(cfg.model.name, cfg.model.path, err) from err
+    check_tool_rendering(tokenizer, data.train)  # before training: a template that drops tools is refused
     long = 0
     if plan.stage.checks_row_length:
         skip = cfg.data.on_bad_row == OnBadRow.skip
@@ -219,6 +221,8 @@ def finish(plan: RunPlan, trainer: Trainer, prep: Prepared) -> dict[str, Any]:
         "dropped_rows": prep.data.drops.total,
         "rows_over_max_length": prep.long_rows,
         "dropped_by_reason": {reason: r.count for reason, r in prep.data.drops.reasons.items()},
+        # rows taken from each mixed source (registry entries, data.mix); {} for one source
+        "rows_per_source": prep.data.sources,
         "final_dir": str(final),
     }
     # every rank says it trained: the evidence that all of them took part

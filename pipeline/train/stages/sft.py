@@ -1,6 +1,7 @@
 """Supervised fine-tuning: next-token cross-entropy on the completion (assistant) part of each row.
 
-Rows arrive as conversational prompt/completion pairs, so TRL masks the prompt tokens out of the loss.
+Rows arrive as conversational prompt/completion pairs, so TRL masks the prompt tokens out of the loss. Multi-turn
+chats are tokenized here instead, with loss on every assistant reply (data.train_on=all_assistant) or the last.
 
     python pipeline/run.py stage=sft model=qwen2.5_0.5b_instruct data=jsonl data.path=train.jsonl
 """
@@ -16,6 +17,7 @@ from pipeline.config.enums import OnBadRow
 from pipeline.config.plan import RunPlan
 from pipeline.config.schema import RunConfig
 from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
+from pipeline.train.templates import assistant_token_rows, is_multi_turn
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,11 @@ def run_sft(plan: RunPlan) -> dict[str, Any]:
         packing=cfg.stage.packing,
         padding_free=padding_free,
     )
-    trainer = SFTTrainer(args=args, **trainer_inputs(plan, prep))
+    inputs = trainer_inputs(plan, prep)
+    if is_multi_turn(prep.data.train):
+        # earlier assistant turns sit in the prompt: the mask is built per turn (data.train_on), not by TRL
+        inputs["train_dataset"] = assistant_token_rows(prep.data.train, prep.tokenizer, cfg.data.train_on)
+    trainer = SFTTrainer(args=args, **inputs)
     train(plan, trainer, prep)
     return finish(plan, trainer, prep)
 

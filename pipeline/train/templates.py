@@ -1,0 +1,128 @@
+"""The chat template every step uses (training, held-out evaluation, chat, export), tool rendering, and the
+per-token loss mask of multi-turn chats.
+
+    configure_chat_template(tokenizer, cfg.model)  # model.chat_template / chat_template_kwargs, set once
+    check_tool_rendering(tokenizer, rows)          # tool-call rows on a template that drops tools: refused
+    rows = assistant_token_rows(rows, tokenizer, TrainOn.all_assistant)  # {input_ids, assistant_masks}
+
+Assistant tokens are found by rendering: the text of turns [0, k) with the generation prompt ends where reply k
+starts, the text of turns [0, k] ends where it stops, and the tokenizer's character offsets map both onto the
+tokens of the whole chat. So any template works that renders a conversation's beginning as the beginning of the
+whole (the ChatML family, Llama, Mistral...); no `{% generation %}` markers are needed, and a template that
+rewrites earlier turns (Qwen3 dropping past reasoning) is refused with the fix.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline.config.chat_templates import chat_template_path
+from pipeline.config.enums import TrainOn
+from pipeline.config.schema import ModelConfig
+
+_PROBE_TOOL = "probe_tool_schema"
+_PROBE_CALL = "probe_tool_call"
+_TOOLS_FIX = ("set model.chat_template=qwen2.5 (shipped: Qwen2.5-style tool calling) or to a .jinja template that "
+              "renders `tools` and each message's `tool_calls` (the Qwen2.5 / Qwen3 templates do)")
+
+
+class ChatTemplateError(ValueError):
+    """The chat template cannot render what the data holds; the message says why and the fix."""
+
+
+def configure_chat_template(tokenizer: Any, model: ModelConfig) -> None:
+    """model.chat_template replaces the tokenizer's template; chat_template_kwargs are baked in as `{% set %}`
+    lines, so every later render (TRL, held-out generation, chat, the exported tokenizer) sees the same values."""
+    text = tokenizer.chat_template
+    if model.chat_template:
+        text = chat_template_path(model.chat_template).read_text(encoding="utf-8")
+    if model.chat_template_kwargs:
+        if not text:
+            raise ChatTemplateError("model.chat_template_kwargs is set but the tokenizer has no chat template. Fix: "
+                                    "set model.chat_template too.")
+        text = "".join(f"{{%- set {k} = {_literal(v)} %}}" for k, v in model.chat_template_kwargs.items()) + text
+    tokenizer.chat_template = text
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def has_tools(rows: Any) -> bool:
+    if "tools" in rows.column_names and any(t for t in rows["tools"]):
+        return True
+    if "tool_calls" not in str(rows.features):  # the Arrow schema says no turn anywhere has tool calls
+        return False
+    return any(m.get("tool_calls") or m["role"] == "tool" for row in rows for m in _chat(row))
+
+
+def check_tool_rendering(tokenizer: Any, rows: Any) -> None:
+    """Rows with tools or tool calls need a template that writes both; one that drops them is refused."""
+    if not has_tools(rows):
+        return
+    schema = {"type": "function", "function": {"name": _PROBE_TOOL, "description": "probe",
+                                               "parameters": {"type": "object", "properties": {}}}}
+    call = {"type": "function", "function": {"name": _PROBE_CALL, "arguments": "{}"}}
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]
+    try:
+        text = tokenizer.apply_chat_template(chat, tools=[schema], tokenize=False)
+    except Exception as e:  # a template raising on a tool turn: the same refusal
+        raise ChatTemplateError(f"the chat template fails on tool turns ({e}). Fix: {_TOOLS_FIX}.") from None
+    dropped = [what for what, name in (("the tool schemas", _PROBE_TOOL), ("the tool calls", _PROBE_CALL))
+               if name not in text]
+    if dropped:
+        raise ChatTemplateError(f"the training rows hold tool calls, but the chat template drops "
+                                f"{' and '.join(dropped)} (the model would learn empty replies). Fix: {_TOOLS_FIX}.")
+
+
+def is_multi_turn(rows: Any) -> bool:
+    """Some row's prompt holds an earlier assistant turn (only then do the two train_on modes differ)."""
+    return "prompt" in rows.column_names and any(
+        isinstance(row["prompt"], list) and any(m["role"] == "assistant" for m in row["prompt"]) for row in rows)
+
+
+def assistant_token_rows(rows: Any, tokenizer: Any, train_on: TrainOn) -> Any:
+    """Conversational prompt/completion rows as token ids with `assistant_masks`: 1 on the tokens of every
+    assistant reply (all_assistant) or the final one (last_assistant), 0 on system, user and tool tokens."""
+    import datasets
+
+    out = [_masked(row, tokenizer, train_on, i) for i, row in enumerate(rows, 1)]
+    return datasets.Dataset.from_list(out)
+
+
+def _masked(row: dict[str, Any], tokenizer: Any, train_on: TrainOn, number: int) -> dict[str, Any]:
+    chat = _chat(row)
+    tools = json.loads(row["tools"]) if isinstance(row.get("tools"), str) else row.get("tools")
+    render = lambda turns, **kw: tokenizer.apply_chat_template(turns, tools=tools, tokenize=False, **kw)  # noqa: E731
+    full = render(chat)
+    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    replies = [k for k, m in enumerate(chat) if m["role"] == "assistant"]
+    if TrainOn(train_on) == TrainOn.last_assistant:
+        replies = replies[-1:]
+    spans = []
+    for k in replies:
+        start, end = render(chat[:k], add_generation_prompt=True), render(chat[: k + 1])
+        if not (full.startswith(start) and full.startswith(end) and len(start) <= len(end)):
+            raise ChatTemplateError(
+                f"training row {number}: the chat template renders the conversation up to reply {k + 1} differently "
+                "from the same turns inside the whole chat, so the reply's tokens cannot be located. Fix: set "
+                "data.train_on=last_assistant, or a template that keeps earlier turns as they are (e.g. "
+                "model.chat_template_kwargs='{enable_thinking: false}' for Qwen3, or model.chat_template=chatml).")
+        # the template's line break after the end-of-turn token is not part of the reply
+        spans.append((len(start), len(end.rstrip("\n"))))
+    mask = [int(any(a <= s and e <= b and s < e for a, b in spans)) for s, e in encoded["offset_mapping"]]
+    return {"input_ids": encoded["input_ids"], "assistant_masks": mask}
+
+
+def _chat(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The row's turns, without the None keys Arrow adds where other rows have them (tool_calls)."""
+    if not isinstance(row.get("messages", row.get("prompt")), list):
+        return []  # plain-text rows
+    turns = list(row.get("messages") or [*(row.get("prompt") or []), *(row.get("completion") or [])])
+    return [{k: v for k, v in m.items() if v is not None or k == "content"} for m in turns]
