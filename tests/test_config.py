@@ -15,7 +15,9 @@ from tests.conftest import CONF, REPO, compose_config, offline_env
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("stage_data", "experiment"))
 # Options that need a value only the user can give.
-REQUIRED = {("data", "jsonl"): ["data.path=tests/fixtures/config/prompt_answer.jsonl"]}
+REQUIRED = {("data", "jsonl"): ["data.path=tests/fixtures/config/prompt_answer.jsonl"],
+            ("reward", "model"): ["reward.terms.rm.model=org/reward-model"],
+            ("reward", "judge"): ["reward.terms.judge.url=http://127.0.0.1:8000/v1", "reward.terms.judge.model=m"]}
 
 
 def options(group: str) -> list[str]:
