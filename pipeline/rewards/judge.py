@@ -31,7 +31,7 @@ DEFAULT_PROMPT = (
     "Reply with 'Score: N' and nothing else."
 )
 # The number after "score" (Score: 7, score = 7/10), else the reply's first number.
-SCORE_AFTER_LABEL = re.compile(r"score\W{0,3}(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+SCORE_AFTER_LABEL = re.compile(r"score\s*(?:is|of|:|=)?\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 FIRST_NUMBER = re.compile(r"(-?\d+(?:\.\d+)?)")
 DEFAULTS = {"timeout_s": 30.0, "max_concurrency": 8, "retries": 2}
 RETRY_STATUS = {429, 500, 502, 503, 504}
