@@ -8,23 +8,26 @@
   flaky    503 to the first request for each distinct text, then the ok answer (retries with back-off)
   auth     the ok answer only with `Authorization: Bearer $JUDGE_STUB_KEY`, else 401
 
-GET /health answers; GET /stats gives {requests, max_inflight, authorized}. Started as `python -m tests.judge_stub
-port=P [slow_s=S]` (the server_process helper).
+GET /health answers; GET /stats gives {requests, max_inflight, authorized}. Started with `judge_stub(log)`, which runs
+`python -m tests.judge_stub slow_s=S port=P` through the tests' server helper.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 STATE = {"requests": 0, "inflight": 0, "max_inflight": 0, "authorized": 0, "seen": set()}
 LOCK = threading.Lock()
-OPTS = dict(a.split("=", 1) for a in sys.argv[1:])
+OPTS: dict[str, str] = {}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -84,5 +87,15 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
 
+@contextlib.contextmanager
+def judge_stub(log: Path, slow_s: float = 3.0, **env: str) -> Iterator[str]:
+    """The stub in a child process on a free port; yields its base URL (the judge's url is that + /v1)."""
+    from tests.server_process import server
+
+    with server("tests.judge_stub", f"slow_s={slow_s}", log=log, **env) as url:
+        yield url
+
+
 if __name__ == "__main__":
+    OPTS.update(a.split("=", 1) for a in sys.argv[1:])
     ThreadingHTTPServer(("127.0.0.1", int(OPTS["port"])), Handler).serve_forever()

@@ -17,6 +17,7 @@ from pipeline.config.checks import to_run_config
 from pipeline.rewards import RewardError, build_reward_funcs, score_completions
 from pipeline.rewards.judge import Judge, JudgeError
 from tests.conftest import REPO, compose_config, tiny_model_dir
+from tests.judge_stub import judge_stub
 from tests.server_process import server
 
 KEY = "sk-judge-canary-7d1c0b"
@@ -25,7 +26,7 @@ KEY = "sk-judge-canary-7d1c0b"
 @pytest.fixture(scope="module")
 def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("judge") / "stub.log"
-    with server("tests.judge_stub", "slow_s=3", log=log, JUDGE_STUB_KEY=KEY) as url:
+    with judge_stub(log, slow_s=3, JUDGE_STUB_KEY=KEY) as url:
         yield url
 
 
@@ -73,7 +74,8 @@ def test_a_judge_that_times_out_scores_zero_and_never_hangs(stub: str, caplog: p
     # two attempts of 0.5 s plus a 0.5 s back-off, both rows at once: far below the stub's 3 s
     assert time.perf_counter() - start < 2.5
     assert funcs[0].term.failures == 2
-    assert "reward term 'judge': 2 of 2 rows failed" in caplog.text and "no reply in 0.5 s after 2 attempt" in caplog.text
+    assert "reward term 'judge': 2 of 2 rows failed" in caplog.text
+    assert "no reply in 0.5 s after 2 attempt" in caplog.text
 
 
 def test_garbage_stops_the_run_naming_term_row_and_cause(stub: str) -> None:

@@ -6,7 +6,14 @@ kind built from its own fields (judge, reward_model): `register_kind`.
 """
 
 from pipeline.rewards import answer, code, format, judge, length, math_equiv, mcq, model, xml  # noqa: F401  (they register)
-from pipeline.rewards.calls import RewardError, RowFailure, build_reward_funcs, call_terms, score_completions
+from pipeline.rewards.calls import (
+    RewardError,
+    RewardSetupError,
+    RowFailure,
+    build_reward_funcs,
+    call_terms,
+    score_completions,
+)
 from pipeline.rewards.model import place_reward_models
 from pipeline.rewards.registry import (
     KINDS,
@@ -27,6 +34,7 @@ __all__ = [
     "REWARDS",
     "RewardError",
     "RewardFunc",
+    "RewardSetupError",
     "RowFailure",
     "UnknownRewardError",
     "build_reward_funcs",

@@ -72,6 +72,10 @@ class RewardError(RuntimeError):
     """A reward term could not score its batch: names the term, the row and the cause."""
 
 
+class RewardSetupError(RewardError):
+    """A term cannot score any row (its model does not load): raised at once, never retried row by row."""
+
+
 class RowFailure:
     """The score of one row that could not be computed (returned in place of a number by term kinds)."""
 
@@ -153,6 +157,8 @@ class _Term:
         n, start = len(kwargs["completions"]), time.perf_counter()
         try:
             scores = self.fn(**{**kwargs, **self.bound})  # config-bound kwargs win over a same-named data column
+        except RewardSetupError:
+            raise
         except Exception as batch_error:
             scores = [self._one_row(kwargs, i, n) for i in range(n)]
             scores = self._batch_only(scores, batch_error)
@@ -162,6 +168,8 @@ class _Term:
         n, start = len(kwargs["completions"]), time.perf_counter()
         try:
             scores = await self.fn(**{**kwargs, **self.bound})
+        except RewardSetupError:
+            raise
         except Exception as batch_error:
             scores = list(await asyncio.gather(*(self._one_row_async(kwargs, i, n) for i in range(n))))
             scores = self._batch_only(scores, batch_error)

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pipeline.rewards.calls import RewardSetupError
 from pipeline.rewards.registry import TermKind, completion_text, register_kind, term_field
 
 DEFAULTS = {"batch_size": 16, "max_length": 2048}
@@ -26,6 +27,7 @@ class RewardModel:
     """A callable reward: the model's single logit for each (prompt, completion)."""
 
     def __init__(self, term_name: str, term: Any) -> None:
+        self.term_name = term_name
         self.path = model_path(term_field(term, "model", ""))
         self.batch_size = int(term_field(term, "batch_size", DEFAULTS["batch_size"]))
         self.max_length = int(term_field(term, "max_length", DEFAULTS["max_length"]))
@@ -40,7 +42,11 @@ class RewardModel:
         import torch
 
         device = str(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model, tokenizer = load_reward_model(self.path, device)
+        try:
+            model, tokenizer = load_reward_model(self.path, device)
+        except (OSError, ValueError, RuntimeError) as e:  # a missing file, a wrong head, no memory left
+            raise RewardSetupError(f"reward term {self.term_name!r}: the reward model {self.path} does not load: "
+                                   f"{type(e).__name__}: {e}") from e
         prompts = prompts or [""] * len(completions)
         texts = [scored_text(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
         scores: list[float] = []
