@@ -115,6 +115,8 @@ def test_a_classifier_with_two_labels_is_refused(tmp_path: Path) -> None:
     ([], "reward.terms.rm (reward_model) needs model: set reward.terms.rm.model=PATH"),
     (["reward.terms.rm.model=/no/such/dir"], "reward.terms.rm.model=/no/such/dir: no model there"),
     (["reward.terms.rm.model=org/rm", "reward.terms.rm.batch_size=0"], "reward.terms.rm.batch_size=0 must be >= 1"),
+    (["reward.terms.rm.model=org/rm", "+reward.terms.rm.kwargs.x=1"],
+     "reward.terms.rm.kwargs: a reward_model term takes none"),
     (["reward.terms.rm.model=org/rm", "reward.terms.rm.timeout_s=3"],
      "reward.terms.rm.timeout_s is not read by reward 'reward_model' (only by judge terms)"),
 ])

@@ -113,6 +113,8 @@ def check(term_name: str, term: Any) -> list[str]:
     if looks_local and not (local.is_dir() and _is_model_dir(Path(model_path(str(local))))):
         problems.append(f"{key}.model={path}: no model there (a directory with config.json or adapter_config.json, "
                         "or a run directory with final/). Give a saved reward model, a stage=rm run or a hub id.")
+    if term_field(term, "kwargs", None):
+        problems.append(f"{key}.kwargs: a reward_model term takes none (its fields: {', '.join(FIELDS)}); remove them.")
     for field in ("batch_size", "max_length"):
         value = term_field(term, field, None)
         if value is not None and value < 1:
