@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from datasets import Dataset
 
 from pipeline.config.checks import to_run_config
 from pipeline.rewards import RewardError, build_reward_funcs, score_completions
@@ -108,6 +109,13 @@ def test_the_template_sees_prompt_completion_and_any_column(stub: str) -> None:
     funcs, _ = judge(stub, "ok", prompt="{prompt}|{topic}|{completion}")
     per_term, _ = score_completions(funcs, [1.0], ["<<1>>"], ["x"], {"topic": ["<<9>>"]})
     assert per_term["judge"] == [1.0]  # the stub scores the first <<N>>: the prompt's
+    # held-out evaluation passes `datasets` columns (not lists): they are per-row values all the same
+    rows = Dataset.from_dict({"prompt": ["<<3>>", "<<4>>"], "topic": ["<<5>>", "<<6>>"]})
+    per_term, _ = score_completions(funcs, [1.0], rows["prompt"], ["x", "y"], {"topic": rows["topic"]})
+    assert per_term["judge"] == [3.0, 4.0]
+    funcs, _ = judge(stub, "ok", prompt="{topic} {completion}")
+    per_term, _ = score_completions(funcs, [1.0], rows["prompt"], ["x", "y"], {"topic": rows["topic"]})
+    assert per_term["judge"] == [5.0, 6.0]
     funcs, _ = judge(stub, "ok", prompt="{missing} {completion}")
     with pytest.raises(RewardError, match=r"uses \{missing\} but the data has no such column"):
         score(funcs, ["<<1>>"])

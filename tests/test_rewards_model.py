@@ -142,6 +142,7 @@ def test_grpo_trains_on_a_reward_model_a_judge_and_an_async_function(rm_dir: Pat
         proc = run_pipeline([
             *TINY, "stage=grpo", "stage.batch_size=8", "stage.num_generations=4", "stage.max_completion_length=8",
             f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "reward=mix", f"reward.terms.judge.url={url}/v1",
+            "eval.every_steps=2",
             f"output_dir={run_dir}", f"paths.cache_dir={model_cache}",
         ], cwd=tmp_path)
         requests = json.loads(urllib.request.urlopen(f"{url}/stats", timeout=10).read())
@@ -152,4 +153,8 @@ def test_grpo_trains_on_a_reward_model_a_judge_and_an_async_function(rm_dir: Pat
     assert logged["train/rewards/judge/mean"] == [0.0, 0.0]  # completions hold no <<N>>: the stub says Score: 0
     assert logged["train/rewards/judge/failures"] == [0.0, 0.0]
     assert all(v > 0 for v in logged["train/rewards/mine/mean"])
-    assert requests["requests"] == 16  # 2 steps x 8 completions, one request each
+    # 2 steps x 8 sampled completions, then the held-out eval at step 2: 8 greedy completions, one request each
+    assert requests["requests"] == 24
+    evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if "eval/rm" in r]
+    assert len(evals) == 1 and math.isfinite(evals[0]["eval/rm"]) and evals[0]["eval/judge"] == 0.0

@@ -232,17 +232,22 @@ def _is_score(value: Any) -> bool:
     return value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isinf(value))
 
 
+def per_row(value: Any, n: int) -> bool:
+    """Whether ``value`` holds one entry per completion (a list, or a `datasets` column, of n) rather than being
+    shared by the batch (trainer_state, log_metric...)."""
+    return (not isinstance(value, (str, bytes, Mapping)) and hasattr(value, "__getitem__")
+            and hasattr(value, "__len__") and len(value) == n)
+
+
 def _row(kwargs: dict[str, Any], i: int, n: int) -> dict[str, Any]:
-    # Per-completion values (completions, prompts, data columns, completion ids) are lists of n; the rest
-    # (trainer_state, log_metric...) are shared by the batch.
-    return {k: [v[i]] if isinstance(v, list) and len(v) == n else v for k, v in kwargs.items()}
+    return {k: [v[i]] if per_row(v, n) else v for k, v in kwargs.items()}
 
 
 def _describe(kwargs: dict[str, Any], i: int) -> str:
     parts = []
     for key in ("prompts", "completions"):
         values = kwargs.get(key)
-        if isinstance(values, list) and i < len(values):
+        if values is not None and per_row(values, len(kwargs["completions"])):
             text = completion_text(values[i])
             parts.append(f"{key[:-1]} {text[:80] + ('...' if len(text) > 80 else '')!r}")
     return ", ".join(parts) or "no prompt or completion given"

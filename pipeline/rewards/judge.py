@@ -22,7 +22,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pipeline.rewards.calls import RowFailure
+from pipeline.rewards.calls import RowFailure, per_row
 from pipeline.rewards.registry import TermKind, completion_text, register_kind, term_field
 
 DEFAULT_PROMPT = (
@@ -64,9 +64,9 @@ class Judge:
 
     async def __call__(self, completions: list[Any], prompts: list[Any] | None = None,
                        **columns: Any) -> list[float | RowFailure]:
-        prompts = prompts or [""] * len(completions)
-        rows = [{k: v[i] for k, v in columns.items() if isinstance(v, list) and len(v) == len(completions)}
-                for i in range(len(completions))]
+        n = len(completions)
+        prompts = [""] * n if prompts is None else prompts
+        rows = [{k: v[i] for k, v in columns.items() if per_row(v, n)} for i in range(n)]
         return list(await asyncio.gather(*(self._score(p, c, row) for p, c, row in
                                            zip(prompts, completions, rows, strict=True))))
 

@@ -47,7 +47,7 @@ class RewardModel:
         except (OSError, ValueError, RuntimeError) as e:  # a missing file, a wrong head, no memory left
             raise RewardSetupError(f"reward term {self.term_name!r}: the reward model {self.path} does not load: "
                                    f"{type(e).__name__}: {e}") from e
-        prompts = prompts or [""] * len(completions)
+        prompts = [""] * len(completions) if prompts is None else prompts
         texts = [scored_text(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
         scores: list[float] = []
         for start in range(0, len(texts), self.batch_size):
