@@ -59,11 +59,11 @@ def score_completions(funcs: list[RewardFunc], weights: list[float], prompts: li
                       columns: Mapping[str, list[Any]]) -> tuple[dict[str, list[float | None]], list[float]]:
     """(per term scores, weighted totals) of completion texts, calling each bound term as TRL's GRPOTrainer does:
     conversational completions (one assistant turn), the prompts, and every data column as keyword arguments;
-    async terms run concurrently. A None score (a term that does not apply) counts 0 in the total, as in TRL's
-    nansum."""
+    async terms run concurrently. A None or NaN score (a term that does not apply) counts 0 in the total, as in
+    TRL's nansum."""
     turns = [[{"role": "assistant", "content": text}] for text in texts]
     per_term = call_terms(funcs, prompts=prompts, completions=turns, **columns)
-    totals = [sum(w * (scores[i] or 0.0) for w, scores in zip(weights, per_term.values(), strict=True))
+    totals = [sum(w * _counted(scores[i]) for w, scores in zip(weights, per_term.values(), strict=True))
               for i in range(len(texts))]
     return per_term, totals
 
@@ -225,6 +225,10 @@ class _Term:
             log.warning("reward term %r: %d of %d rows failed and score 0 (on_error=zero; %d so far); first: row %d "
                         "(%s): %s: %s", self.name, len(failed), n, self.failures, i, _describe(kwargs, i),
                         type(error).__name__, error)
+
+
+def _counted(score: float | None) -> float:
+    return 0.0 if score is None or math.isnan(score) else score
 
 
 def _is_score(value: Any) -> bool:
