@@ -181,3 +181,16 @@ def test_judge_against_pipeline_serve_with_the_tiny_model(model_cache: Path, tmp
     assert scores == expected and funcs[0].term.failures == failed
     assert after["requests"] - before["requests"] == 8 and after["batched_requests"] - before["batched_requests"] >= 2
     print(f"judge over pipeline.tools.serve (tiny, 8 tokens): {8 / elapsed:.1f} rows/s")
+
+
+def test_the_default_prompt_fits_data_with_or_without_answers_and_a_closed_port_is_a_failure(stub: str) -> None:
+    funcs, _ = build_reward_funcs({"judge": {"function": "judge", "url": f"{stub}/v1", "model": "ok"}})
+    with_answer, _ = score_completions(funcs, [1.0], ["<<2>>"], ["x"], {"answer": ["7"]})
+    without, _ = score_completions(funcs, [1.0], ["<<3>>"], ["x"], {})
+    assert with_answer["judge"] == [2.0] and without["judge"] == [3.0]
+    from pipeline.tools.serving.process import free_port
+
+    closed = {"function": "judge", "url": f"http://127.0.0.1:{free_port()}/v1", "model": "ok", "retries": 1,
+              "on_error": "zero"}
+    funcs, _ = build_reward_funcs({"judge": closed})
+    assert score(funcs, ["<<1>>"]) == [0.0] and funcs[0].term.failures == 1

@@ -13,6 +13,7 @@ variable named by api_key_env, when the request is sent; it is never stored in t
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import re
@@ -30,6 +31,8 @@ DEFAULT_PROMPT = (
     "Question:\n{prompt}\n\nReference answer:\n{answer}\n\nResponse:\n{completion}\n\n"
     "Reply with 'Score: N' and nothing else."
 )
+# The default for data without an `answer` column (open-ended prompts).
+DEFAULT_PROMPT_NO_ANSWER = DEFAULT_PROMPT.replace("Reference answer:\n{answer}\n\n", "")
 # The number after "score" (Score: 7, score = 7/10), else the reply's first number.
 SCORE_AFTER_LABEL = re.compile(r"score\s*(?:is|of|:|=)?\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 FIRST_NUMBER = re.compile(r"(-?\d+(?:\.\d+)?)")
@@ -51,7 +54,7 @@ class Judge:
         self.url = term_field(term, "url", "").rstrip("/") + "/chat/completions"
         self.model = term_field(term, "model", "")
         self.key_env = term_field(term, "api_key_env", None)
-        self.template = term_field(term, "prompt", DEFAULT_PROMPT)
+        self.template = term_field(term, "prompt", None)
         regex = term_field(term, "score_regex", None)
         self.patterns = [re.compile(regex)] if regex else [SCORE_AFTER_LABEL, FIRST_NUMBER]
         self.max_score = term_field(term, "max_score", None)
@@ -71,8 +74,9 @@ class Judge:
                                            zip(prompts, completions, rows, strict=True))))
 
     async def _score(self, prompt: Any, completion: Any, row: dict[str, Any]) -> float | RowFailure:
+        template = self.template or (DEFAULT_PROMPT if "answer" in row else DEFAULT_PROMPT_NO_ANSWER)
         try:
-            text = self.template.format(**{**row, "prompt": completion_text(prompt),
+            text = template.format(**{**row, "prompt": completion_text(prompt),
                                            "completion": completion_text(completion)})
         except KeyError as e:
             return RowFailure(KeyError(f"the judge prompt uses {{{e.args[0]}}} but the data has no such column "
@@ -108,8 +112,8 @@ class Judge:
             if e.code in RETRY_STATUS:
                 raise _Retryable(f"HTTP {e.code}: {detail}") from None
             raise JudgeError(f"{self.url}: HTTP {e.code}: {detail}") from None
-        except (urllib.error.URLError, ConnectionError) as e:
-            raise _Retryable(f"cannot connect ({getattr(e, 'reason', e)})") from None
+        except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
+            raise _Retryable(f"cannot connect or read the reply ({getattr(e, 'reason', e)!r})") from None
         except TimeoutError:
             raise _Retryable(f"no reply in {self.timeout_s:g} s") from None
         try:
