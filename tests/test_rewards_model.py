@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import urllib.request
 from pathlib import Path
 
@@ -87,22 +86,33 @@ def test_batched_scores_equal_each_row_alone_through_the_rm_chat_template(rm_dir
     assert rm_scores(rm_dir, batch_size=1) == pytest.approx(scores, abs=1e-5)
 
 
-def test_a_lora_adapter_dir_and_a_run_dir_load_too(rm_dir: Path, tmp_path: Path) -> None:
-    from peft import LoraConfig, get_peft_model
+def test_a_reward_trainer_lora_run_dir_loads_and_scores_as_the_trained_model(rm_dir: Path, tmp_path: Path) -> None:
+    """What stage=rm leaves: TRL's RewardTrainer with LoRA saves an adapter (+ the score head) and the tokenizer."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import RewardConfig, RewardTrainer
 
-    peft_model = get_peft_model(LlamaForSequenceClassification.from_pretrained(rm_dir),
-                                LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["q_proj", "v_proj"]))
-    with torch.no_grad():  # a trained adapter: LoRA B and the score head away from their initial values
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name or "modules_to_save" in name:
-                param.add_(0.3)
+    def turn(a: int, answer: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": f"{a} + {a}?"}, {"role": "assistant", "content": answer}]
+
+    pairs = Dataset.from_dict({"chosen": [turn(a, str(2 * a)) for a in range(8)],
+                               "rejected": [turn(a, "no idea") for a in range(8)]})
     run = tmp_path / "rm_run"
-    peft_model.save_pretrained(run / "final")
-    shutil.copytree(TOKENIZER, run / "final", dirs_exist_ok=True)
+    args = RewardConfig(output_dir=str(run), max_steps=2, per_device_train_batch_size=4, learning_rate=5e-2,
+                        use_cpu=True, bf16=False, report_to=[], save_strategy="no")
+    trainer = RewardTrainer(model=str(rm_dir), args=args, train_dataset=pairs,
+                            processing_class=AutoTokenizer.from_pretrained(TOKENIZER),
+                            peft_config=LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["q_proj", "v_proj"]))
+    trainer.train()
+    trainer.save_model(str(run / "final"))
+    assert (run / "final" / "adapter_config.json").is_file() and not (run / "final" / "config.json").exists()
+
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
-    expected = [alone(peft_model.eval(), tokenizer, p, c) for p, c in zip(PROMPTS, COMPLETIONS, strict=True)]
+    expected = [alone(trainer.model.eval(), tokenizer, p, c) for p, c in zip(PROMPTS, COMPLETIONS, strict=True)]
     assert rm_scores(run) == pytest.approx(expected, abs=1e-4)  # the run dir: its final/ adapter, merged
-    assert expected != pytest.approx(rm_scores(rm_dir), abs=1e-3)
+    assert expected != pytest.approx(rm_scores(rm_dir), abs=1e-3)  # ... not the untrained base
+    chosen = rm_scores(run, prompts=[turn(3, "")[:1]] * 2, completions=[turn(3, "6")[1:], turn(3, "no idea")[1:]])
+    assert chosen[0] > chosen[1]  # two steps already rank the right answer first
 
 
 def test_a_classifier_with_two_labels_is_refused(tmp_path: Path) -> None:

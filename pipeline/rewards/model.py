@@ -12,6 +12,7 @@ GRPO stage can place it on its device first) and once per path and device in a p
 from __future__ import annotations
 
 import functools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def load_reward_model(path: str, device: str) -> tuple[Any, Any]:
     if model.config.num_labels != 1:
         raise ValueError(f"reward model {path} has num_labels={model.config.num_labels}; a reward model outputs one "
                          "score (num_labels=1), as stage=rm (TRL's RewardTrainer) trains it.")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_path(path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # the score is read at the last non-pad token, and the end of a long text is what is being judged
@@ -120,6 +121,14 @@ def check(term_name: str, term: Any) -> list[str]:
         if value is not None and value < 1:
             problems.append(f"{key}.{field}={value} must be >= 1.")
     return problems
+
+
+def _tokenizer_path(path: str) -> str:
+    # An adapter saved without its tokenizer reads the base model's.
+    adapter = Path(path) / "adapter_config.json"
+    if adapter.is_file() and not (Path(path) / "tokenizer_config.json").is_file():
+        return json.loads(adapter.read_text()).get("base_model_name_or_path") or path
+    return path
 
 
 def _is_model_dir(path: Path) -> bool:
