@@ -111,6 +111,11 @@ def test_a_reward_trainer_lora_run_dir_loads_and_scores_as_the_trained_model(rm_
     expected = [alone(trainer.model.eval(), tokenizer, p, c) for p, c in zip(PROMPTS, COMPLETIONS, strict=True)]
     assert rm_scores(run) == pytest.approx(expected, abs=1e-4)  # the run dir: its final/ adapter, merged
     assert expected != pytest.approx(rm_scores(rm_dir), abs=1e-3)  # ... not the untrained base
+    bare = tmp_path / "adapter_only"  # an adapter saved without its tokenizer reads its base model's
+    bare.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (bare / name).write_bytes((run / "final" / name).read_bytes())
+    assert rm_scores(bare) == pytest.approx(expected, abs=1e-4)
     chosen = rm_scores(run, prompts=[turn(3, "")[:1]] * 2, completions=[turn(3, "6")[1:], turn(3, "no idea")[1:]])
     assert chosen[0] > chosen[1]  # two steps already rank the right answer first
 
