@@ -28,8 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Every registered reward (issue 4 added the seed recipes' rewards).
 ALL_REWARDS = [
-    "answer_marker", "correctness", "int_answer", "length", "math_equiv", "mcq_letter", "soft_format",
-    "strict_format", "xml_format", "xmlcount",
+    "answer_marker", "correctness", "int_answer", "judge", "length", "math_equiv", "mcq_letter", "passes_tests",
+    "reward_model", "soft_format", "strict_format", "xml_format", "xmlcount",
 ]
 
 
@@ -310,7 +310,7 @@ def test_build_reward_funcs_accepts_mappings_and_bound_kwargs_win_over_columns()
 
 
 def test_build_reward_funcs_unknown_function_names_the_known_ones() -> None:
-    with pytest.raises(UnknownRewardError, match="known rewards: answer_marker, correctness, int_answer"):
+    with pytest.raises(UnknownRewardError, match="known rewards: answer_marker, correctness, int_answer, judge"):
         build_reward_funcs({"acc": Term(function="corectness")})
 
 

@@ -24,7 +24,7 @@ from pipeline.config.stage_table import STAGES, UnknownStageError, stage_spec
 from pipeline.data.mixing import mix_problems
 from pipeline.data.registry import registry_problems
 from pipeline.data.sources import peek_columns
-from pipeline.rewards import UnknownRewardError, get_reward, reward_names
+from pipeline.rewards import KINDS, UnknownRewardError, get_reward, reward_names, term_function, term_problems
 
 
 class ConfigError(ValueError):
@@ -61,7 +61,7 @@ def validate(cfg: RunConfig) -> None:
         *_check_batch(cfg),
         *_check_data(cfg),
         *template_problems(cfg.model.chat_template, cfg.model.chat_template_kwargs),
-        *_check_rewards(cfg),
+        *reward_problems(cfg),
         *_check_distributed(cfg),
     ]
     if problems:
@@ -210,20 +210,24 @@ def _some_format_fits(formats: tuple[DataFormat, ...], columns: set[str]) -> boo
     return any(set(REQUIRED[f]) <= columns for f in formats)
 
 
-def _check_rewards(cfg: RunConfig) -> list[str]:
+def reward_problems(cfg: RunConfig) -> list[str]:
+    """The reward terms' problems (unknown names, kind fields missing or misplaced); also run by the score tool."""
     if not stage_spec(cfg.stage.name).rewards:
         return []
     if not cfg.reward.terms:
         return [f"reward={cfg.reward.name} has no terms: GRPO needs at least one (e.g. reward=correctness)."]
     known, problems = reward_names(), []
     for term, t in cfg.reward.terms.items():
-        name = t._target_ or t.function or term
+        name = term_function(term, t)
         try:
-            get_reward(name)  # a dotted path (custom reward) is imported here, so a typo fails before training
+            if name not in KINDS:
+                get_reward(name)  # a dotted path (custom reward) is imported here, so a typo fails before training
         except UnknownRewardError as e:
             detail = str(e) if "." in name else f"Known rewards: {', '.join(known)}."
             problems.append(f"reward.terms.{term}: unknown reward '{name}'. {detail} "
                             f"Set reward.terms.{term}.function to one of them.")
+            continue
+        problems += term_problems(term, t)  # a judge without url, a reward model path that is not there...
     return problems
 
 

@@ -62,6 +62,11 @@ class DataFormat(str, Enum):
     scored_groups = "scored_groups"  # group_pref/DPO: prompt, responses[], scores[] (top score = chosen)
 
 
+class OnRewardError(str, Enum):
+    stop = "stop"  # end the run naming the reward term, the row and the error
+    zero = "zero"  # score the row 0, count it (rewards/<term>/failures) and log it
+
+
 class OnBadRow(str, Enum):
     error = "error"  # stop at the first bad row, naming file, line and field
     skip = "skip"  # drop bad rows, count them per reason and report the counts

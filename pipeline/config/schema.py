@@ -21,6 +21,7 @@ from pipeline.config.enums import (
     Launcher,
     ModelSource,
     OnBadRow,
+    OnRewardError,
     PeftMethod,
     Precision,
     QuantMethod,
@@ -140,9 +141,36 @@ class RewardTermConfig(Schema):
     weight: float = 1.0
     # Extra keyword arguments bound to the function (e.g. per_tag: 0.2).
     kwargs: dict[str, Any] = field(default_factory=dict)
-    # Dotted path of your own reward function (pkg.module.fn); it gets completions plus every data column as
-    # keyword arguments. Wins over `function`.
+    # Dotted path of your own reward function (pkg.module.fn, sync or async); it gets completions plus every data
+    # column as keyword arguments. Wins over `function`.
     _target_: str | None = None
+    # A row whose score raises (or a judge that fails after its retries): stop = end the run naming the term, the
+    # row and the error; zero = score 0 for that row, counted in rewards/<term>/failures and logged.
+    on_error: OnRewardError = OnRewardError.stop
+    # ---- reward_model and judge terms only (pipeline.rewards.model / .judge); null = that kind's default
+    # reward_model: local dir (a saved sequence-classification model, a LoRA adapter dir, a stage=rm run) or hub
+    # id. judge: the model name sent to the endpoint.
+    model: str | None = None
+    # judge: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (POST {url}/chat/completions).
+    url: str | None = None
+    # judge: name of the environment variable holding the API key (never the key itself); null = no key.
+    api_key_env: str | None = None
+    # judge: the request text, a format string over {prompt}, {completion}, {answer} (and any data column).
+    prompt: str | None = None
+    # judge: regex whose first group is the score in the reply; default: the number after "score:", else the first.
+    score_regex: str | None = None
+    # judge: replies are divided by this (10 -> scores in [0, 1]); a reply outside [0, max_score] is a failure.
+    max_score: float | None = None
+    # judge: seconds per request attempt (default 30).
+    timeout_s: float | None = None
+    # judge: requests in flight at once (default 8).
+    max_concurrency: int | None = None
+    # judge: extra attempts after a timeout, connection error, 429 or 5xx, with back-off 0.5 s, 1 s, 2 s... (default 2).
+    retries: int | None = None
+    # reward_model: completions per forward pass (default 16); more is faster and uses more memory.
+    batch_size: int | None = None
+    # reward_model: tokens kept per scored text (default 2048), the start of a longer prompt is cut.
+    max_length: int | None = None
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The reward registry (name -> function), the builder that binds config terms, and completion text.
+"""The reward registry (name -> function, plus term kinds built from their fields), the checks of a term's fields,
+and completion text.
 
 Reward modules register themselves here; `pipeline.rewards` imports them all, so look names up through the
 package. Free of torch/transformers/trl: config validation checks reward names before anything heavy loads.
@@ -6,8 +7,8 @@ package. Free of torch/transformers/trl: config validation checks reward names b
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 RewardFunc = Callable[..., list[float | None]]
@@ -27,8 +28,9 @@ def register_reward(name: str) -> Callable[[RewardFunc], RewardFunc]:
     """Decorator that registers a reward function under ``name``; duplicate names raise ValueError."""
 
     def decorator(fn: RewardFunc) -> RewardFunc:
-        if name in REWARDS:
-            raise ValueError(f"reward {name!r} is already registered (by {REWARDS[name].__module__})")
+        if name in REWARDS or name in KINDS:
+            owner = REWARDS[name].__module__ if name in REWARDS else "a term kind"
+            raise ValueError(f"reward {name!r} is already registered (by {owner})")
         REWARDS[name] = fn
         return fn
 
@@ -36,8 +38,8 @@ def register_reward(name: str) -> Callable[[RewardFunc], RewardFunc]:
 
 
 def reward_names() -> list[str]:
-    """Names of all registered rewards, sorted."""
-    return sorted(REWARDS)
+    """Names of all registered rewards and term kinds, sorted."""
+    return sorted([*REWARDS, *KINDS])
 
 
 def get_reward(name: str) -> RewardFunc:
@@ -91,61 +93,62 @@ def _content_text(content: Any) -> str:
     return "".join(part.get("text", "") for part in content if part.get("type", "text") == "text")
 
 
-def build_reward_funcs(terms: Mapping[str, Any]) -> tuple[list[RewardFunc], list[float]]:
-    """One bound reward function per term (named after the term) and the matching weights."""
-    funcs: list[RewardFunc] = []
-    weights: list[float] = []
-    for term_name, term in terms.items():
-        function = _term_field(term, "_target_", None) or _term_field(term, "function", None) or term_name
-        fn = get_reward(function)
-        bound = dict(_term_field(term, "kwargs", None) or {})
-        _check_kwargs(term_name, function, fn, bound)
-        funcs.append(_bind(term_name, fn, bound))
-        weights.append(float(_term_field(term, "weight", 1.0)))
-    return funcs, weights
+# ---- kinds: terms built from their own fields (an HTTP judge, a reward model) rather than a plain function ------
 
 
-def score_completions(funcs: list[RewardFunc], weights: list[float], prompts: list[Any], texts: list[str],
-                      columns: Mapping[str, list[Any]]) -> tuple[dict[str, list[float | None]], list[float]]:
-    """(per term scores, weighted totals) of completion texts, calling each bound term as TRL's GRPOTrainer does:
-    conversational completions (one assistant turn), the prompts, and every data column as keyword arguments.
-    A None score (a term that does not apply) counts 0 in the total, as in TRL's nansum."""
-    turns = [[{"role": "assistant", "content": text}] for text in texts]
-    per_term = {fn.__name__: list(fn(prompts=prompts, completions=turns, **columns)) for fn in funcs}
-    totals = [sum(w * (scores[i] or 0.0) for w, scores in zip(weights, per_term.values(), strict=True))
-              for i in range(len(texts))]
-    return per_term, totals
+@dataclass(frozen=True)
+class TermKind:
+    """A term kind: `build(term_name, term)` returns the scoring callable; `check(term_name, term)` returns the
+    problems of its fields (run by config validation before anything loads); `fields` are the kind-only term
+    fields it reads and `required` those it cannot do without."""
+
+    build: Callable[[str, Any], RewardFunc]
+    check: Callable[[str, Any], list[str]]
+    fields: tuple[str, ...]
+    required: tuple[str, ...]
+    example: str
 
 
-def _term_field(term: Any, field: str, default: Any) -> Any:
-    # Terms are RewardTermConfig dataclasses after Hydra's structured merge, but plain mappings
-    # (tests, untyped configs) are accepted too.
-    if isinstance(term, Mapping):
-        return term.get(field, default)
-    return getattr(term, field, default)
+KINDS: dict[str, TermKind] = {}
+# Term fields that only a kind reads; on any other term they would be silently ignored, so they are refused.
+KIND_FIELDS = ("model", "url", "api_key_env", "prompt", "score_regex", "max_score", "timeout_s", "max_concurrency",
+               "retries", "batch_size", "max_length")
 
 
-def _check_kwargs(term_name: str, function: str, fn: RewardFunc, bound: dict[str, Any]) -> None:
-    # Reward functions swallow unknown kwargs (TRL passes every dataset column), so a typo in a
-    # config kwarg would otherwise be silently ignored.
-    params = [
-        p.name
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "completions"
+def register_kind(name: str, kind: TermKind) -> None:
+    if name in REWARDS or name in KINDS:
+        raise ValueError(f"reward {name!r} is already registered")
+    KINDS[name] = kind
+
+
+def term_function(term_name: str, term: Any) -> str:
+    """The reward a term names: its _target_, else its function, else the term's own key."""
+    return term_field(term, "_target_", None) or term_field(term, "function", None) or term_name
+
+
+def term_problems(term_name: str, term: Any) -> list[str]:
+    """What is wrong with a term's kind-only fields (a judge without url, a url on a plain function), each with the
+    override that fixes it; the reward name itself is checked by get_reward."""
+    function = term_function(term_name, term)
+    kind = KINDS.get(function)
+    used = kind.fields if kind else ()
+    stray = [f for f in KIND_FIELDS if f not in used and term_field(term, f, None) is not None]
+    problems = [
+        f"reward.terms.{term_name}.{f} is not read by reward {function!r} (only by "
+        f"{', '.join(k for k, v in sorted(KINDS.items()) if f in v.fields)} terms): remove it, or set "
+        f"reward.terms.{term_name}.function to that kind." for f in stray
     ]
-    unknown = sorted(set(bound) - set(params))
-    if unknown:
-        raise ValueError(
-            f"reward.terms.{term_name}.kwargs: reward {function!r} has no parameter(s) "
-            f"{', '.join(unknown)}; it accepts: {', '.join(params) or '(none)'}"
-        )
+    if kind is None:
+        return problems
+    missing = [f for f in kind.required if not term_field(term, f, None)]
+    if missing:
+        return [*problems, f"reward.terms.{term_name} ({function}) needs {' and '.join(missing)}: "
+                           f"{kind.example.format(term=term_name)}"]
+    return [*problems, *kind.check(term_name, term)]
 
 
-def _bind(term_name: str, fn: RewardFunc, bound: dict[str, Any]) -> RewardFunc:
-    def reward(*args: Any, **kwargs: Any) -> list[float | None]:
-        # Config-bound kwargs win over a dataset column that happens to share the name.
-        return fn(*args, **{**kwargs, **bound})
-
-    reward.__name__ = term_name
-    reward.__qualname__ = term_name
-    return reward
+def term_field(term: Any, field: str, default: Any) -> Any:
+    """A field of a term: RewardTermConfig dataclasses after Hydra's structured merge, or plain mappings (tests,
+    untyped configs); a missing or null field is ``default``."""
+    value = term.get(field, default) if isinstance(term, Mapping) else getattr(term, field, default)
+    return default if value is None else value

@@ -25,7 +25,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from pipeline.config.plan import RunPlan
-from pipeline.rewards import build_reward_funcs, score_completions
+from pipeline.rewards import build_reward_funcs, place_reward_models, score_completions
 from pipeline.train.heldout import heldout_records
 from pipeline.train.pass_at_k import maj_at_k, pass_at_k
 from pipeline.train.saving import save_model_dir
@@ -81,6 +81,7 @@ class EvalCallback(TrainerCallback):
 
     def bind(self, trainer: Trainer, eval_prompts: Any) -> None:
         self.trainer = trainer
+        place_reward_models(self.rewards[0], trainer.accelerator.device)  # the training RM's device: loaded once
         ev, stage = self.plan.cfg.eval, self.plan.cfg.stage
         self.loss = trainer.eval_dataset is not None
         has_answers = eval_prompts is not None and len(eval_prompts) > 0

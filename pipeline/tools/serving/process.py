@@ -24,10 +24,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def server_process(module: str, *args: str, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run `python -m pipeline.tools.<module> ARGS port=<free>`; yields its base URL (http://127.0.0.1:PORT)."""
+    """Run `python -m pipeline.tools.<module> ARGS port=<free>` (or a dotted module path, e.g. a test server's);
+    yields its base URL (http://127.0.0.1:PORT)."""
     port = free_port()
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", f"pipeline.tools.{module}", *args, f"port={port}"],
+        proc = subprocess.Popen([sys.executable, "-m", module if "." in module else f"pipeline.tools.{module}",
+                                 *args, f"port={port}"],
                                 env=env or dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

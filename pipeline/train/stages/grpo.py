@@ -14,7 +14,7 @@ from trl import GRPOConfig
 
 from pipeline.config.plan import RunPlan
 from pipeline.config.stage_schemas import GenerationEngine, GRPOStageConfig
-from pipeline.rewards import build_reward_funcs
+from pipeline.rewards import build_reward_funcs, place_reward_models
 from pipeline.train.fast_generation import FastGenerationGRPOTrainer
 from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
 
@@ -46,6 +46,8 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
         args=args, reward_funcs=reward_funcs, **trainer_inputs(plan, prep),
         merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
     )
+    # reward models (reward.terms.*.model) score on this rank's training device, frozen, loaded at their first call
+    place_reward_models(reward_funcs, trainer.accelerator.device)
     train(plan, trainer, prep)
     return finish(plan, trainer, prep)
 
