@@ -15,7 +15,7 @@ from trl import SFTConfig, SFTTrainer
 from pipeline.config.enums import OnBadRow
 from pipeline.config.plan import RunPlan
 from pipeline.config.schema import RunConfig
-from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
+from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +24,13 @@ def run_sft(plan: RunPlan) -> dict[str, Any]:
     cfg = plan.cfg
     prep = prepare(plan)
     padding_free = use_padding_free(cfg, prep.long_rows)
-    args = SFTConfig(
-        **training_args(plan),
+    args = SFTConfig(**trl_args(
+        plan,
         # padding-free rows are not truncated by TRL; they are known to fit already
         max_length=None if padding_free else cfg.stage.max_length,
         packing=cfg.stage.packing,
         padding_free=padding_free,
-    )
+    ))
     trainer = SFTTrainer(args=args, **trainer_inputs(plan, prep))
     train(plan, trainer, prep)
     return finish(plan, trainer, prep)
