@@ -178,7 +178,7 @@ def _check_batch(cfg: RunConfig) -> list[str]:
             f"stage.batch_size={batch} is not a multiple of hw.micro_batch={per_device} x {world} processes: "
             f"set stage.batch_size={per_device * accum * world} or hw.micro_batch to a divisor of {batch // world}."
         )
-    if cfg.stage.name == "kto" and cfg.stage.loss_type == KTOLoss.kto and per_device < 2:
+    if getattr(cfg.stage, "loss_type", None) == KTOLoss.kto and per_device < 2:
         problems.append(f"stage=kto with a micro-batch of {per_device} row: KTO estimates its KL term from the other "
                         "rows of a micro-batch. Set hw.micro_batch=2 or more (and stage.batch_size to match), or "
                         "stage.loss_type=apo_zero_unpaired.")

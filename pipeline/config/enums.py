@@ -114,3 +114,12 @@ class DPOLoss(str, Enum):
 class KTOLoss(str, Enum):
     kto = "kto"
     apo_zero_unpaired = "apo_zero_unpaired"
+
+
+class CPOLoss(str, Enum):
+    # TRL's CPOConfig.loss_type; stage=simpo runs it with simpo
+    sigmoid = "sigmoid"
+    hinge = "hinge"
+    ipo = "ipo"
+    simpo = "simpo"
+    alphapo = "alphapo"  # simpo with cpo_alpha=0

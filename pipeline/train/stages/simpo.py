@@ -12,6 +12,7 @@ from typing import Any
 
 from trl.experimental.cpo import CPOConfig, CPOTrainer
 
+from pipeline.config.enums import CPOLoss
 from pipeline.config.plan import RunPlan
 from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
 
@@ -21,7 +22,7 @@ def run_simpo(plan: RunPlan) -> dict[str, Any]:
     prep = prepare(plan)
     args = CPOConfig(**trl_args(
         plan,
-        loss_type="simpo",
+        loss_type=CPOLoss.simpo.value,
         beta=stage.beta,
         simpo_gamma=stage.simpo_gamma,
         cpo_alpha=stage.cpo_alpha,
