@@ -99,8 +99,16 @@ def _start_weights(cfg: RunConfig, auto_class: type = AutoModelForCausalLM) -> P
 
         base = load_model(cfg.model, cfg.quant, cfg.hw, cfg.paths.cache_dir, auto_class)
         log.info("starting from %s: LoRA adapter merged into %s", start, cfg.model.name)
+        # A policy's causal-LM adapter onto a reward model's base: the task-free PeftModel wraps any head (the
+        # causal-LM wrapper would want generation methods the classifier lacks); the adapter's keys are the same.
+        adapter = None
+        if auto_class is not AutoModelForCausalLM:
+            from peft import PeftConfig
+
+            adapter = PeftConfig.from_pretrained(str(start))
+            adapter.task_type = None
         # under ZeRO-3 the base is partitioned: merge_adapter gathers one layer at a time to merge it
-        return merge_adapter(PeftModel.from_pretrained(base, str(start)))
+        return merge_adapter(PeftModel.from_pretrained(base, str(start), config=adapter))
     if (start / "config.json").exists():
         log.info("starting from the full model in %s", start)
         model_cfg = dataclasses.replace(cfg.model, path=str(start), source=ModelSource.pretrained)
