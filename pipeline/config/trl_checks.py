@@ -37,6 +37,13 @@ OWNED = {
     "fp16": "hw.precision",
     "gradient_checkpointing": "hw.gradient_checkpointing",
     "gradient_checkpointing_kwargs": "hw.gradient_checkpointing",
+    # transformers 5's new names for the two above
+    "activation_checkpointing": "hw.gradient_checkpointing",
+    "activation_checkpointing_kwargs": "hw.gradient_checkpointing",
+    # evaluation during training and <run>/best/ are ours (pipeline/train/eval_callback.py)
+    "eval_strategy": "eval.every_steps",
+    "load_best_model_at_end": "checkpoint.best_metric",
+    "metric_for_best_model": "checkpoint.best_metric",
     "use_liger_kernel": "hw.liger_kernel",
     "tf32": "hw.tf32",
     "ddp_timeout": "hw.collective_timeout_s",
