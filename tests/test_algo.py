@@ -72,6 +72,7 @@ def test_loss_names_fail_at_compose_time_listing_the_valid_ones(overrides: list[
         (["stage=rm", "++stage.trl.per_device_train_batch_size=4"], "set by our key stage.batch_size (global) and "
                                                                     "hw.micro_batch"),
         (["stage=kto", "hw.micro_batch=1"], "stage=kto with a micro-batch of 1 row"),
+        (["stage=rm", "eval.every_steps=5"], "a reward model generates no answers to score"),
     ],
 )
 def test_names_are_checked_before_anything_loads(overrides: list[str], message: str) -> None:

@@ -96,6 +96,9 @@ def _check_eval(cfg: RunConfig) -> list[str]:
                         "number.")
     if ev.limit is not None and ev.limit < 1:
         problems.append(f"eval.limit={ev.limit} keeps no problems: use a positive number, or null for all.")
+    if ev.every_steps and not stage_spec(cfg.stage.name).policy:
+        problems.append(f"eval.every_steps={ev.every_steps} with stage={cfg.stage.name}: a reward model generates no "
+                        "answers to score; set eval.every_steps=0 (its held-out pair accuracy is in summary.json).")
     if cfg.checkpoint.best_mode not in (None, "max", "min"):
         problems.append(f"checkpoint.best_mode={cfg.checkpoint.best_mode}: use max, min or null (inferred).")
     return problems
