@@ -16,7 +16,7 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from pipeline.config.argv import quote_name_lists, rank_argv, strip_launcher_args  # noqa: E402
+from pipeline.config.argv import open_trl_keys, quote_name_lists, rank_argv, strip_launcher_args  # noqa: E402
 from pipeline.config.logs import apply_log_level  # noqa: E402
 from pipeline.config.plan import plan_run  # noqa: E402
 from pipeline.config.schema import register_configs  # noqa: E402
@@ -26,6 +26,7 @@ from pipeline.launch.sweep import refused_in_sweep  # noqa: E402
 
 strip_launcher_args(sys.argv)
 quote_name_lists(sys.argv)
+open_trl_keys(sys.argv)
 refuse_secret_overrides(sys.argv)
 rank_argv(sys.argv)
 register_configs()

@@ -92,8 +92,10 @@ def test_every_stage_has_an_option_file_and_a_runner() -> None:
 
 
 def test_stage_names_are_spelled_in_few_files() -> None:
-    literal = re.compile(r"""["'](sft|dpo|grpo|group_pref|sft_then_grpo|sft_then_dpo)["']""")
-    files = [f for f in (REPO / "pipeline").rglob("*.py") if literal.search(f.read_text())]
+    literal = re.compile(r"""["'](sft|dpo|grpo|group_pref|kto|orpo|simpo|rm|chain|sft_then_grpo|sft_then_dpo)["']""")
+    # enums.py spells TRL's loss names, two of which ("grpo", "sft") happen to be stage names too
+    loss_names = REPO / "pipeline" / "config" / "enums.py"
+    files = [f for f in (REPO / "pipeline").rglob("*.py") if f != loss_names and literal.search(f.read_text())]
     assert len(files) <= 3, files
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from pipeline.config.derived import rank
 
@@ -45,3 +46,16 @@ def quote_name_lists(argv: list[str]) -> None:
         key, _, value = arg.partition("=")
         if f"{key}=" in _NAME_LISTS and "," in value and value[:1] not in ("'", '"', "["):
             argv[i] = f"{key}='{value}'"
+
+
+# stage.trl.<field>=v (or stage.<step>.trl.<field>=v in a chain): a pass-through dict with no keys declared.
+_TRL_KEY = re.compile(r"^stage\.(?:[a-z_]+\.)?trl\.[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def open_trl_keys(argv: list[str]) -> None:
+    """`stage.trl.<field>=value` -> `++stage.trl.<field>=value`: Hydra wants `+` to add a key to the (empty)
+    stage.trl dict and refuses `+` when an option file set it already; `++` adds or overrides. The field name is
+    checked against TRL during validation (pipeline/config/trl_checks.py)."""
+    for i, arg in enumerate(argv[1:], 1):
+        if _TRL_KEY.match(arg):
+            argv[i] = "++" + arg

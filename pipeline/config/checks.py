@@ -16,11 +16,21 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config.chat_templates import template_problems
 from pipeline.config.data_formats import REQUIRED
 from pipeline.config.derived import chain_steps, ds_config_path, inside_launcher, split_batch, world_size
-from pipeline.config.enums import DataFormat, Device, GenerationEngine, ModelSource, PeftMethod, Precision, QuantMethod
+from pipeline.config.enums import (
+    DataFormat,
+    Device,
+    GenerationEngine,
+    KTOLoss,
+    ModelSource,
+    PeftMethod,
+    Precision,
+    QuantMethod,
+)
 from pipeline.config.gpu_levers import lever_problems
 from pipeline.config.hostfile import hostfile_problems
 from pipeline.config.schema import RunConfig
 from pipeline.config.stage_table import STAGES, UnknownStageError, stage_spec
+from pipeline.config.trl_checks import name_problems, trl_problems
 from pipeline.data.mixing import mix_problems
 from pipeline.data.registry import registry_problems
 from pipeline.data.sources import peek_columns
@@ -51,6 +61,8 @@ def validate(cfg: RunConfig) -> None:
     problems = [
         *_check_logging(cfg),
         *_check_stage(cfg),
+        *name_problems(cfg),
+        *trl_problems(cfg),
         *_check_eval(cfg),
         *_check_model(cfg),
         *_check_model_location(cfg),
@@ -88,6 +100,9 @@ def _check_eval(cfg: RunConfig) -> list[str]:
                         "number.")
     if ev.limit is not None and ev.limit < 1:
         problems.append(f"eval.limit={ev.limit} keeps no problems: use a positive number, or null for all.")
+    if ev.every_steps and not stage_spec(cfg.stage.name).policy:
+        problems.append(f"eval.every_steps={ev.every_steps} with stage={cfg.stage.name}: a reward model generates no "
+                        "answers to score; set eval.every_steps=0 (its held-out pair accuracy is in summary.json).")
     if cfg.checkpoint.best_mode not in (None, "max", "min"):
         problems.append(f"checkpoint.best_mode={cfg.checkpoint.best_mode}: use max, min or null (inferred).")
     return problems
@@ -170,6 +185,10 @@ def _check_batch(cfg: RunConfig) -> list[str]:
             f"stage.batch_size={batch} is not a multiple of hw.micro_batch={per_device} x {world} processes: "
             f"set stage.batch_size={per_device * accum * world} or hw.micro_batch to a divisor of {batch // world}."
         )
+    if getattr(cfg.stage, "loss_type", None) == KTOLoss.kto and per_device < 2:
+        problems.append(f"stage=kto with a micro-batch of {per_device} row: KTO estimates its KL term from the other "
+                        "rows of a micro-batch. Set hw.micro_batch=2 or more (and stage.batch_size to match), or "
+                        "stage.loss_type=apo_zero_unpaired.")
     if hasattr(cfg.stage, "num_generations"):
         gens = cfg.stage.num_generations
         if gens < 2:

@@ -61,25 +61,55 @@ def sequence_tokens(cfg: RunConfig) -> int:
     return spec.assumed_prompt_tokens + getattr(cfg.stage, spec.length_key)
 
 
+# A string value "chain:<name>" in a step's config is replaced by that earlier step's final/ dir.
+CHAIN_REF = "chain:"
+
+
 def chain_steps(cfg: RunConfig, run_dir: Path | None = None) -> list[RunConfig]:
-    """One RunConfig per sub-stage, chained through init_from; raises ValueError for an unknown sub-stage."""
+    """One RunConfig per sub-stage: each policy step starts from the previous policy step's final/ (init_from), and
+    "chain:<name>" values point at an earlier step's final/. Raises ValueError for an unknown sub-stage or a
+    reference to a step that is not in the chain."""
     run_dir = Path(cfg.output_dir) if run_dir is None else run_dir
-    unknown = [name for name in cfg.stage.stages if name not in CHAINABLE]
-    if unknown or not cfg.stage.stages:
-        raise ValueError(f"stage.stages={list(cfg.stage.stages)}: each must be one of {', '.join(CHAINABLE)} "
+    names = list(cfg.stage.stages)
+    unknown = [name for name in names if name not in CHAINABLE]
+    if unknown or not names:
+        raise ValueError(f"stage.stages={names}: each must be one of {', '.join(CHAINABLE)} "
                          f"(e.g. stage.stages=[{','.join(CHAINABLE[::2])}]).")
-    configs, init_from = [], cfg.init_from
-    for index, name in enumerate(cfg.stage.stages, 1):
+    configs, init_from, finals = [], cfg.init_from, {}
+    for index, name in enumerate(names, 1):
         step_dir = RunDir(run_dir).chain_step(index, name)
-        configs.append(dataclasses.replace(
+        step = dataclasses.replace(
             cfg,
             stage=getattr(cfg.stage, name),
             data=_data_for(cfg.data, cfg.stage.data.get(name, {})),
             output_dir=str(step_dir.root),
             init_from=init_from,
-        ))
-        init_from = str(step_dir.final)
+        )
+        configs.append(_resolve_refs(step, finals, names, f"step {index} ({name})"))
+        finals[name] = str(step_dir.final)
+        if stage_spec(name).policy:  # a reward model is not the policy the next step trains
+            init_from = str(step_dir.final)
     return configs
+
+
+def _resolve_refs(value: Any, finals: dict[str, str], names: list[str], where: str) -> Any:
+    """`value` with every "chain:<name>" string replaced by that earlier step's final/ dir; a reference to a step
+    that runs later is kept (the step it sits in runs before the reference exists, so it cannot be using it)."""
+    if isinstance(value, str) and value.startswith(CHAIN_REF):
+        name = value[len(CHAIN_REF):]
+        if name not in names:
+            raise ValueError(f"{value} in {where}: no step named {name} in stage.stages={names}; refer to one of "
+                             f"{', '.join(CHAIN_REF + n for n in names)}.")
+        return finals.get(name, value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changed = {f.name: _resolve_refs(getattr(value, f.name), finals, names, where)
+                   for f in dataclasses.fields(value) if f.init}
+        return dataclasses.replace(value, **changed)
+    if isinstance(value, dict):
+        return type(value)({k: _resolve_refs(v, finals, names, where) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return type(value)(_resolve_refs(v, finals, names, where) for v in value)
+    return value
 
 
 def _data_for(data: DataConfig, overrides: dict[str, Any]) -> DataConfig:

@@ -76,3 +76,61 @@ class TrainOn(str, Enum):
     # Which assistant turns of a multi-turn chat carry loss; system, user and tool tokens never do.
     all_assistant = "all_assistant"  # every assistant reply (LLaMA-Factory's default too)
     last_assistant = "last_assistant"  # the final reply only; earlier ones are context
+
+
+# ---- loss and sampling names of TRL's trainers (tests/test_trl_fields.py checks them against the installed TRL) --
+
+
+class GRPOLoss(str, Enum):
+    # how per-token losses are aggregated (GRPOConfig.loss_type); see conf/algo/ for the papers' settings
+    grpo = "grpo"  # mean over each sequence's tokens, then over sequences (DeepSeekMath; length-biased)
+    dr_grpo = "dr_grpo"  # sum over tokens / (sequences x max_completion_length) (Dr. GRPO)
+    dapo = "dapo"  # sum over tokens / active tokens of the whole accumulated batch (DAPO)
+    bnpo = "bnpo"  # sum over tokens / active tokens of the local micro-batch
+    cispo = "cispo"  # clipped, detached importance weight x advantage x log-prob (MiniMax-M1)
+    sapo = "sapo"  # soft, temperature-gated ratio instead of a hard clip
+    luspo = "luspo"  # sequence-level loss scaled by length (needs importance_sampling_level=sequence)
+    vespo = "vespo"  # Gamma-weighted sequence-level importance weights
+
+
+class RewardScaling(str, Enum):
+    group = "group"  # (r - group mean) / group std
+    batch = "batch"  # (r - group mean) / batch std
+    none = "none"  # r - group mean (Dr. GRPO: no std division, no difficulty bias)
+
+
+class ImportanceSampling(str, Enum):
+    token = "token"  # one ratio pi/pi_old per token (PPO, GRPO, DAPO)
+    sequence = "sequence"  # one length-normalised ratio per completion (GSPO)
+
+
+class DPOLoss(str, Enum):
+    sigmoid = "sigmoid"  # original DPO
+    hinge = "hinge"  # SLiC
+    ipo = "ipo"
+    exo_pair = "exo_pair"
+    nca_pair = "nca_pair"
+    robust = "robust"  # needs 0 <= label_smoothing < 0.5
+    bco_pair = "bco_pair"
+    sppo_hard = "sppo_hard"
+    aot = "aot"
+    aot_unpaired = "aot_unpaired"
+    apo_zero = "apo_zero"
+    apo_down = "apo_down"
+    discopop = "discopop"
+    sft = "sft"  # NLL on chosen (combine with sigmoid through stage.trl.loss_weights for RPO-like mixes)
+    sigmoid_norm = "sigmoid_norm"  # length-normalised sigmoid
+
+
+class KTOLoss(str, Enum):
+    kto = "kto"
+    apo_zero_unpaired = "apo_zero_unpaired"
+
+
+class CPOLoss(str, Enum):
+    # TRL's CPOConfig.loss_type; stage=simpo runs it with simpo
+    sigmoid = "sigmoid"
+    hinge = "hinge"
+    ipo = "ipo"
+    simpo = "simpo"
+    alphapo = "alphapo"  # simpo with cpo_alpha=0

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from pipeline.config.enums import GenerationEngine
+from pipeline.config.enums import DPOLoss, GenerationEngine, GRPOLoss, ImportanceSampling, KTOLoss, RewardScaling
 from pipeline.config.frozen import Schema
 
 
@@ -38,6 +38,9 @@ class StageConfig(Schema):
     eval_max_new_tokens: int = 64
     # Warm-up as a number of steps; > 0 wins over warmup_ratio (recipes often give steps, e.g. 200).
     warmup_steps: int = 0
+    # Any other field of the stage's TRL config, passed as is: stage.trl.<field>=value (e.g. stage.trl.delta=1.5).
+    # Names are checked against the installed TRL before anything loads; fields with a key of ours are refused.
+    trl: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,8 +64,8 @@ class DPOStageConfig(StageConfig):
     batch_size: int = 8
     # Strength of the pull towards the reference model: higher stays closer to it.
     beta: float = 0.1
-    # sigmoid (original DPO), ipo, hinge, ... (any TRL DPO loss type).
-    loss_type: str = "sigmoid"
+    # sigmoid (original DPO), ipo, hinge, robust, apo_zero, sigmoid_norm ... (TRL's DPO loss types).
+    loss_type: DPOLoss = DPOLoss.sigmoid
     # Prompt + answer tokens.
     max_length: int = 1024
     label_smoothing: float = 0.0
@@ -86,10 +89,12 @@ class GRPOStageConfig(StageConfig):
     epsilon_high: float | None = None
     # Policy updates per generated batch (mu); >1 reuses completions, needs old log-probs.
     num_iterations: int = 1
-    # grpo | dapo | dr_grpo | bnpo ... (TRL loss types).
-    loss_type: str = "dapo"
+    # grpo | dapo | dr_grpo | bnpo | cispo | sapo | luspo | vespo (TRL loss types; presets: algo=<name>).
+    loss_type: GRPOLoss = GRPOLoss.dapo
     # group | batch | none: how rewards are normalised into advantages.
-    scale_rewards: str = "group"
+    scale_rewards: RewardScaling = RewardScaling.group
+    # token (one ratio per token) | sequence (GSPO: one length-normalised ratio per completion).
+    importance_sampling_level: ImportanceSampling = ImportanceSampling.token
     # 1.0 samples the model's own distribution; lower explores less.
     temperature: float = 1.0
     top_p: float = 1.0
@@ -125,9 +130,80 @@ class GroupPrefStageConfig(StageConfig):
 
 
 @dataclass
+class KTOStageConfig(StageConfig):
+    """Kahneman-Tversky Optimization on unpaired rows (prompt, completion, label): no pairs needed."""
+
+    name: str = "kto"
+    # DPO-like: 5e-6 full, ~5e-5 LoRA.
+    learning_rate: float = 5e-6
+    # Rows per optimizer step over all processes; each micro-batch needs >= 2 rows (its KL estimate pairs them).
+    batch_size: int = 8
+    # Strength of the pull towards the reference model: higher stays closer to it.
+    beta: float = 0.1
+    # kto | apo_zero_unpaired
+    loss_type: KTOLoss = KTOLoss.kto
+    # Loss weights of desirable / undesirable rows: the paper keeps weight x count within 1..4/3 of each other.
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
+    # Prompt + completion tokens.
+    max_length: int = 1024
+
+
+@dataclass
+class ORPOStageConfig(StageConfig):
+    """Odds-Ratio Preference Optimization: SFT loss on chosen + beta x odds-ratio loss; no reference model."""
+
+    name: str = "orpo"
+    # The ORPO paper: 8e-6 full fine-tuning (Mistral-7B); LoRA ~1e-4.
+    learning_rate: float = 8e-6
+    # Preference pairs per optimizer step over all processes.
+    batch_size: int = 8
+    # lambda of the paper: weight of the odds-ratio term against the SFT term (paper: 0.1).
+    beta: float = 0.1
+    # Prompt + answer tokens.
+    max_length: int = 1024
+
+
+@dataclass
+class SimPOStageConfig(StageConfig):
+    """SimPO through TRL's CPO trainer: length-normalised log-prob margin, no reference model."""
+
+    name: str = "simpo"
+    # The SimPO paper: 3e-7..1e-6 full fine-tuning; LoRA ~5e-5.
+    learning_rate: float = 1e-6
+    # Preference pairs per optimizer step over all processes.
+    batch_size: int = 8
+    # Reward scale (the paper: 2.0-2.5).
+    beta: float = 2.0
+    # Target margin gamma between chosen and rejected rewards (the paper: gamma/beta ~ 0.5, so ~1.0-1.4).
+    simpo_gamma: float = 1.0
+    # Weight of an extra NLL term on chosen: 0 is pure SimPO; > 0 mixes in CPO's behaviour cloning.
+    cpo_alpha: float = 0.0
+    # Prompt + answer tokens.
+    max_length: int = 1024
+
+
+@dataclass
+class RMStageConfig(StageConfig):
+    """Reward model: a scalar head trained on (prompt, chosen, rejected) with the Bradley-Terry loss."""
+
+    name: str = "rm"
+    # InstructGPT's RM: ~9e-6 full fine-tuning; LoRA ~1e-4.
+    learning_rate: float = 1e-5
+    # Preference pairs per optimizer step over all processes.
+    batch_size: int = 8
+    # Prompt + answer tokens.
+    max_length: int = 1024
+    # Pairs held out of training to measure accuracy (chosen scored above rejected) into summary.json.
+    heldout_pairs: int = 32
+
+
+@dataclass
 class ChainStageConfig(Schema):
     """Stages run one after another in one run dir (pipeline/train/stages/chain.py); each starts from the previous
-    one's final adapter/model. Only the sub-stages have training knobs: a stray key here fails at compose time."""
+    policy's final adapter/model (a reward model step does not feed init_from). Any string value "chain:<name>" in
+    a later step's config becomes that earlier step's final/ dir. Only the sub-stages have training knobs: a stray
+    key here fails at compose time."""
 
     name: str = "sft_then_grpo"
     # Sub-stage names, in order; each writes <run dir>/<i>_<name>/ and is skipped when it already finished.
@@ -135,5 +211,9 @@ class ChainStageConfig(Schema):
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
     grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
+    kto: KTOStageConfig = field(default_factory=KTOStageConfig)
+    orpo: ORPOStageConfig = field(default_factory=ORPOStageConfig)
+    simpo: SimPOStageConfig = field(default_factory=SimPOStageConfig)
+    rm: RMStageConfig = field(default_factory=RMStageConfig)
     # Per sub-stage overrides of data keys, e.g. {sft: {path: sft.jsonl}}; by default every stage reads `data`.
     data: dict[str, dict[str, Any]] = field(default_factory=dict)

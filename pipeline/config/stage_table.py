@@ -16,7 +16,11 @@ from pipeline.config.stage_schemas import (
     DPOStageConfig,
     GroupPrefStageConfig,
     GRPOStageConfig,
+    KTOStageConfig,
+    ORPOStageConfig,
+    RMStageConfig,
     SFTStageConfig,
+    SimPOStageConfig,
 )
 
 
@@ -62,6 +66,12 @@ class Stage:
     # May run as a step of a chain (`stage.stages`); a chain entry runs other stages instead of training.
     chainable: bool = False
     chain: bool = False
+    # The TRL config dataclass ("module:Class") its trainer takes: `stage.trl.<field>` is checked against its
+    # fields (read from the installed source, pipeline/config/trl_fields.py); None for stages with no TRL config.
+    trl_config: str | None = None
+    # Trains a generating policy (causal LM). False: a reward model (sequence classification head), which has no
+    # held-out generation accuracy and is not the init_from of the next step of a chain.
+    policy: bool = True
 
     @property
     def option_base(self) -> str:
@@ -73,24 +83,39 @@ _SFT_FORMATS = (
     DataFormat.scored_groups, DataFormat.prompt_completion, DataFormat.prompt_answer, DataFormat.llamafactory_dpo,
 )
 _CHAIN_RUNNER = "pipeline.train.stages.chain:run_chain"
+_PAIRS = (DataFormat.preference, DataFormat.llamafactory_dpo, DataFormat.scored_groups, DataFormat.sharegpt)
+_PAIR_COLUMNS = frozenset({"prompt", "chosen", "rejected"})
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("sft", SFTStageConfig, "pipeline.train.stages.sft:run_sft", _SFT_FORMATS, RowShape.completion,
-          evaluates_loss=True, chainable=True),
-    Stage("dpo", DPOStageConfig, "pipeline.train.stages.dpo:run_dpo",
-          (DataFormat.preference, DataFormat.llamafactory_dpo, DataFormat.scored_groups, DataFormat.sharegpt),
-          RowShape.preference,
-          columns=frozenset({"prompt", "chosen", "rejected"}), sequences_per_row=2, evaluates_loss=True,
-          chainable=True),
+          evaluates_loss=True, chainable=True, trl_config="trl.trainer.sft_config:SFTConfig"),
+    Stage("dpo", DPOStageConfig, "pipeline.train.stages.dpo:run_dpo", _PAIRS, RowShape.preference,
+          columns=_PAIR_COLUMNS, sequences_per_row=2, evaluates_loss=True, chainable=True,
+          trl_config="trl.trainer.dpo_config:DPOConfig"),
     Stage("grpo", GRPOStageConfig, "pipeline.train.stages.grpo:run_grpo",
           (DataFormat.prompt_answer, DataFormat.mcq, DataFormat.s1k, DataFormat.gsm8k), RowShape.answer,
           columns=frozenset({"prompt", "answer"}), rewards=True, length_key="max_completion_length",
-          assumed_prompt_tokens=256, checks_row_length=False, counts_tokens=False, generates=True, chainable=True),
+          assumed_prompt_tokens=256, checks_row_length=False, counts_tokens=False, generates=True, chainable=True,
+          trl_config="trl.trainer.grpo_config:GRPOConfig"),
     Stage("group_pref", GroupPrefStageConfig, "pipeline.train.stages.group_pref:run_group_pref",
           (DataFormat.scored_groups,), RowShape.ranked_group, columns=frozenset({"prompt", "responses", "scores"}),
-          checks_row_length=False),
+          checks_row_length=False, trl_config="transformers.training_args:TrainingArguments"),
+    Stage("kto", KTOStageConfig, "pipeline.train.stages.kto:run_kto", (DataFormat.unpaired,), RowShape.labeled,
+          columns=frozenset({"prompt", "completion", "label"}), chainable=True,
+          trl_config="trl.trainer.kto_config:KTOConfig"),
+    Stage("orpo", ORPOStageConfig, "pipeline.train.stages.orpo:run_orpo", _PAIRS, RowShape.preference,
+          columns=_PAIR_COLUMNS, sequences_per_row=2, chainable=True,
+          trl_config="trl.experimental.orpo.orpo_config:ORPOConfig"),
+    Stage("simpo", SimPOStageConfig, "pipeline.train.stages.simpo:run_simpo", _PAIRS, RowShape.preference,
+          columns=_PAIR_COLUMNS, sequences_per_row=2, chainable=True,
+          trl_config="trl.experimental.cpo.cpo_config:CPOConfig"),
+    Stage("rm", RMStageConfig, "pipeline.train.stages.rm:run_rm", _PAIRS, RowShape.preference,
+          columns=_PAIR_COLUMNS, sequences_per_row=2, chainable=True, policy=False,
+          trl_config="trl.trainer.reward_config:RewardConfig"),
     Stage("sft_then_grpo", ChainStageConfig, _CHAIN_RUNNER, chain=True),
     Stage("sft_then_dpo", ChainStageConfig, _CHAIN_RUNNER, chain=True),
+    # any sequence of chainable stages: stage=chain stage.stages=[sft,rm,grpo]
+    Stage("chain", ChainStageConfig, _CHAIN_RUNNER, chain=True),
 )}
 CHAINABLE = tuple(name for name, s in STAGES.items() if s.chainable)
 

@@ -24,7 +24,7 @@ from pipeline.config.data_formats import ANSWER_FORMATS
 from pipeline.config.enums import DataFormat, OnBadRow
 from pipeline.config.stage_table import RowShape, Stage, UnknownStageError, stage_spec
 from pipeline.data.arithmetic import SOURCE as ARITHMETIC
-from pipeline.data.arithmetic import arithmetic_records
+from pipeline.data.arithmetic import arithmetic_records, labeled_records
 from pipeline.data.errors import BadRow, BadRows, DataError, DropReport
 from pipeline.data.formats import convert, resolve_format
 from pipeline.data.llamafactory import entry_converter
@@ -163,11 +163,15 @@ def _load_builtin(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tup
         raise DataError(data.path, "unknown built-in data set", f"use {ARITHMETIC}", "path")
     if data.eval_path or data.eval_split or data.eval_size:
         log.warning("%s holds out arithmetic.num_eval problems; data.eval_* settings are ignored", ARITHMETIC)
-    # Every arithmetic row has prompt/answer/chosen/rejected, so both formats read the same rows.
-    fmt = next((f for f in (DataFormat.preference, DataFormat.prompt_answer) if f in stage.formats), None)
+    # Every arithmetic row has prompt/answer/chosen/rejected, so both formats read the same rows; KTO's unpaired
+    # rows are made from the pairs.
+    formats = (DataFormat.preference, DataFormat.prompt_answer, DataFormat.unpaired)
+    fmt = next((f for f in formats if f in stage.formats), None)
     if fmt is None:
         raise DataError(data.path, "the built-in set has no scored groups", "use a scored_groups file", "path")
     train, held_out = arithmetic_records(data.arithmetic)
+    if fmt == DataFormat.unpaired:
+        train = labeled_records(train)
     train_rows = sink.rows(train, fmt, stage.rows, ARITHMETIC, stop_after=data.limit)
     held = sink.held_out(held_out, fmt, stage, ARITHMETIC, answers=True) if held_out else _HeldOut()
     return [row for _, row in train_rows], held

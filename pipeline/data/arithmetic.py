@@ -3,7 +3,8 @@
 Problems are drawn one at a time without repeats and the first `num_eval` are held out, so the eval problems
 depend only on seed/ops/low/high: changing num_train never changes them, which keeps accuracies comparable
 across runs. Each row carries every view's columns: prompt, answer (sft completion / grpo answer), chosen and
-rejected (dpo; rejected = the answer plus a nonzero offset in [-10, 10]).
+rejected (dpo; rejected = the answer plus a nonzero offset in [-10, 10]); `labeled_records` makes KTO's unpaired
+rows from them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,20 @@ def arithmetic_records(cfg: ArithmeticConfig) -> tuple[list[Record], list[Record
     eval_rows = [Record(f"{SOURCE}[eval] row {i}", row) for i, row in enumerate(rows[: cfg.num_eval], 1)]
     train_rows = [Record(f"{SOURCE}[train] row {i}", row) for i, row in enumerate(rows[cfg.num_eval :], 1)]
     return train_rows, eval_rows
+
+
+def labeled_records(records: list[Record]) -> list[Record]:
+    """KTO's unpaired view: each problem's chosen answer as a desirable row and its rejected one as an undesirable
+    row. Two passes of alternating labels, shifted by one problem, so neighbouring rows never share a prompt (KTO
+    estimates its KL term from each row's neighbour in the batch) and every batch mixes both labels."""
+    out = []
+    for shift in (0, 1):
+        for i, record in enumerate(records):
+            desirable = (i + shift) % 2 == 0
+            completion = record.row["chosen" if desirable else "rejected"]
+            row = {"prompt": record.row["prompt"], "completion": completion, "label": desirable}
+            out.append(Record(f"{record.location} ({'chosen' if desirable else 'rejected'})", row))
+    return out
 
 
 def _row(a: int, op: str, b: int, offset: int) -> dict[str, str]:

@@ -26,6 +26,7 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     BitsAndBytesConfig,
     PreTrainedModel,
@@ -69,14 +70,14 @@ def check_device(hw: HwConfig) -> None:
                            "TF32. Fix: hw.tf32=false.")
 
 
-def build_model(cfg: RunConfig, *, for_training: bool = True) -> tuple[PreTrainedModel, Any]:
+def build_model(cfg: RunConfig, *, for_training: bool = True, reward_head: bool = False) -> tuple[PreTrainedModel, Any]:
     """(model, LoRA config or None): the weights a run starts from, ready for its trainer to wrap.
 
     The order matters: an init_from adapter is merged into the plain base before anything else changes it; k-bit
     preparation (fp32 norms, input grads) comes before LoRA wraps the model, and only when training. The trainer
     applies the returned LoRA config (None: full fine-tuning, or not training).
     """
-    model = _start_weights(cfg)
+    model = _start_weights(cfg, AutoModelForSequenceClassification if reward_head else AutoModelForCausalLM)
     if not for_training:
         return model, None
     if cfg.quant.method != QuantMethod.none:
@@ -85,25 +86,34 @@ def build_model(cfg: RunConfig, *, for_training: bool = True) -> tuple[PreTraine
         if world_size(cfg) > 1:
             keep_cpu_4bit_layout(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.hw.gradient_checkpointing)
-    return model, lora_config(cfg.peft)
+    # a reward model's new score head must train in full beside the adapters (peft's SEQ_CLS task saves it too)
+    return model, lora_config(cfg.peft, task_type="SEQ_CLS" if reward_head else "CAUSAL_LM")
 
 
-def _start_weights(cfg: RunConfig) -> PreTrainedModel:
-    """The configured base, or what `init_from` points at."""
+def _start_weights(cfg: RunConfig, auto_class: type = AutoModelForCausalLM) -> PreTrainedModel:
+    """The configured base, or what `init_from` points at, loaded as `auto_class`."""
     if not cfg.init_from:
-        return load_model(cfg.model, cfg.quant, cfg.hw, cfg.paths.cache_dir)
+        return load_model(cfg.model, cfg.quant, cfg.hw, cfg.paths.cache_dir, auto_class)
     start = Path(cfg.init_from)
     if (start / "adapter_config.json").exists():
         from peft import PeftModel
 
-        base = load_model(cfg.model, cfg.quant, cfg.hw, cfg.paths.cache_dir)
+        base = load_model(cfg.model, cfg.quant, cfg.hw, cfg.paths.cache_dir, auto_class)
         log.info("starting from %s: LoRA adapter merged into %s", start, cfg.model.name)
+        # A policy's causal-LM adapter onto a reward model's base: the task-free PeftModel wraps any head (the
+        # causal-LM wrapper would want generation methods the classifier lacks); the adapter's keys are the same.
+        adapter = None
+        if auto_class is not AutoModelForCausalLM:
+            from peft import PeftConfig
+
+            adapter = PeftConfig.from_pretrained(str(start))
+            adapter.task_type = None
         # under ZeRO-3 the base is partitioned: merge_adapter gathers one layer at a time to merge it
-        return merge_adapter(PeftModel.from_pretrained(base, str(start)))
+        return merge_adapter(PeftModel.from_pretrained(base, str(start), config=adapter))
     if (start / "config.json").exists():
         log.info("starting from the full model in %s", start)
         model_cfg = dataclasses.replace(cfg.model, path=str(start), source=ModelSource.pretrained)
-        return load_model(model_cfg, cfg.quant, cfg.hw, cfg.paths.cache_dir)
+        return load_model(model_cfg, cfg.quant, cfg.hw, cfg.paths.cache_dir, auto_class)
     raise FileNotFoundError(
         f"init_from={cfg.init_from}: no adapter_config.json or config.json there. "
         "Point it at a finished run's final/ dir (or drop init_from to start from model.path)."
@@ -144,7 +154,9 @@ def load_tokenizer(model: ModelConfig, cache_dir: str) -> PreTrainedTokenizerBas
     return tokenizer
 
 
-def load_model(model: ModelConfig, quant: QuantConfig, hw: HwConfig, cache_dir: str) -> PreTrainedModel:
+def load_model(model: ModelConfig, quant: QuantConfig, hw: HwConfig, cache_dir: str,
+               auto_class: type = AutoModelForCausalLM) -> PreTrainedModel:
+    """`auto_class` (causal LM, or sequence classification with one output for a reward model) from model_dir."""
     kwargs: dict = {
         "dtype": DTYPES[hw.precision],
         "attn_implementation": model.attn_implementation,
@@ -155,7 +167,9 @@ def load_model(model: ModelConfig, quant: QuantConfig, hw: HwConfig, cache_dir: 
     if quant.method != QuantMethod.none:
         kwargs["quantization_config"] = _bnb_config(quant, hw)
         kwargs["device_map"] = {"": 0 if hw.device == Device.cuda else "cpu"}
-    return AutoModelForCausalLM.from_pretrained(model_dir(model, cache_dir), **kwargs)
+    if auto_class is AutoModelForSequenceClassification:
+        kwargs["num_labels"] = 1  # one scalar reward per sequence
+    return auto_class.from_pretrained(model_dir(model, cache_dir), **kwargs)
 
 
 def _bnb_config(quant: QuantConfig, hw: HwConfig) -> BitsAndBytesConfig:
@@ -174,7 +188,7 @@ def _bnb_config(quant: QuantConfig, hw: HwConfig) -> BitsAndBytesConfig:
     )
 
 
-def lora_config(peft: PeftConfig):
+def lora_config(peft: PeftConfig, task_type: str = "CAUSAL_LM"):
     """peft's LoraConfig for peft=lora, None for full fine-tuning (the trainer then trains every weight)."""
     if peft.method == PeftMethod.full:
         return None
@@ -182,7 +196,7 @@ def lora_config(peft: PeftConfig):
 
     targets = peft.target_modules if isinstance(peft.target_modules, str) else list(peft.target_modules)
     return LoraConfig(
-        r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout, target_modules=targets, task_type="CAUSAL_LM"
+        r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout, target_modules=targets, task_type=task_type
     )
 
 

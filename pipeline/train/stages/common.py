@@ -69,8 +69,9 @@ def prepare(plan: RunPlan) -> Prepared:
     live_ds_config = sharded_loading(plan, training_args(plan))
     try:
         tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
-        # the base model, or a previous stage's result (init_from: chained stages), k-bit prepared
-        model, peft_config = build_model(cfg)
+        # the base model, or a previous stage's result (init_from: chained stages), k-bit prepared; a reward model
+        # gets a scalar head instead of the LM head
+        model, peft_config = build_model(cfg, reward_head=not plan.stage.policy)
     except OSError as err:
         raise explain_load_error(cfg.model.name, cfg.model.path, err) from err
     check_tool_rendering(tokenizer, data.train)  # before training: a template that drops tools is refused
@@ -82,6 +83,8 @@ def prepare(plan: RunPlan) -> Prepared:
     del live_ds_config  # the model has loaded; the stage's own TrainingArguments register the config from now on
     if is_sharded(model):
         log.info("ZeRO-3 sharded load: this rank holds %d of %d weight elements", *shard_share(model))
+    if not plan.stage.policy:
+        data.eval_prompts = None  # a reward model does not generate: no held-out answer accuracy
     before = _accuracy(plan, model, tokenizer, data, "before")
     return Prepared(data, tokenizer, model, before, started, peft_config, long, checkpoint)
 
@@ -129,6 +132,21 @@ def training_args(plan: RunPlan) -> dict[str, Any]:
         # the zero profile's JSON; its "auto" values are filled from the values above, so they cannot disagree
         "deepspeed": _deepspeed_config(plan),
     }
+
+
+def trl_args(plan: RunPlan, **stage_args: Any) -> dict[str, Any]:
+    """The keyword arguments of a stage's TRL config: training_args, the stage's own, then stage.trl as is.
+
+    Validation refuses stage.trl keys that ours set (pipeline/config/trl_checks.py); a clash left here fails
+    loudly rather than letting one silently win.
+    """
+    ours = {**training_args(plan), **stage_args}
+    extra = thawed(plan.cfg.stage.trl)
+    clash = sorted(set(ours) & set(extra))
+    if clash:
+        raise ValueError(f"stage.trl sets {', '.join(clash)}, which the pipeline sets from its own keys: remove "
+                         "them from stage.trl (pipeline/config/trl_checks.py: OWNED names the key to use).")
+    return {**ours, **extra}
 
 
 def callbacks(plan: RunPlan) -> list[TrainerCallback]:
@@ -186,8 +204,9 @@ def train(plan: RunPlan, trainer: Trainer, prep: Prepared) -> None:
         raise SystemExit(128 + stopper.received)
 
 
-def finish(plan: RunPlan, trainer: Trainer, prep: Prepared) -> dict[str, Any]:
-    """Save the final model, measure again, write summary.json; returns the summary."""
+def finish(plan: RunPlan, trainer: Trainer, prep: Prepared, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Save the final model, measure again, write summary.json (plus the stage's `extra` entries); returns the
+    summary."""
     cfg, run_dir = plan.cfg, plan.run_dir
     train_seconds = time.time() - prep.started
     # final/ never holds half a model (pipeline.train.saving)
@@ -224,6 +243,7 @@ def finish(plan: RunPlan, trainer: Trainer, prep: Prepared) -> dict[str, Any]:
         # rows taken from each mixed source (registry entries, data.mix); {} for one source
         "rows_per_source": prep.data.sources,
         "final_dir": str(final),
+        **(extra or {}),
     }
     # every rank says it trained: the evidence that all of them took part
     log.info("rank %d/%d finished %d optimizer steps", trainer.args.process_index, trainer.args.world_size, steps)

@@ -13,19 +13,20 @@ from typing import Any
 from trl import DPOConfig, DPOTrainer
 
 from pipeline.config.plan import RunPlan
-from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
+from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
 
 
 def run_dpo(plan: RunPlan) -> dict[str, Any]:
     cfg = plan.cfg
     prep = prepare(plan)
-    args = DPOConfig(
-        **training_args(plan),
+    args = DPOConfig(**trl_args(
+        plan,
         beta=cfg.stage.beta,
-        loss_type=[cfg.stage.loss_type],
+        # one loss; a weighted mix of several (MPO) through stage.trl is refused: loss_type is ours
+        loss_type=[cfg.stage.loss_type.value],
         max_length=cfg.stage.max_length,
         label_smoothing=cfg.stage.label_smoothing,
-    )
+    ))
     trainer = DPOTrainer(args=args, **trainer_inputs(plan, prep))
     train(plan, trainer, prep)
     return finish(plan, trainer, prep)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from pipeline.config.plan import RunPlan
-from pipeline.train.stages.common import callbacks, finish, prepare, train, training_args
+from pipeline.train.stages.common import callbacks, finish, prepare, train, trl_args
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def run_group_pref(plan: RunPlan) -> dict[str, Any]:
     if cut:
         log.warning("%d responses are longer than stage.max_length=%d tokens with their prompt and were cut at the "
                     "end (their ends are not scored). Fix: raise stage.max_length.", cut, stage.max_length)
-    args = TrainingArguments(**training_args(plan), remove_unused_columns=False)
+    args = TrainingArguments(**trl_args(plan, remove_unused_columns=False))
     trainer = GroupPrefTrainer(
         model=model,
         args=args,

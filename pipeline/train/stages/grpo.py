@@ -16,7 +16,7 @@ from pipeline.config.plan import RunPlan
 from pipeline.config.stage_schemas import GenerationEngine, GRPOStageConfig
 from pipeline.rewards import build_reward_funcs, place_reward_models
 from pipeline.train.fast_generation import FastGenerationGRPOTrainer
-from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
+from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
 
 
 def run_grpo(plan: RunPlan) -> dict[str, Any]:
@@ -24,8 +24,8 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
     reward_funcs, weights = build_reward_funcs(cfg.reward.terms)
     prep = prepare(plan)
     stage = cfg.stage
-    args = GRPOConfig(
-        **training_args(plan),
+    args = GRPOConfig(**trl_args(
+        plan,
         num_generations=stage.num_generations,
         max_completion_length=stage.max_completion_length,
         temperature=stage.temperature,
@@ -34,14 +34,15 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
         epsilon=stage.epsilon,
         epsilon_high=stage.epsilon_high,
         num_iterations=stage.num_iterations,
-        loss_type=stage.loss_type,
-        scale_rewards=stage.scale_rewards,
+        loss_type=stage.loss_type.value,
+        scale_rewards=stage.scale_rewards.value,
+        importance_sampling_level=stage.importance_sampling_level.value,
         mask_truncated_completions=stage.mask_truncated_completions,
         reward_weights=weights,
         # transformers' paged continuous batching instead of generate() (CUDA only; slower on CPU, bench/README)
         use_transformers_continuous_batching=cfg.hw.continuous_batching,
         **generation_engine(stage),
-    )
+    ))
     trainer = FastGenerationGRPOTrainer(
         args=args, reward_funcs=reward_funcs, **trainer_inputs(plan, prep),
         merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,

@@ -16,7 +16,7 @@ from trl import SFTConfig, SFTTrainer
 from pipeline.config.enums import OnBadRow
 from pipeline.config.plan import RunPlan
 from pipeline.config.schema import RunConfig
-from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
+from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
 from pipeline.train.templates import assistant_token_rows, is_multi_turn
 
 log = logging.getLogger(__name__)
@@ -26,17 +26,19 @@ def run_sft(plan: RunPlan) -> dict[str, Any]:
     cfg = plan.cfg
     prep = prepare(plan)
     padding_free = use_padding_free(cfg, prep.long_rows)
-    args = SFTConfig(
-        **training_args(plan),
+    args = SFTConfig(**trl_args(
+        plan,
         # padding-free rows are not truncated by TRL; they are known to fit already
         max_length=None if padding_free else cfg.stage.max_length,
         packing=cfg.stage.packing,
         padding_free=padding_free,
-    )
+    ))
     inputs = trainer_inputs(plan, prep)
     if is_multi_turn(prep.data.train):
         # earlier assistant turns sit in the prompt: the mask is built per turn (data.train_on), not by TRL
-        inputs["train_dataset"] = assistant_token_rows(prep.data.train, prep.tokenizer, cfg.data.train_on)
+        for split in ("train_dataset", "eval_dataset"):
+            if inputs[split] is not None:
+                inputs[split] = assistant_token_rows(inputs[split], prep.tokenizer, cfg.data.train_on)
     trainer = SFTTrainer(args=args, **inputs)
     train(plan, trainer, prep)
     return finish(plan, trainer, prep)
