@@ -48,15 +48,19 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     return run_cfg
 
 
-def validate(cfg: RunConfig) -> None:
+def validate(cfg: RunConfig, produced: frozenset[str] = frozenset()) -> None:
+    """Raises ConfigError listing every problem. `produced`: the final/ dirs of a chain's steps, which later steps
+    may name (`chain:<step>`) before they exist."""
     try:
         spec = stage_spec(cfg.stage.name)
     except UnknownStageError as err:
         raise ConfigError(f"invalid config:\n  - {err}") from None
     if spec.chain:
         # A chain is valid when every sub-stage is: each is checked as the run it will be.
-        for sub in chain_steps(cfg):
-            validate(sub)
+        steps = chain_steps(cfg)
+        finals = frozenset(str(Path(step.output_dir) / "final") for step in steps)
+        for sub in steps:
+            validate(sub, finals)
         return
     problems = [
         *_check_logging(cfg),
@@ -73,7 +77,7 @@ def validate(cfg: RunConfig) -> None:
         *_check_batch(cfg),
         *_check_data(cfg),
         *template_problems(cfg.model.chat_template, cfg.model.chat_template_kwargs),
-        *reward_problems(cfg),
+        *reward_problems(cfg, produced),
         *_check_distributed(cfg),
     ]
     if problems:
@@ -229,7 +233,7 @@ def _some_format_fits(formats: tuple[DataFormat, ...], columns: set[str]) -> boo
     return any(set(REQUIRED[f]) <= columns for f in formats)
 
 
-def reward_problems(cfg: RunConfig) -> list[str]:
+def reward_problems(cfg: RunConfig, produced: frozenset[str] = frozenset()) -> list[str]:
     """The reward terms' problems (unknown names, kind fields missing or misplaced); also run by the score tool."""
     if not stage_spec(cfg.stage.name).rewards:
         return []
@@ -246,7 +250,7 @@ def reward_problems(cfg: RunConfig) -> list[str]:
             problems.append(f"reward.terms.{term}: unknown reward '{name}'. {detail} "
                             f"Set reward.terms.{term}.function to one of them.")
             continue
-        problems += term_problems(term, t)  # a judge without url, a reward model path that is not there...
+        problems += term_problems(term, t, produced)  # a judge without url, a reward model path that is not there...
     return problems
 
 

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.derived import CHAIN_REF
 from pipeline.rewards.calls import RewardSetupError
 from pipeline.rewards.registry import TermKind, completion_text, register_kind, term_field
 
@@ -110,6 +111,9 @@ def check(term_name: str, term: Any) -> list[str]:
     key, path = f"reward.terms.{term_name}", term_field(term, "model", "")
     problems = []
     local = Path(path).expanduser()
+    if path.startswith(CHAIN_REF):
+        return [f"{key}.model={path}: step {path[len(CHAIN_REF):]} runs after the step that uses this term; put it "
+                f"earlier in stage.stages."]
     looks_local = path.startswith((".", "/", "~")) or local.exists() or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path)
     if looks_local and not (local.is_dir() and _is_model_dir(Path(model_path(str(local))))):
         problems.append(f"{key}.model={path}: no model there (a directory with config.json or adapter_config.json, "

@@ -126,9 +126,10 @@ def term_function(term_name: str, term: Any) -> str:
     return term_field(term, "_target_", None) or term_field(term, "function", None) or term_name
 
 
-def term_problems(term_name: str, term: Any) -> list[str]:
+def term_problems(term_name: str, term: Any, produced: frozenset[str] = frozenset()) -> list[str]:
     """What is wrong with a term's kind-only fields (a judge without url, a url on a plain function), each with the
-    override that fixes it; the reward name itself is checked by get_reward."""
+    override that fixes it; the reward name itself is checked by get_reward. `produced`: directories an earlier step
+    of the same chain will write (a `chain:rm` reward model), taken as present."""
     function = term_function(term_name, term)
     kind = KINDS.get(function)
     used = kind.fields if kind else ()
@@ -144,6 +145,8 @@ def term_problems(term_name: str, term: Any) -> list[str]:
     if missing:
         return [*problems, f"reward.terms.{term_name} ({function}) needs {' and '.join(missing)}: "
                            f"{kind.example.format(term=term_name)}"]
+    if term_field(term, "model", None) in produced:
+        return problems  # written by an earlier chain step; the loader names a bad directory when it runs
     return [*problems, *kind.check(term_name, term)]
 
 
