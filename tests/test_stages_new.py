@@ -93,7 +93,8 @@ def test_grpo_rewards_come_from_the_reward_model_an_earlier_step_trained(tmp_pat
     run_dir = tmp_path / "run"
     tiny = [o for o in TINY if not o.startswith("stage.")]
     proc = run_pipeline(["stage=chain", "stage.stages=[rm,grpo]", *tiny, "reward=model",
-                         "reward.terms.rm.model=chain:rm", "stage.rm.batch_size=4", "stage.grpo.batch_size=8", "stage.grpo.num_generations=4",
+                         "reward.terms.rm.model=chain:rm", "stage.rm.batch_size=4", "stage.grpo.batch_size=8",
+                         "stage.grpo.num_generations=4",
                          "stage.grpo.max_completion_length=8", "stage.grpo.eval_max_new_tokens=4",
                          f"output_dir={run_dir}", f"paths.cache_dir={model_cache}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
