@@ -48,6 +48,31 @@ def _status_kib(key: str) -> int:
     return 0
 
 
+def _differs_from_checkpoint(model, location) -> list[str]:
+    """Names of the weights whose loaded values are not the checkpoint's (each gathered whole, one at a time)."""
+    import contextlib
+
+    import torch
+    from safetensors import safe_open
+
+    from pipeline.train.zero3_slices import checkpoint_entries
+
+    entries = checkpoint_entries(location)
+    prefix = model.base_model_prefix
+    wrong = []
+    for name, param in model.named_parameters():
+        key = name if name in entries else name.removeprefix(prefix + ".")
+        gathered = contextlib.nullcontext()
+        if hasattr(param, "ds_id"):
+            import deepspeed
+
+            gathered = deepspeed.zero.GatheredParameters([param])
+        with gathered, safe_open(entries[key].path, "pt") as f:
+            if not torch.equal(param.detach().to(entries[key].dtype).cpu(), f.get_tensor(key)):
+                wrong.append(name)
+    return wrong
+
+
 def main(argv: list[str]) -> None:
     # the deepspeed launcher appends --local_rank=N (its value is in LOCAL_RANK too)
     argv = [a for a in argv if not a.startswith("--local_rank")]
@@ -65,10 +90,18 @@ def main(argv: list[str]) -> None:
     if materialise:
         model_dir(plan.cfg.model, plan.cfg.paths.cache_dir)
         return
+    import logging
+
     from pipeline.train.modeling import partitioned
     from pipeline.train.sharded import shard_share, sharded_loading
     from pipeline.train.stages.common import training_args
 
+    # which ZeRO-3 loader ran (pipeline/train/zero3_slices.py says so in its log)
+    loader_lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: loader_lines.append(record.getMessage())
+    logging.getLogger("pipeline.train.zero3_slices").addHandler(handler)
+    logging.getLogger("pipeline.train.zero3_slices").setLevel(logging.INFO)
     sampler = AnonPeak()
     sampler.start()
     started = time.time()
@@ -83,12 +116,17 @@ def main(argv: list[str]) -> None:
     sampler.done.set()
     sampler.join()
     held, total = shard_share(model) if partitioned(model) else (sum(p.numel() for p in model.parameters()),) * 2
+    # ru_maxrss: KiB on Linux; read before the check below gathers weights and maps the checkpoint
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    differs = _differs_from_checkpoint(model, model_dir(plan.cfg.model, plan.cfg.paths.cache_dir))
     report = {
         "rank": plan.rank, "zero": plan.cfg.zero.name, "sharded": live is not None and partitioned(model),
         "weight_elements_held": held, "weight_elements_total": total,
-        # ru_maxrss: KiB on Linux
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB,
+        "peak_rss_gb": peak_rss / GB,
         "peak_anon_gb": sampler.peak / GB, "load_s": round(seconds, 2),
+        # weights whose loaded values differ from the checkpoint's (gathered whole, after the measurement)
+        "weights_differing": differs,
+        "loader": loader_lines,
     }
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / f"rank{plan.rank}.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -169,7 +169,14 @@ def load_model(model: ModelConfig, quant: QuantConfig, hw: HwConfig, cache_dir: 
         kwargs["device_map"] = {"": 0 if hw.device == Device.cuda else "cpu"}
     if auto_class is AutoModelForSequenceClassification:
         kwargs["num_labels"] = 1  # one scalar reward per sequence
-    return auto_class.from_pretrained(model_dir(model, cache_dir), **kwargs)
+    location = model_dir(model, cache_dir)
+    if is_deepspeed_zero3_enabled() and quant.method == QuantMethod.none:
+        from pipeline.train.zero3_slices import sliced_zero3_loading
+
+        # each rank reads only its own partitions (no layer gathered whole on every rank)
+        with sliced_zero3_loading(location):
+            return auto_class.from_pretrained(location, **kwargs)
+    return auto_class.from_pretrained(location, **kwargs)
 
 
 def _bnb_config(quant: QuantConfig, hw: HwConfig) -> BitsAndBytesConfig:
