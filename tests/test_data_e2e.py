@@ -19,11 +19,14 @@ CASES = {
     "sft": ["stage=sft", "data.dataset=alpaca_en_demo,sharegpt_chat,tool_chat,openai_chat",
             "model.chat_template=qwen2.5", "stage.batch_size=4"],
     "dpo": ["stage=dpo", "data.dataset=dpo_alpaca,dpo_sharegpt", "stage.batch_size=4"],
+    # kto_tag: desirable / undesirable replies, alpaca and sharegpt
+    "kto": ["stage=kto", "data.dataset=kto_alpaca,kto_sharegpt", "stage.batch_size=4"],
     "grpo": ["stage=grpo", "data.dataset=qa_answers", "data.eval_size=1", "stage.batch_size=4",
              "stage.num_generations=2", "stage.max_completion_length=4", "reward=shaped"],
 }
 SOURCES = {"sft": {"alpaca_en_demo": 4, "sharegpt_chat": 4, "tool_chat": 4, "openai_chat": 4},
-           "dpo": {"dpo_alpaca": 4, "dpo_sharegpt": 4}, "grpo": {"qa_answers": 4}}  # before 1 row is held out
+           "dpo": {"dpo_alpaca": 4, "dpo_sharegpt": 4}, "kto": {"kto_alpaca": 4, "kto_sharegpt": 4},
+           "grpo": {"qa_answers": 4}}  # before 1 row is held out
 
 
 @pytest.mark.parametrize("stage", sorted(CASES))
