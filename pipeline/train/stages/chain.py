@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from pipeline.config.plan import RunPlan
+from pipeline.train.distributed import barrier
 from pipeline.train.stages import run_stage
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,9 @@ def run_chain(plan: RunPlan) -> dict[str, Any]:
         log.info("chain %s: running %s in %s%s", plan.cfg.stage.name, sub.stage.name, step.run_dir,
                  f" from {sub.init_from}" if sub.init_from else "")
         summaries.append(run_stage(step))
+        # Rank 0 writes the step's final/ (and its summary) while the other ranks are done already: the next step
+        # loads that final/ (init_from, chain:<name>), so no rank may start it before it exists.
+        barrier()
     summary = {
         "stage": plan.cfg.stage.name,
         "stages": summaries,
