@@ -15,7 +15,7 @@ from trl import GRPOConfig
 from pipeline.config.plan import RunPlan
 from pipeline.config.stage_schemas import GenerationEngine, GRPOStageConfig
 from pipeline.rewards import build_reward_funcs
-from pipeline.train.fast_generation import FastGenerationGRPOTrainer
+from pipeline.train.shared_prefix import SharedPrefixGRPOTrainer
 from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, training_args
 
 
@@ -42,9 +42,10 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
         use_transformers_continuous_batching=cfg.hw.continuous_batching,
         **generation_engine(stage),
     )
-    trainer = FastGenerationGRPOTrainer(
+    trainer = SharedPrefixGRPOTrainer(
         args=args, reward_funcs=reward_funcs, **trainer_inputs(plan, prep),
         merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
+        shared_prefix=stage.shared_prefix,
     )
     train(plan, trainer, prep)
     return finish(plan, trainer, prep)
