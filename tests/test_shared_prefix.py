@@ -16,8 +16,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from trl import GRPOConfig, GRPOTrainer
 
 from pipeline.train import trl_surface
-from pipeline.train.prefix_mask import pack
-from pipeline.train.shared_prefix import SharedPrefixGRPOTrainer
+from pipeline.train.prefix_mask import group_rows, pack
+from pipeline.train.shared_prefix import SharedPrefixGRPOTrainer, group_micro_batches
 from tests.conftest import REPO
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
@@ -31,12 +31,13 @@ def tiny_config(vocab: int, attn: str = "sdpa") -> Qwen3Config:
     return config
 
 
-def make_trainer(tmp_path, peft: bool, beta: float = 0.0, attn: str = "sdpa",
-                 shared_prefix: bool = True) -> SharedPrefixGRPOTrainer:
+def make_trainer(tmp_path, peft: bool, beta: float = 0.0, attn: str = "sdpa", shared_prefix: bool = True,
+                 accumulation: int = 1) -> SharedPrefixGRPOTrainer:
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     torch.manual_seed(0)
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, num_generations=4,
                       max_completion_length=6, report_to="none", max_steps=1, beta=beta,
+                      gradient_accumulation_steps=accumulation,
                       bf16=False)  # fp32: the comparison is of layouts, not of rounding
     model = Qwen3ForCausalLM(tiny_config(len(tokenizer), attn))
     if beta and not peft:  # TRL loads the reference model from the policy's path
@@ -46,7 +47,7 @@ def make_trainer(tmp_path, peft: bool, beta: float = 0.0, attn: str = "sdpa",
     trainer = SharedPrefixGRPOTrainer(
         model=model, args=args, processing_class=tokenizer,
         reward_funcs=lambda completions, **_: [float(len(c)) for c in completions],
-        train_dataset=Dataset.from_list([{"prompt": "1+1="}, {"prompt": "What is 12 + 30?"}] * 4),
+        train_dataset=Dataset.from_list([{"prompt": "1+1="}, {"prompt": "What is 12 + 30?"}]),
         peft_config=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0) if peft else None,
         shared_prefix=shared_prefix,
     )
@@ -174,12 +175,45 @@ def test_loss_and_gradients_equal_trls_own_loss(tmp_path, peft: bool, beta: floa
         assert_same(shared, per_row)
 
 
+def split(batch: dict, sizes: int) -> list[dict]:
+    rows = len(batch["prompt_ids"])
+    return [{k: v if v.ndim == 0 else v[i : i + sizes] for k, v in batch.items()} for i in range(0, rows, sizes)]
+
+
+def test_regrouped_micro_batches_hold_whole_groups_and_give_the_same_step(tmp_path) -> None:
+    trainer = make_trainer(tmp_path, peft=True)
+    model = trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 2
+    trainer.args.steps_per_generation = 2
+    shuffled = split(grpo_batch(), 4)  # TRL's split of a shuffled generation batch: both prompts in both halves
+    regrouped = group_micro_batches(shuffled)
+    assert [len({tuple(p.tolist()) for p in c["prompt_ids"]}) for c in shuffled] == [2, 2]
+    assert [len({tuple(p.tolist()) for p in c["prompt_ids"]}) for c in regrouped] == [1, 1]
+    rows = [sorted(map(tuple, torch.cat([c["completion_ids"] for c in chunks]).tolist()))
+            for chunks in (shuffled, regrouped)]
+    assert rows[0] == rows[1]  # the same rows, only moved
+
+    def step(chunks):  # one optimizer step's accumulated loss and gradients, TRL's loss (dapo)
+        model.zero_grad()
+        total = sum(GRPOTrainer.compute_loss(trainer, model, dict(c)) for c in chunks)
+        total.backward()
+        return total.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    (loss, grads), (row_loss, row_grads) = step(regrouped), step(shuffled)
+    assert_same(loss, row_loss)
+    for got, want in zip(grads, row_grads, strict=True):
+        assert_same(got, want)
+
+
 def test_a_training_step_uses_the_shared_layout_and_says_when_it_cannot(tmp_path, caplog, monkeypatch) -> None:
     monkeypatch.setattr(trl_surface, "reached", trl_surface.Counter())
     monkeypatch.setattr("pipeline.train.shared_prefix.reached", trl_surface.reached)
-    trainer = make_trainer(tmp_path / "sdpa", peft=True, beta=0.05)
+    trainer = make_trainer(tmp_path / "sdpa", peft=True, beta=0.05, accumulation=2)
     trainer.train()
     assert trl_surface.reached["_get_per_token_logps_and_entropies"] >= 2  # reference + loss forwards
+    assert trl_surface.reached["_prepare_inputs"] == 1  # one generation batch, regrouped once
+    for chunk in trainer._buffered_inputs:  # 2 prompts x 4 completions over 2 micro-batches: one group each
+        assert len(group_rows(chunk["prompt_ids"], chunk["prompt_mask"])) == 1
     # an attention function we cannot vouch for (it might drop a 4-D mask, as flash-attention does)
     AttentionInterface.register("unvetted_sdpa", sdpa_attention_forward)
     with caplog.at_level(logging.INFO, logger="pipeline.train.shared_prefix"):

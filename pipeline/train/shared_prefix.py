@@ -6,9 +6,12 @@ forwards, `_get_per_token_logps_and_entropies`, packs the rows of each chunk by 
 scores them through TRL's own fused LM head with pre-shifted labels; log-probs and entropies come back in TRL's
 (rows, completion tokens) shape, so TRL's loss, KL term, importance ratios and metrics run unchanged on them.
 
-Rows are grouped by identical prompt wherever they sit in the chunk (TRL shuffles a generation batch before it
-splits it into micro-batches), and a chunk is the one TRL would have forwarded: a group split across micro-batches
-is packed per micro-batch, as the per-row path splits it. The per-row path stays where the layout does not apply,
+Rows are grouped by identical prompt wherever they sit in a chunk, and a chunk is the one TRL would have forwarded:
+a group split across micro-batches is packed per micro-batch, as the per-row path splits it. TRL shuffles each
+generation batch before splitting it into micro-batches, which scatters a group over them; `group_micro_batches`
+re-splits the same rows so each micro-batch holds whole groups (hw.micro_batch a multiple of num_generations), where
+the loss does not depend on which rows share a micro-batch (every loss type but bnpo, no entropy bonus or
+high-entropy mask: their normalisers are per micro-batch). The per-row path stays where the layout does not apply,
 said once in the log: image inputs, MoE auxiliary loss, an attention implementation that ignores a custom 4-D mask
 (flash-attention, flex, paged), sliding-window layers, non-CPU devices (the FlexAttention block-mask path is not
 built yet), or a chunk in which no prompt repeats (nothing to save).
@@ -25,7 +28,7 @@ from typing import Any
 import torch
 
 from pipeline.train.fast_generation import FastGenerationGRPOTrainer
-from pipeline.train.prefix_mask import PackedRows, pack, shares_a_prefix
+from pipeline.train.prefix_mask import PackedRows, group_rows, pack, shares_a_prefix
 from pipeline.train.trl_surface import reached
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,39 @@ def _config(model: torch.nn.Module) -> Any:
     return model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
 
 
+def group_micro_batches(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same rows in micro-batches of the same sizes, each group's rows next to each other (groups in the
+    shuffled order of their first row, rows within a group in shuffled order)."""
+    rows = [len(chunk["prompt_ids"]) for chunk in chunks]
+    whole = {key: _join([chunk[key] for chunk in chunks]) for key in chunks[0]}
+    order = [row for group in group_rows(whole["prompt_ids"], whole["prompt_mask"]) for row in group]
+    index = torch.tensor(order, device=whole["prompt_ids"].device)
+    regrouped = {key: _take(value, index, order) for key, value in whole.items()}
+    out, start = [], 0
+    for size in rows:
+        out.append({key: _take(value, torch.arange(start, start + size, device=index.device),
+                               list(range(start, start + size))) for key, value in regrouped.items()})
+        start += size
+    return out
+
+
+def _join(values: list[Any]) -> Any:
+    first = values[0]
+    if first is None or (isinstance(first, torch.Tensor) and first.ndim == 0):
+        return first  # per-batch scalars (num_items_in_batch) are the same in every micro-batch
+    if isinstance(first, torch.Tensor):
+        return torch.cat(values)
+    return [item for value in values for item in value]
+
+
+def _take(value: Any, index: torch.Tensor, order: list[int]) -> Any:
+    if value is None or (isinstance(value, torch.Tensor) and value.ndim == 0):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value[index]
+    return [value[i] for i in order]
+
+
 def packed_forward(model: torch.nn.Module, packed: PackedRows, compute_entropy: bool,
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(B, C) log-probs and entropies of the original rows, from one forward of the packed rows."""
@@ -80,13 +116,39 @@ class SharedPrefixGRPOTrainer(FastGenerationGRPOTrainer):
         self.shared_prefix = shared_prefix
         self._said: set[str] = set()
 
+    def _prepare_inputs(self, generation_batch):
+        before = self._buffered_inputs
+        inputs = super()._prepare_inputs(generation_batch)
+        if not (self.shared_prefix and self.model.training and self._buffered_inputs is not before):
+            return inputs
+        reason = self._partition_matters()
+        if reason is not None:
+            self._say(f"micro-batches keep TRL's shuffled rows ({reason})")
+            return inputs
+        reached["_prepare_inputs"] += 1
+        self._buffered_inputs = group_micro_batches(self._buffered_inputs)
+        return self._buffered_inputs[self._step % self.args.steps_per_generation]
+
+    def _partition_matters(self) -> str | None:
+        if self.loss_type == "bnpo":
+            return "loss_type bnpo normalises by each micro-batch's tokens"
+        if self.top_entropy_quantile < 1.0 or self._entropy_bonus_enabled:
+            return "the entropy mask/bonus is computed per micro-batch"
+        if any(key in self._buffered_inputs[0] for key in ("pixel_values", "image_grid_thw")):
+            return "image inputs"
+        return None
+
+    def _say(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            log.info("shared_prefix: %s", message)
+
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **extra):
         reason = blocker(model, input_ids.device, compute_aux_loss, extra) if self.shared_prefix else "off"
         if reason is not None:
-            if reason != "off" and reason not in self._said:
-                self._said.add(reason)
-                log.info("shared_prefix: per-row forwards instead (%s)", reason)
+            if reason != "off":
+                self._say(f"per-row forwards instead ({reason})")
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
                 compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **extra)
