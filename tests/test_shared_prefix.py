@@ -18,7 +18,7 @@ from trl import GRPOConfig, GRPOTrainer
 from pipeline.train import trl_surface
 from pipeline.train.prefix_mask import group_rows, pack
 from pipeline.train.shared_prefix import SharedPrefixGRPOTrainer, group_micro_batches
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY, run_pipeline
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
 RTOL = 1e-5
@@ -32,7 +32,7 @@ def tiny_config(vocab: int, attn: str = "sdpa") -> Qwen3Config:
 
 
 def make_trainer(tmp_path, peft: bool, beta: float = 0.0, attn: str = "sdpa", shared_prefix: bool = True,
-                 accumulation: int = 1) -> SharedPrefixGRPOTrainer:
+                 accumulation: int = 1, prefill_once: bool = False) -> SharedPrefixGRPOTrainer:
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     torch.manual_seed(0)
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, num_generations=4,
@@ -49,7 +49,7 @@ def make_trainer(tmp_path, peft: bool, beta: float = 0.0, attn: str = "sdpa", sh
         reward_funcs=lambda completions, **_: [float(len(c)) for c in completions],
         train_dataset=Dataset.from_list([{"prompt": "1+1="}, {"prompt": "What is 12 + 30?"}]),
         peft_config=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0) if peft else None,
-        shared_prefix=shared_prefix,
+        shared_prefix=shared_prefix, prefill_once=prefill_once,
     )
     if peft:
         with torch.no_grad():  # B starts at zero: a trained-looking adapter makes the policy differ from the base
@@ -208,8 +208,10 @@ def test_regrouped_micro_batches_hold_whole_groups_and_give_the_same_step(tmp_pa
 def test_a_training_step_uses_the_shared_layout_and_says_when_it_cannot(tmp_path, caplog, monkeypatch) -> None:
     monkeypatch.setattr(trl_surface, "reached", trl_surface.Counter())
     monkeypatch.setattr("pipeline.train.shared_prefix.reached", trl_surface.reached)
-    trainer = make_trainer(tmp_path / "sdpa", peft=True, beta=0.05, accumulation=2)
+    monkeypatch.setattr("pipeline.train.prefill_once.reached", trl_surface.reached)
+    trainer = make_trainer(tmp_path / "sdpa", peft=True, beta=0.05, accumulation=2, prefill_once=True)
     trainer.train()
+    assert trl_surface.reached["prefilled_cache"] == 1  # the generation batch's 2 prompts prefilled once each
     assert trl_surface.reached["_get_per_token_logps_and_entropies"] >= 2  # reference + loss forwards
     assert trl_surface.reached["_prepare_inputs"] == 1  # one generation batch, regrouped once
     for chunk in trainer._buffered_inputs:  # 2 prompts x 4 completions over 2 micro-batches: one group each
@@ -218,5 +220,15 @@ def test_a_training_step_uses_the_shared_layout_and_says_when_it_cannot(tmp_path
     AttentionInterface.register("unvetted_sdpa", sdpa_attention_forward)
     with caplog.at_level(logging.INFO, logger="pipeline.train.shared_prefix"):
         make_trainer(tmp_path / "other", peft=True, beta=0.05, attn="unvetted_sdpa").train()
-    said = [r.message for r in caplog.records if "shared_prefix" in r.message]
+    said = [r.message for r in caplog.records if "per-row" in r.message]
     assert len(said) == 1 and "unvetted_sdpa" in said[0]  # once, naming the reason
+
+
+def test_the_stage_switches_reach_the_trainer(tmp_path, model_cache) -> None:
+    proc = run_pipeline([*TINY, "stage=grpo", "max_steps=1", "stage.batch_size=8", "stage.num_generations=4",
+                         "stage.max_completion_length=8", "hw.micro_batch=4", "stage.shared_prefix=true",
+                         "stage.prefill_once=true",
+                         f"output_dir={tmp_path / 'run'}",
+                         f"paths.cache_dir={model_cache}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "shared_prefix: each prompt forwarded once per group (4 rows -> 1 packed rows" in proc.stdout + proc.stderr

@@ -23,11 +23,13 @@ with dropout, the same distribution (different draws, as between any two runs).
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 
 from pipeline.train.fast_generation import FastGenerationGRPOTrainer
+from pipeline.train.prefill_once import prefill_once
 from pipeline.train.prefix_mask import PackedRows, group_rows, pack, shares_a_prefix
 from pipeline.train.trl_surface import reached
 
@@ -111,10 +113,19 @@ def packed_forward(model: torch.nn.Module, packed: PackedRows, compute_entropy: 
 class SharedPrefixGRPOTrainer(FastGenerationGRPOTrainer):
     """FastGenerationGRPOTrainer whose log-prob forwards compute each prompt once per group when `shared_prefix`."""
 
-    def __init__(self, *args: Any, shared_prefix: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, shared_prefix: bool = False, prefill_once: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.shared_prefix = shared_prefix
+        # ZeRO-3 generates through gathered parameters of a wrapper the prefill would not go through
+        self._prefill_once = prefill_once and not self.use_vllm and not (
+            self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3)
         self._said: set[str] = set()
+
+    def generation_context(self) -> AbstractContextManager[Any]:
+        stack = super().generation_context()
+        if self._prefill_once:
+            stack.enter_context(prefill_once(self.accelerator.unwrap_model(self.model)))
+        return stack
 
     def _prepare_inputs(self, generation_batch):
         before = self._buffered_inputs
@@ -164,6 +175,8 @@ class SharedPrefixGRPOTrainer(FastGenerationGRPOTrainer):
                 chunk_logps, chunk_entropy, _ = super()._get_per_token_logps_and_entropies(
                     model, ids, mask, logits_to_keep, compute_entropy=compute_entropy)
             else:
+                self._say(f"each prompt forwarded once per group ({len(ids)} rows -> {len(packed.input_ids)} "
+                          f"packed rows of {packed.input_ids.size(1)} tokens in the first such forward)")
                 with self.accelerator.autocast():
                     chunk_logps, chunk_entropy = packed_forward(model, packed, compute_entropy)
             logps.append(chunk_logps)

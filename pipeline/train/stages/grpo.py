@@ -45,7 +45,7 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
     trainer = SharedPrefixGRPOTrainer(
         args=args, reward_funcs=reward_funcs, **trainer_inputs(plan, prep),
         merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
-        shared_prefix=stage.shared_prefix,
+        shared_prefix=stage.shared_prefix, prefill_once=stage.prefill_once,
     )
     train(plan, trainer, prep)
     return finish(plan, trainer, prep)
