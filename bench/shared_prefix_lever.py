@@ -1,7 +1,9 @@
-"""The shared-prefix lever on its own: one optimizer step's training forward + backward over a generation batch,
-per-row (TRL's layout) vs shared prefix, at several micro-batch sizes, alternating, medians.
+"""The shared-prefix levers on their own, alternating, medians: one optimizer step's training forward + backward
+over a generation batch, per-row (TRL's layout) vs shared prefix, at several micro-batch sizes; and one generation,
+prompts prefilled per row vs once per distinct prompt.
 
     python bench/shared_prefix_lever.py grpo_cpu_longprompt [--repeats 2] [--layouts rows:2,shared:8,...]
+    python bench/shared_prefix_lever.py grpo_cpu_longprompt --layouts plain:128,prefill:128
 
 Real prompts of the case (its data, chat template, batch, group size), random completion tokens of the case's full
 length (a worst case for the lever: completions that stop early shrink the per-row and the packed layout alike).
@@ -65,10 +67,28 @@ def step_seconds(trainer, batch: dict, layout: str, micro: int) -> float:
     return time.perf_counter() - started
 
 
+def generate_seconds(trainer, batch: dict, layout: str, new_tokens: int) -> float:
+    """One sampled generation of the batch's prompts (TRL's call: ids, mask, config), prompts prefilled per row
+    (`plain`) or once per distinct prompt (`prefill`); every row runs the full length (no EOS stop)."""
+    import torch
+    from transformers import GenerationConfig
+
+    from pipeline.train.prefill_once import prefill_once
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    config = GenerationConfig(do_sample=True, max_new_tokens=new_tokens, min_new_tokens=new_tokens, top_k=0,
+                              pad_token_id=trainer.processing_class.pad_token_id)
+    started = time.perf_counter()
+    with torch.no_grad(), prefill_once(model) if layout == "prefill" else torch.no_grad():
+        model.generate(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"], generation_config=config)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("case", choices=["grpo_cpu", "grpo_cpu_longprompt"])
     parser.add_argument("--repeats", type=int, default=2)
+    # rows|shared:<micro-batch> time a training step; plain|prefill:<new tokens> time one generation
     parser.add_argument("--layouts", default="rows:2,shared:2,shared:G,rows:G")
     parser.add_argument("--groups", type=int, default=None, help="prompts measured (default: the case's all); "
                         "the lever's ratio is per group, a contended machine needs the shorter run")
@@ -110,7 +130,8 @@ def main() -> None:
         times: dict[str, list[float]] = {f"{n}:{m}": [] for n, m in layouts}
         for _ in range(args.repeats):
             for name, micro in layouts:
-                times[f"{name}:{micro}"].append(step_seconds(trainer, batch, name, micro))
+                measure = generate_seconds if name in ("plain", "prefill") else step_seconds
+                times[f"{name}:{micro}"].append(measure(trainer, batch, name, micro))
                 print(f"{name}:{micro} {times[f'{name}:{micro}'][-1]:.1f} s", flush=True)
     medians = {key: statistics.median(v) for key, v in times.items()}
     reference = medians.get("rows:2") or next(iter(medians.values()))

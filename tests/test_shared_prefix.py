@@ -17,7 +17,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from pipeline.train import trl_surface
 from pipeline.train.prefix_mask import group_rows, pack
-from pipeline.train.shared_prefix import SharedPrefixGRPOTrainer, group_micro_batches
+from pipeline.train.shared_prefix import SharedPrefixGRPOTrainer, blocker, group_micro_batches
 from tests.conftest import REPO, TINY, run_pipeline
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
@@ -232,3 +232,15 @@ def test_the_stage_switches_reach_the_trainer(tmp_path, model_cache) -> None:
                          f"paths.cache_dir={model_cache}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "shared_prefix: each prompt forwarded once per group (4 rows -> 1 packed rows" in proc.stdout + proc.stderr
+
+
+def test_the_layout_is_refused_where_a_4d_mask_would_not_be_exact() -> None:
+    cpu = torch.device("cpu")
+    sdpa = Qwen3ForCausalLM(tiny_config(128))
+    assert blocker(sdpa, cpu, False, {"pixel_values": None}) is None
+    assert "image" in blocker(sdpa, cpu, False, {"pixel_values": torch.zeros(1)})
+    assert "auxiliary" in blocker(sdpa, cpu, True, {})
+    assert "FlexAttention" in blocker(sdpa, torch.device("meta"), False, {})
+    sliding = tiny_config(128)
+    sliding.layer_types = ["sliding_attention", "full_attention"]
+    assert "sliding" in blocker(Qwen3ForCausalLM(sliding), cpu, False, {})
