@@ -1,4 +1,4 @@
-"""GRPO generation with each distinct prompt prefilled once (`hw.prefill_once`).
+"""GRPO generation with each distinct prompt prefilled once (`stage.prefill_once`).
 
 TRL hands `generate` G copies of every prompt, and `generate` prefills each copy. Here the prompt's keys and values
 are computed once per distinct prompt (all tokens but the last, with the positions `generate` itself gives them) and
