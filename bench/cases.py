@@ -37,6 +37,17 @@ CASES = {
               "stage.max_completion_length=64", "stage.learning_rate=3e-4"],
         notes="SmolLM2-135M + LoRA r16, 8 prompts x 4 completions x 64 tokens, arithmetic prompts",
     ),
+    "grpo_cpu_longprompt": Case(
+        name="grpo_cpu_longprompt", stage="grpo", steps=2, batch=32,
+        # the gsm8k_grpo_smol recipe's prompts (XML system prompt + one-shot example + question), its LoRA without
+        # dropout, on the local GSM8K copy; rewards stay the recipe's on our side (the baseline scores correctness)
+        ours=["experiment=gsm8k_grpo_smol", f"data.path={GSM8K}", "data.eval_split=null", "logging=none",
+              "peft.dropout=0.0",
+              "stage.batch_size=32", "stage.num_generations=8", "stage.max_completion_length=128",
+              "stage.learning_rate=3e-4"],
+        notes="SmolLM2-135M + LoRA r16, 4 GSM8K prompts (system prompt + one-shot example, ~200 tokens) x 8 x 128",
+        extra_files=[GSM8K],
+    ),
     "sft_cpu": Case(
         name="sft_cpu", stage="sft", steps=6, batch=8,
         ours=[*SMOL, "stage=sft", "data=jsonl", f"data.path={GSM8K}",

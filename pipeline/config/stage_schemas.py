@@ -100,6 +100,12 @@ class GRPOStageConfig(StageConfig):
     top_p: float = 1.0
     # Give zero loss to completions cut at max_completion_length.
     mask_truncated_completions: bool = False
+    # Forward each prompt once per group in the log-prob passes (prompt + its completions as one packed row with a
+    # shared-prefix mask; same numbers as per-row, pipeline/train/shared_prefix.py); per-row where it can't apply.
+    shared_prefix: bool = False
+    # Prefill each distinct prompt once in generation and copy its KV cache to its rows (same samples;
+    # pipeline/train/prefill_once.py); transformers generation only, not under ZeRO-3.
+    prefill_once: bool = False
     # transformers | vllm_colocate (CUDA + `pip install -e '.[gpu]'`; TRL syncs the policy, LoRA merged, each step)
     generation: GenerationEngine = GenerationEngine.transformers
     # Share of GPU memory vLLM reserves for its weights and KV cache in colocate mode.

@@ -15,7 +15,7 @@ from trl import GRPOConfig
 from pipeline.config.plan import RunPlan
 from pipeline.config.stage_schemas import GenerationEngine, GRPOStageConfig
 from pipeline.rewards import build_reward_funcs, place_reward_models
-from pipeline.train.fast_generation import FastGenerationGRPOTrainer
+from pipeline.train.shared_prefix import SharedPrefixGRPOTrainer
 from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
 
 
@@ -43,9 +43,10 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
         use_transformers_continuous_batching=cfg.hw.continuous_batching,
         **generation_engine(stage),
     ))
-    trainer = FastGenerationGRPOTrainer(
+    trainer = SharedPrefixGRPOTrainer(
         args=args, reward_funcs=reward_funcs, **trainer_inputs(plan, prep),
         merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
+        shared_prefix=stage.shared_prefix, prefill_once=stage.prefill_once,
     )
     # reward models (reward.terms.*.model) score on this rank's training device, frozen, loaded at their first call
     place_reward_models(reward_funcs, trainer.accelerator.device)

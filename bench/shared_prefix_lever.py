@@ -1,0 +1,147 @@
+"""The shared-prefix levers on their own, alternating, medians: one optimizer step's training forward + backward
+over a generation batch, per-row (TRL's layout) vs shared prefix, at several micro-batch sizes; and one generation,
+prompts prefilled per row vs once per distinct prompt.
+
+    python bench/shared_prefix_lever.py grpo_cpu_longprompt [--repeats 2] [--layouts rows:2,shared:8,...]
+    python bench/shared_prefix_lever.py grpo_cpu_longprompt --layouts plain:128,prefill:128
+
+Real prompts of the case (its data, chat template, batch, group size), random completion tokens of the case's full
+length (a worst case for the lever: completions that stop early shrink the per-row and the packed layout alike).
+Generation is not part of this measurement. Prints one line per layout and saves JSON under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+
+from cases import CASES, REPO
+
+sys.path.insert(0, str(REPO))  # this checkout's pipeline, not another install of it
+
+
+def generation_batch(run, tokenizer, completion: int, seed: int, groups: int | None) -> dict:
+    import torch
+
+    from pipeline.data import load_stage_data
+
+    rows = load_stage_data(run.data, "grpo", run.seed).train
+    size = run.stage.num_generations
+    groups = min(groups or run.stage.batch_size // size, run.stage.batch_size // size)
+    prompts = [tokenizer.apply_chat_template(rows[i]["prompt"], add_generation_prompt=True, tokenize=True)["input_ids"]
+               for i in range(groups)]
+    width = max(map(len, prompts))
+    gen = torch.Generator().manual_seed(seed)
+    prompt_ids = torch.full((groups * size, width), tokenizer.pad_token_id)
+    prompt_mask = torch.zeros(groups * size, width, dtype=torch.long)
+    for g, prompt in enumerate(prompts):
+        prompt_ids[g * size : (g + 1) * size, width - len(prompt):] = torch.tensor(prompt)
+        prompt_mask[g * size : (g + 1) * size, width - len(prompt):] = 1
+    order = torch.randperm(groups * size, generator=gen)  # TRL shuffles a generation batch before splitting it
+    completion_ids = torch.randint(100, len(tokenizer), (groups * size, completion), generator=gen)
+    return {"prompt_ids": prompt_ids[order], "prompt_mask": prompt_mask[order], "completion_ids": completion_ids,
+            "completion_mask": torch.ones_like(completion_ids),
+            "advantages": torch.randn(groups * size, generator=gen),
+            "num_items_in_batch": torch.tensor(groups * size * completion)}, [len(p) for p in prompts]
+
+
+def step_seconds(trainer, batch: dict, layout: str, micro: int) -> float:
+    from trl import GRPOTrainer
+
+    from pipeline.train.shared_prefix import group_micro_batches
+
+    trainer.shared_prefix = layout == "shared"
+    rows = len(batch["prompt_ids"])
+    chunks = [{k: v if v.ndim == 0 else v[i : i + micro] for k, v in batch.items()} for i in range(0, rows, micro)]
+    if trainer.shared_prefix:
+        chunks = group_micro_batches(chunks)
+    trainer.current_gradient_accumulation_steps = len(chunks)
+    trainer.args.steps_per_generation = len(chunks)
+    trainer.model.zero_grad()
+    started = time.perf_counter()
+    for chunk in chunks:
+        GRPOTrainer.compute_loss(trainer, trainer.model, chunk).backward()
+    return time.perf_counter() - started
+
+
+def generate_seconds(trainer, batch: dict, layout: str, new_tokens: int) -> float:
+    """One sampled generation of the batch's prompts (TRL's call: ids, mask, config), prompts prefilled per row
+    (`plain`) or once per distinct prompt (`prefill`); every row runs the full length (no EOS stop)."""
+    import torch
+    from transformers import GenerationConfig
+
+    from pipeline.train.prefill_once import prefill_once
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    config = GenerationConfig(do_sample=True, max_new_tokens=new_tokens, min_new_tokens=new_tokens, top_k=0,
+                              pad_token_id=trainer.processing_class.pad_token_id)
+    started = time.perf_counter()
+    with torch.no_grad(), prefill_once(model) if layout == "prefill" else torch.no_grad():
+        model.generate(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"], generation_config=config)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("case", choices=["grpo_cpu", "grpo_cpu_longprompt"])
+    parser.add_argument("--repeats", type=int, default=2)
+    # rows|shared:<micro-batch> time a training step; plain|prefill:<new tokens> time one generation
+    parser.add_argument("--layouts", default="rows:2,shared:2,shared:G,rows:G")
+    parser.add_argument("--groups", type=int, default=None, help="prompts measured (default: the case's all); "
+                        "the lever's ratio is per group, a contended machine needs the shorter run")
+    args = parser.parse_args()
+
+    import torch
+    from baseline import workload
+    from datasets import Dataset
+    from peft import LoraConfig
+    from run import save
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig
+
+    from pipeline.train.modeling import model_dir
+    from pipeline.train.shared_prefix import SharedPrefixGRPOTrainer
+
+    case = CASES[args.case]
+    run = workload([*case.ours, f"paths.cache_dir={REPO / '.cache' / 'pipeline'}"])
+    path = model_dir(run.model, run.paths.cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    batch, prompt_lengths = generation_batch(run, tokenizer, run.stage.max_completion_length, run.seed,
+                                             args.groups)
+    g = run.stage.num_generations
+    layouts = [(name, int(micro.replace("G", str(g)))) for name, micro in
+               (item.split(":") for item in args.layouts.split(","))]
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = SharedPrefixGRPOTrainer(
+            model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), processing_class=tokenizer,
+            args=GRPOConfig(output_dir=tmp, use_cpu=True, bf16=False, report_to="none", num_generations=g,
+                            per_device_train_batch_size=g, gradient_checkpointing=False),
+            reward_funcs=lambda completions, **_: [0.0] * len(completions),
+            train_dataset=Dataset.from_list([{"prompt": "x"}]),
+            peft_config=LoraConfig(r=run.peft.r, lora_alpha=run.peft.alpha, target_modules=run.peft.target_modules,
+                                   lora_dropout=0.0, task_type="CAUSAL_LM"),
+        )
+        trainer.model.train()
+        warm = {k: v if v.ndim == 0 else v[:2] for k, v in batch.items()}
+        step_seconds(trainer, warm, "rows", 2)  # warm-up (allocator, thread pools) on 2 rows only
+        times: dict[str, list[float]] = {f"{n}:{m}": [] for n, m in layouts}
+        for _ in range(args.repeats):
+            for name, micro in layouts:
+                measure = generate_seconds if name in ("plain", "prefill") else step_seconds
+                times[f"{name}:{micro}"].append(measure(trainer, batch, name, micro))
+                print(f"{name}:{micro} {times[f'{name}:{micro}'][-1]:.1f} s", flush=True)
+    medians = {key: statistics.median(v) for key, v in times.items()}
+    reference = medians.get("rows:2") or next(iter(medians.values()))
+    for key, value in medians.items():
+        print(f"| {key} | {value:.1f} s | {reference / value:.2f}x |")
+    save({"case": f"{case.name}-shared_prefix_lever", "date": time.strftime("%Y%m%d-%H%M%S"),
+          "notes": f"training forward+backward of one step, prompts {prompt_lengths} tokens, "
+                   f"{len(batch['prompt_ids'])} rows x {run.stage.max_completion_length} completion tokens",
+          "repeats": args.repeats, "seconds": times, "median_s": medians})
+
+
+if __name__ == "__main__":
+    main()

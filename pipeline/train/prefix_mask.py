@@ -1,0 +1,118 @@
+"""Shared-prefix layout: rows that start with the same prompt become one packed row, the prompt computed once.
+
+A group of rows [prompt, completion_k] is laid out as
+
+    [prompt[:-1] | prompt[-1], completion_1[:-1] | ... | prompt[-1], completion_G[:-1]]
+
+with each branch's positions continuing from the prompt (restarting after it for every completion) and a mask in
+which a branch sees the shared prompt tokens and its own earlier tokens only. Every token then has exactly the
+context and position offsets it has in its own row, so a causal LM gives it the same hidden state. The prompt's
+last token opens every branch because its output predicts that branch's first completion token: scoring it once
+per branch lets the labels be one per position (`shift_labels`), with no change to the LM head.
+
+Cost: G·(P+R) tokens become P-1 + G·R (plus G·P² → (P+G·R)² attention scores, small next to the projections for
+short prompts and large models alike).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """Model inputs of the packed rows and where each original row's completion tokens landed in them."""
+
+    input_ids: torch.Tensor  # (N, L)
+    position_ids: torch.Tensor  # (N, L)
+    allowed: torch.Tensor  # (N, 1, L, L) bool: query i may attend key j
+    shift_labels: torch.Tensor  # (N, L): the token each position predicts, IGNORE where none
+    gather_index: torch.Tensor  # (B, C): flat index into (N*L,) of row b's completion token j; N*L where none
+
+    def unpack(self, per_position: torch.Tensor) -> torch.Tensor:
+        """(N, L) values per packed position -> (B, C) per original completion token, 0 where there is none."""
+        flat = torch.cat([per_position.reshape(-1), per_position.new_zeros(1)])
+        return flat[self.gather_index]
+
+    def attention_mask(self, dtype: torch.dtype | None) -> torch.Tensor:
+        """The mask in the form the attention implementation adds (float, eager) or selects with (bool, SDPA)."""
+        if dtype is None:
+            return self.allowed
+        blocked = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
+        return blocked.masked_fill_(~self.allowed, torch.finfo(dtype).min)
+
+
+def group_rows(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[list[int]]:
+    """Row indices grouped by identical prompt (real tokens only, padding ignored), in order of first appearance."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for row, (ids, mask) in enumerate(zip(prompt_ids.tolist(), prompt_mask.tolist(), strict=True)):
+        groups.setdefault(tuple(t for t, m in zip(ids, mask, strict=True) if m), []).append(row)
+    return list(groups.values())
+
+
+def completion_lengths(completion_mask: torch.Tensor) -> torch.Tensor | None:
+    """Tokens per completion when every mask is right padding (ones then zeros); None otherwise (holes)."""
+    lengths = completion_mask.sum(1)
+    prefix = torch.arange(completion_mask.size(1), device=completion_mask.device) < lengths[:, None]
+    return lengths if torch.equal(prefix, completion_mask.bool()) else None
+
+
+def shares_a_prefix(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> bool:
+    """Whether packing saves anything: some prompt occurs in more than one row."""
+    return any(len(rows) > 1 for rows in group_rows(prompt_ids, prompt_mask))
+
+
+def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_width: int) -> PackedRows | None:
+    """Packed rows of a batch laid out as TRL lays it out (left-padded prompts, then right-padded completions).
+
+    None when the layout does not hold (a completion mask with holes, or a row without a prompt token), so the
+    caller keeps the per-row path.
+    """
+    width = input_ids.size(1) - completion_width
+    prompt_ids, prompt_mask = input_ids[:, :width], attention_mask[:, :width]
+    completions = input_ids[:, width:]
+    lengths = completion_lengths(attention_mask[:, width:])
+    if lengths is None or not bool(prompt_mask.any(1).all()):
+        return None
+    lengths = lengths.tolist()
+    groups = group_rows(prompt_ids, prompt_mask)
+    prompts = [prompt_ids[rows[0]][prompt_mask[rows[0]].bool()] for rows in groups]
+    sizes = [len(p) - 1 + sum(lengths[r] for r in rows) for p, rows in zip(prompts, groups, strict=True)]
+    num, size, device = len(groups), max(sizes), input_ids.device
+
+    ids = torch.zeros(num, size, dtype=input_ids.dtype, device=device)
+    positions = torch.zeros(num, size, dtype=torch.long, device=device)
+    labels = torch.full((num, size), IGNORE, dtype=input_ids.dtype, device=device)
+    # segment id per position: 0 = shared prompt, k > 0 = branch k, -1 = padding (attends to itself only)
+    segment = torch.full((num, size), -1, dtype=torch.long, device=device)
+    gather = torch.full((input_ids.size(0), completion_width), num * size, dtype=torch.long, device=device)
+    for n, (prompt, rows) in enumerate(zip(prompts, groups, strict=True)):
+        shared = len(prompt) - 1
+        ids[n, :shared] = prompt[:-1]
+        positions[n, :shared] = torch.arange(shared, device=device)
+        segment[n, :shared] = 0
+        start = shared
+        for branch, row in enumerate(rows, start=1):
+            length = lengths[row]
+            if length == 0:
+                continue
+            end = start + length
+            ids[n, start] = prompt[-1]
+            ids[n, start + 1 : end] = completions[row, : length - 1]
+            positions[n, start:end] = torch.arange(shared, shared + length, device=device)
+            labels[n, start:end] = completions[row, :length]
+            segment[n, start:end] = branch
+            gather[row, :length] = torch.arange(n * size + start, n * size + end, device=device)
+            start = end
+
+    query, key = segment[:, :, None], segment[:, None, :]
+    index = torch.arange(size, device=device)
+    causal = index[None, :, None] >= index[None, None, :]
+    same = (query == key) & (query != -1)
+    # a branch sees the shared prompt; every position sees itself (padding rows never attend to nothing)
+    allowed = causal & (same | ((key == 0) & (query > 0))) | torch.eye(size, dtype=torch.bool, device=device)
+    return PackedRows(ids, positions, allowed[:, None], labels, gather)
