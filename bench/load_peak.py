@@ -55,13 +55,12 @@ def _differs_from_checkpoint(model, location) -> list[str]:
     import torch
     from safetensors import safe_open
 
-    from pipeline.train.zero3_slices import checkpoint_entries
+    from pipeline.train.zero3_slices import checkpoint_entries, checkpoint_key
 
     entries = checkpoint_entries(location)
-    prefix = model.base_model_prefix
     wrong = []
     for name, param in model.named_parameters():
-        key = name if name in entries else name.removeprefix(prefix + ".")
+        key = checkpoint_key(name, model, entries)
         gathered = contextlib.nullcontext()
         if hasattr(param, "ds_id"):
             import deepspeed

@@ -108,15 +108,24 @@ def read_elements(entry: Entry, start: int, out: torch.Tensor) -> None:
         os.close(fd)
 
 
+def checkpoint_key(name: str, model: torch.nn.Module, entries: dict[str, Entry]) -> str | None:
+    """The checkpoint's name for the model's parameter/buffer `name`: as is, or without the base-model prefix (a
+    base model's checkpoint loaded under a head); None when the checkpoint lacks it."""
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    for key in (name, name.removeprefix(prefix + ".") if prefix else name):
+        if key in entries:
+            return key
+    return None
+
+
 def _matches(model: torch.nn.Module, entries: dict[str, Entry]) -> tuple[dict[str, str], list[str]] | None:
     """(parameter/buffer name -> checkpoint key, names the checkpoint lacks), or None when a shape differs."""
-    prefix = getattr(model, "base_model_prefix", "") or ""
     found, missing = {}, []
     saved = set(model.state_dict())  # what a checkpoint holds: no non-persistent buffers (rotary inv_freq)
     named = [(n, t) for n, t in (*model.named_parameters(), *model.named_buffers()) if n in saved]
     for name, tensor in named:
-        key = name if name in entries else name.removeprefix(prefix + ".") if prefix else name
-        if key not in entries:
+        key = checkpoint_key(name, model, entries)
+        if key is None:
             missing.append(name)
             continue
         shape = tuple(getattr(tensor, "ds_shape", tensor.shape))
