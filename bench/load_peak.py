@@ -2,6 +2,7 @@
 
     python bench/load_peak.py --materialise OUT_DIR OVERRIDES...            # once, one process: write the weights
     deepspeed --num_gpus 2 bench/load_peak.py OUT_DIR OVERRIDES... zero=zero3   # each rank writes rank<N>.json
+    deepspeed --num_gpus 2 bench/load_peak.py --reward-head OUT_DIR ...  # a reward model: its score head is new
 
 The weights of a random model are materialised in a process of their own first: writing them needs the whole
 model, which is not what the case measures. Each rank then measures only the load (imports, process group, model):
@@ -48,8 +49,9 @@ def _status_kib(key: str) -> int:
     return 0
 
 
-def _differs_from_checkpoint(model, location) -> list[str]:
-    """Names of the weights whose loaded values are not the checkpoint's (each gathered whole, one at a time)."""
+def _differs_from_checkpoint(model, location) -> tuple[list[str], dict[str, float]]:
+    """Names of the weights whose loaded values are not the checkpoint's (each gathered whole, one at a time), and
+    the sum of each weight the checkpoint lacks (a reward model's new score head)."""
     import contextlib
 
     import torch
@@ -59,6 +61,7 @@ def _differs_from_checkpoint(model, location) -> list[str]:
 
     entries = checkpoint_entries(location)
     wrong = []
+    new = {}
     for name, param in model.named_parameters():
         key = checkpoint_key(name, model, entries)
         gathered = contextlib.nullcontext()
@@ -66,15 +69,21 @@ def _differs_from_checkpoint(model, location) -> list[str]:
             import deepspeed
 
             gathered = deepspeed.zero.GatheredParameters([param])
-        with gathered, safe_open(entries[key].path, "pt") as f:
-            if not torch.equal(param.detach().to(entries[key].dtype).cpu(), f.get_tensor(key)):
-                wrong.append(name)
-    return wrong
+        with gathered:
+            if key is None:  # initialised, not loaded: every rank must hold the same values
+                new[name] = param.detach().double().sum().item()
+                continue
+            with safe_open(entries[key].path, "pt") as f:
+                if not torch.equal(param.detach().to(entries[key].dtype).cpu(), f.get_tensor(key)):
+                    wrong.append(name)
+    return wrong, new
 
 
 def main(argv: list[str]) -> None:
     # the deepspeed launcher appends --local_rank=N (its value is in LOCAL_RANK too)
     argv = [a for a in argv if not a.startswith("--local_rank")]
+    reward_head = "--reward-head" in argv
+    argv = [a for a in argv if a != "--reward-head"]
     materialise = argv[:1] == ["--materialise"]
     out_dir, *overrides = argv[1:] if materialise else argv
     from pipeline.config.plan import plan_run
@@ -106,7 +115,7 @@ def main(argv: list[str]) -> None:
     started = time.time()
     # the order of a stage's prepare(): the ZeRO-3 config live (or not) before the model loads
     live = sharded_loading(plan, training_args(plan))
-    model, _ = build_model(plan.cfg)
+    model, _ = build_model(plan.cfg, reward_head=reward_head)
     # Weights loaded from safetensors may still be lazy file mappings; training reads every one at its first step.
     # Reading each tensor this rank holds (its shard under ZeRO-3) makes them resident, as in a real run.
     for param in model.parameters():
@@ -117,7 +126,7 @@ def main(argv: list[str]) -> None:
     held, total = shard_share(model) if partitioned(model) else (sum(p.numel() for p in model.parameters()),) * 2
     # ru_maxrss: KiB on Linux; read before the check below gathers weights and maps the checkpoint
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    differs = _differs_from_checkpoint(model, model_dir(plan.cfg.model, plan.cfg.paths.cache_dir))
+    differs, new = _differs_from_checkpoint(model, model_dir(plan.cfg.model, plan.cfg.paths.cache_dir))
     report = {
         "rank": plan.rank, "zero": plan.cfg.zero.name, "sharded": live is not None and partitioned(model),
         "weight_elements_held": held, "weight_elements_total": total,
@@ -125,6 +134,8 @@ def main(argv: list[str]) -> None:
         "peak_anon_gb": sampler.peak / GB, "load_s": round(seconds, 2),
         # weights whose loaded values differ from the checkpoint's (gathered whole, after the measurement)
         "weights_differing": differs,
+        # sum of each weight the checkpoint lacks, gathered (equal on every rank, or the ranks train different models)
+        "new_weight_sums": new,
         "loader": loader_lines,
     }
     Path(out_dir).mkdir(parents=True, exist_ok=True)

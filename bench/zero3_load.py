@@ -28,7 +28,7 @@ def overrides(model: str, zero: str) -> list[str]:
             f"paths.cache_dir={REPO / '.cache' / 'pipeline'}"]
 
 
-def run_profile(model: str, zero: str, out: Path, port: int) -> list[dict]:
+def run_profile(model: str, zero: str, out: Path, port: int, child_flags: tuple[str, ...] = ()) -> list[dict]:
     # MALLOC_MMAP_THRESHOLD_: glibc otherwise keeps freed large buffers (ZeRO-3 gathers each layer whole while
     # loading) in its heap, and the peak RSS would count memory the process no longer uses. Same for both profiles.
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
@@ -36,7 +36,7 @@ def run_profile(model: str, zero: str, out: Path, port: int) -> list[dict]:
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         env.pop(key, None)
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(port),
-           CHILD, str(out), *overrides(model, zero)]
+           CHILD, *child_flags, str(out), *overrides(model, zero)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(f"zero3_load {zero} failed ({' '.join(cmd)}):\n{(proc.stdout + proc.stderr)[-4000:]}")

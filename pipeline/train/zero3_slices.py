@@ -6,7 +6,9 @@ partitions it again. On CPU ranks (gloo) the largest layer -- the embedding, 545
 then costs about twice its size on top of the shard (gloo's all-gather buffers it), and rank 0 maps the whole
 checkpoint into its memory. Here every rank computes where its flat partition of each weight lies in the file
 (safetensors: a JSON header, then each tensor's bytes contiguous in row-major order) and reads exactly those
-bytes with pread into the partition: no gather, no full-size tensor, no file pages mapped into the process.
+bytes with pread into the partition: no gather, no full-size tensor, no file pages mapped into the process. While
+the model is built, zero.Init's broadcast and copy of each new (uninitialised) weight are skipped as well: the load
+overwrites them, so a rank's pages become resident only as its own shards are read.
 
 Used only when it is exact: a local safetensors checkpoint whose tensor names match the model's parameters (as
 is, or without the base-model prefix) with the same shapes. Anything else (renamed or fused weights, other
@@ -194,6 +196,44 @@ def sliced_zero3_loading(location: str | Path) -> Iterator[None]:
 
     modeling_utils._load_state_dict_into_zero3_model = load
     try:
-        yield
+        with _no_broadcast_at_construction():
+            yield
     finally:
         modeling_utils._load_state_dict_into_zero3_model = original
+
+
+@contextmanager
+def _no_broadcast_at_construction() -> Iterator[None]:
+    """zero.Init broadcasts every freshly created (still uninitialised) weight from rank 0, then copies this rank's
+    slice of it into a new shard, so that random inits agree across ranks. A from_pretrained overwrites all of them:
+    loaded weights by the loader above (or transformers' own, which broadcasts rank 0's copy), missing ones by
+    transformers' `_initialize_missing_keys` under GatheredParameters(modifier_rank=0). Both steps are then pure
+    cost: the broadcast writes (on gloo also buffers) each whole layer on every rank, the 545 MB embedding included,
+    and the copy makes each shard resident before the load writes it again -- a tied lm_head's shard is created
+    after all others and dropped by the tie, so it raised the peak by its size. Here each shard is left as
+    torch.empty pages (resident only once the load writes them) and DeepSpeed's partition finds it already made."""
+    from deepspeed.runtime.zero.partition_parameters import Init, OffloadDeviceEnum, PartitionedParamStatus
+
+    original = Init._zero_init_param
+
+    def empty_shard(self, param):
+        self._convert_to_deepspeed_param(param)
+        plain = (not param.ds_persist and self.remote_device != OffloadDeviceEnum.nvme and not self.pin_memory
+                 and not self.quantized_nontrainable_weights and self.zero_param_process_group is None)
+        if plain:  # the fields DeepSpeed's _partition_param sets when it creates a shard (0.19)
+            aligned = self._aligned_size(param)
+            shard = torch.empty(aligned // self._partition_world_size(param), dtype=param.dtype,
+                                device=self.remote_device)
+            shard.requires_grad = False
+            shard.ds_numel = shard.numel()
+            shard.status = PartitionedParamStatus.AVAILABLE
+            shard.final_location = None
+            param.ds_tensor = shard
+            param.ds_numel_aligned = aligned
+        param.partition()  # with the shard made: frees the whole tensor, copies nothing
+
+    Init._zero_init_param = empty_shard
+    try:
+        yield
+    finally:
+        Init._zero_init_param = original
