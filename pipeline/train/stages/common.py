@@ -204,6 +204,15 @@ def train(plan: RunPlan, trainer: Trainer, prep: Prepared) -> None:
         raise SystemExit(128 + stopper.received)
 
 
+def run_trl_stage(plan: RunPlan, config_class: type, trainer_class: type, **stage_args: Any) -> dict[str, Any]:
+    """A stage that is one TRL trainer with its own knobs (`stage_args`) and nothing else: prepare, train, finish."""
+    prep = prepare(plan)
+    args = config_class(**trl_args(plan, **stage_args))
+    trainer = trainer_class(args=args, **trainer_inputs(plan, prep))
+    train(plan, trainer, prep)
+    return finish(plan, trainer, prep)
+
+
 def finish(plan: RunPlan, trainer: Trainer, prep: Prepared, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Save the final model, measure again, write summary.json (plus the stage's `extra` entries); returns the
     summary."""

@@ -14,20 +14,16 @@ from typing import Any
 from trl import KTOConfig, KTOTrainer
 
 from pipeline.config.plan import RunPlan
-from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
+from pipeline.train.stages.common import run_trl_stage
 
 
 def run_kto(plan: RunPlan) -> dict[str, Any]:
     stage = plan.cfg.stage
-    prep = prepare(plan)
-    args = KTOConfig(**trl_args(
-        plan,
+    return run_trl_stage(
+        plan, KTOConfig, KTOTrainer,
         beta=stage.beta,
         loss_type=stage.loss_type.value,
         desirable_weight=stage.desirable_weight,
         undesirable_weight=stage.undesirable_weight,
         max_length=stage.max_length,
-    ))
-    trainer = KTOTrainer(args=args, **trainer_inputs(plan, prep))
-    train(plan, trainer, prep)
-    return finish(plan, trainer, prep)
+    )

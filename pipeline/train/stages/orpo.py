@@ -13,13 +13,9 @@ from typing import Any
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
 from pipeline.config.plan import RunPlan
-from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
+from pipeline.train.stages.common import run_trl_stage
 
 
 def run_orpo(plan: RunPlan) -> dict[str, Any]:
     stage = plan.cfg.stage
-    prep = prepare(plan)
-    args = ORPOConfig(**trl_args(plan, beta=stage.beta, max_length=stage.max_length))
-    trainer = ORPOTrainer(args=args, **trainer_inputs(plan, prep))
-    train(plan, trainer, prep)
-    return finish(plan, trainer, prep)
+    return run_trl_stage(plan, ORPOConfig, ORPOTrainer, beta=stage.beta, max_length=stage.max_length)

@@ -14,20 +14,16 @@ from trl.experimental.cpo import CPOConfig, CPOTrainer
 
 from pipeline.config.enums import CPOLoss
 from pipeline.config.plan import RunPlan
-from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
+from pipeline.train.stages.common import run_trl_stage
 
 
 def run_simpo(plan: RunPlan) -> dict[str, Any]:
     stage = plan.cfg.stage
-    prep = prepare(plan)
-    args = CPOConfig(**trl_args(
-        plan,
+    return run_trl_stage(
+        plan, CPOConfig, CPOTrainer,
         loss_type=CPOLoss.simpo.value,
         beta=stage.beta,
         simpo_gamma=stage.simpo_gamma,
         cpo_alpha=stage.cpo_alpha,
         max_length=stage.max_length,
-    ))
-    trainer = CPOTrainer(args=args, **trainer_inputs(plan, prep))
-    train(plan, trainer, prep)
-    return finish(plan, trainer, prep)
+    )
