@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from pipeline.config.argv import open_trl_keys, quote_name_lists, rank_argv, strip_launcher_args  # noqa: E402
-from pipeline.config.logs import apply_log_level  # noqa: E402
+from pipeline.config.logs import apply_log_level, hide_unrequested_wandb  # noqa: E402
 from pipeline.config.plan import plan_run  # noqa: E402
 from pipeline.config.schema import register_configs  # noqa: E402
 from pipeline.config.secrets import refuse_secret_overrides  # noqa: E402
@@ -46,6 +46,7 @@ def main(cfg: DictConfig) -> None:
     # A dry run prints and stops; a multi-process profile started plainly re-launches through its launcher.
     if dispatch(cfg, plan, list(hydra_cfg.overrides.task)):
         return
+    hide_unrequested_wandb(plan.cfg.logging)
     from pipeline.train.stages import run_stage  # why: torch and TRL load only when a stage really runs
 
     run_stage(plan)
