@@ -29,7 +29,10 @@ SOURCES = {"sft": {"alpaca_en_demo": 4, "sharegpt_chat": 4, "tool_chat": 4, "ope
            "grpo": {"qa_answers": 4}}  # before 1 row is held out
 
 
-@pytest.mark.parametrize("stage", sorted(CASES))
+# dpo and grpo in -m slow (the default suite's time): sft and kto cover the registry's conversational and
+# labelled formats end to end; every entry's rows are checked without training in tests/test_data_registry.py
+@pytest.mark.parametrize("stage", [pytest.param(s, marks=pytest.mark.slow) if s in ("dpo", "grpo") else s
+                                   for s in sorted(CASES)])
 def test_registry_entries_train_each_stage(stage: str, tmp_path: Path, model_cache: Path) -> None:
     run_dir = tmp_path / "run"
     proc = run_pipeline([*BASE, *CASES[stage], f"output_dir={run_dir}", f"paths.cache_dir={model_cache}"],

@@ -77,7 +77,11 @@ def test_plain_python_relaunches_itself_through_accelerate(tmp_path: Path, model
 
 
 # the matrix: ZeRO-2 and ZeRO-3, each with SFT and GRPO (LoRA), through the deepspeed launcher
-@pytest.mark.parametrize(("zero", "stage"), [("zero2", "sft"), ("zero2", "grpo"), ("zero3", "sft"), ("zero3", "grpo")])
+# ZeRO-2 through the launcher is in -m slow (the default suite's time); QLoRA under ZeRO-2 runs by default
+# (tests/test_resume_distributed.py)
+@pytest.mark.parametrize(("zero", "stage"), [pytest.param("zero2", "sft", marks=pytest.mark.slow),
+                                             pytest.param("zero2", "grpo", marks=pytest.mark.slow),
+                                             ("zero3", "sft"), ("zero3", "grpo")])
 def test_deepspeed_launcher(zero: str, stage: str, tmp_path: Path, model_cache: Path) -> None:
     overrides = args(stage, tmp_path, model_cache, f"zero={zero}")
     if (zero, stage) == ("zero3", "sft"):

@@ -25,7 +25,7 @@ STAGE_ARGS = {
 }
 CASES = [
     ("sft", "lora", "none"),
-    ("sft", "full", "none"),
+    pytest.param("sft", "full", "none", marks=pytest.mark.slow),  # full fine-tuning runs by default for DPO/GRPO
     ("dpo", "lora", "none"),
     ("dpo", "full", "none"),
     ("grpo", "lora", "none"),

@@ -83,8 +83,10 @@ def marker(path: Path) -> dict:
     return json.loads((path / "checkpoint_complete.json").read_text())
 
 
+# Kept out of the default suite's time (-m slow): 83-99 s each; the default suite keeps SIGTERM to one rank (save on
+# both, resume) and single-process kill -9 / resume equality (tests/test_resume.py).
 @pytest.mark.parametrize(("stage", "zero"), [
-    ("sft", "zero2"), ("grpo", "zero3"),
+    pytest.param("sft", "zero2", marks=pytest.mark.slow), pytest.param("grpo", "zero3", marks=pytest.mark.slow),
     pytest.param("dpo", "zero3", marks=pytest.mark.slow),  # policy + reference under ZeRO-3
 ])
 def test_deepspeed_kill_9_then_resume_equals_uninterrupted(stage, zero, tmp_path, model_cache) -> None:
@@ -117,6 +119,7 @@ def test_deepspeed_kill_9_then_resume_equals_uninterrupted(stage, zero, tmp_path
     assert json.loads((run_dir / "summary.json").read_text())["engine"] == f"deepspeed-{zero}"
 
 
+@pytest.mark.slow  # the single-process version runs by default (tests/test_resume.py)
 def test_deepspeed_kill_inside_a_checkpoint_write_resumes_from_the_previous_one(tmp_path, model_cache) -> None:
     # full fine-tuning: weights and optimizer shards make the write long enough to land a kill inside it
     run_dir = tmp_path / "run"
@@ -158,7 +161,8 @@ def test_sigterm_to_one_rank_saves_on_both_and_resumes(tmp_path, model_cache) ->
 
 
 @pytest.mark.parametrize(("stage", "quant", "zero"), [
-    ("sft", "nf4", "none"), ("grpo", "nf4", "none"),
+    pytest.param("sft", "nf4", "none", marks=pytest.mark.slow),  # SFT's nf4 path runs by default under ZeRO-2
+    ("grpo", "nf4", "none"),
     ("sft", "nf4", "zero2"),  # QLoRA on hw=dual_3090's default engine
     # int8 takes the same path (the held-out evaluation's no-grad forward); kept out of the default suite's time
     pytest.param("sft", "int8", "none", marks=pytest.mark.slow),
