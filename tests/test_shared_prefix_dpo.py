@@ -31,11 +31,12 @@ PAIRS = [
 ]
 
 
-def make_trainer(tmp_path, peft: bool, loss_type: str = "sigmoid", attn: str = "sdpa") -> SharedPrefixDPOTrainer:
+def make_trainer(tmp_path, peft: bool, loss_type: str = "sigmoid", attn: str = "sdpa",
+                 **extra: object) -> SharedPrefixDPOTrainer:
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     torch.manual_seed(0)
     args = DPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, report_to="none",
-                     max_steps=1, loss_type=[loss_type], beta=0.5,
+                     max_steps=1, loss_type=[loss_type], beta=0.5, **extra,
                      bf16=False)  # fp32: the comparison is of layouts, not of rounding
     model = Qwen3ForCausalLM(tiny_config(len(tokenizer), attn))
     ref_model = None
@@ -90,20 +91,24 @@ def fused_outputs(trainer: SharedPrefixDPOTrainer, model: torch.nn.Module, batch
     return {k: v for k, v in out.items() if v.ndim == 2}
 
 
-@pytest.mark.parametrize(("peft", "loss_type", "attn"),
-                         [(True, "sigmoid", "sdpa"), (False, "sigmoid", "eager"), (True, "ipo", "eager"),
-                          (False, "ipo", "sdpa")], ids=["lora-sigmoid-sdpa", "full-sigmoid-eager", "lora-ipo-eager",
-                                                        "full-ipo-sdpa"])
+@pytest.mark.parametrize(("peft", "loss_type", "attn", "extra"),
+                         [(True, "sigmoid", "sdpa", {}), (False, "sigmoid", "eager", {}), (True, "ipo", "eager", {}),
+                          (False, "ipo", "sdpa", {}),
+                          # WPO weights read another per-token output; LD-DPO re-weights the per-token log-probs
+                          (True, "sigmoid", "sdpa", {"use_weighting": True, "ld_alpha": 0.5})],
+                         ids=["lora-sigmoid-sdpa", "full-sigmoid-eager", "lora-ipo-eager", "full-ipo-sdpa",
+                              "lora-wpo-ld"])
 def test_log_probs_loss_metrics_and_gradients_equal_trls_per_row(tmp_path, monkeypatch, peft: bool,
-                                                                  loss_type: str, attn: str) -> None:
+                                                                  loss_type: str, attn: str, extra: dict) -> None:
     monkeypatch.setattr("pipeline.train.shared_prefix_dpo.reached", trl_surface.Counter())
-    trainer = make_trainer(tmp_path, peft, loss_type, attn)
+    trainer = make_trainer(tmp_path, peft, loss_type, attn, **extra)
     model = trainer.model.train()
     batch = first_batch(trainer)
     assert pack_pairs(batch["input_ids"], batch["attention_mask"], batch["completion_mask"]).input_ids.size(0) == 3
 
     row_out, out = both_paths(trainer, lambda t: fused_outputs(t, model, batch))
-    assert set(out) >= {"log_probs", "entropy", "mean_logits", "is_top1"}
+    assert set(out) >= {"log_probs", "entropy", "mean_logits", "is_top1"} | (
+        {"log_sum_sq_probs"} if extra.get("use_weighting") else set())
     assert (row_out["log_probs"][batch["completion_mask"][:, 1:].bool()] < 0).all()
     for name in row_out:
         assert_same(out[name].float(), row_out[name].float())
@@ -161,5 +166,6 @@ def test_the_stage_switch_trains_and_saves(tmp_path, model_cache) -> None:
     proc = run_pipeline([*TINY, "stage=dpo", "stage.batch_size=4", "stage.shared_prefix=true",
                          f"output_dir={tmp_path / 'run'}", f"paths.cache_dir={model_cache}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "shared_prefix: each prompt forwarded once per pair (" in proc.stdout + proc.stderr
-    assert any((tmp_path / "run").rglob("adapter_model.safetensors")) or any((tmp_path / "run").rglob("*.safetensors"))
+    # hw.micro_batch 2 pairs: 4 rows, two prompts
+    assert "shared_prefix: each prompt forwarded once per pair (4 rows -> 2 packed rows" in proc.stdout + proc.stderr
+    assert (tmp_path / "run" / "final" / "adapter_model.safetensors").stat().st_size > 0
