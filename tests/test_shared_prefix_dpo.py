@@ -147,6 +147,7 @@ def test_a_training_step_packs_and_says_when_it_cannot(tmp_path, caplog, monkeyp
     monkeypatch.setattr("pipeline.train.shared_prefix_dpo.reached", trl_surface.Counter())
     with caplog.at_level(logging.INFO, logger="pipeline.train.shared_prefix"):
         make_trainer(tmp_path / "sdpa", peft=True).train()
+        assert shared_prefix_dpo.reached["DPOTrainer._compute_loss"] == 1  # the hook TRL's step goes through
         assert shared_prefix_dpo.reached["packed DPO forward"] == 2  # policy and reference
         # an attention function we cannot vouch for (it might drop a 4-D mask, as flash-attention does)
         AttentionInterface.register("unvetted_sdpa", sdpa_attention_forward)

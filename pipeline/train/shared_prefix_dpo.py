@@ -46,6 +46,7 @@ class SharedPrefixDPOTrainer(SaysOnce, DPOTrainer):
         super().__init__(*args, **kwargs)
 
     def _compute_loss(self, model, inputs, return_outputs):
+        reached["DPOTrainer._compute_loss"] += 1
         with self._packed(inputs):
             return super()._compute_loss(model, inputs, return_outputs)
 
@@ -66,9 +67,9 @@ class SharedPrefixDPOTrainer(SaysOnce, DPOTrainer):
                 self._say(f"per-row forwards instead ({reason})")
             yield
             return
-        reached["DPOTrainer._compute_loss"] += 1
-        self._say(f"each prompt forwarded once per pair ({len(inputs['input_ids'])} rows -> "
-                  f"{len(packed.input_ids)} packed rows of {packed.input_ids.size(1)} tokens in the first such forward)")
+        rows, (num, size) = len(inputs["input_ids"]), packed.input_ids.shape
+        self._say(f"each prompt forwarded once per pair ({rows} rows -> {num} packed rows of {size} tokens "
+                  "in the first such forward)")
         with _rerouted(scorers, inputs["input_ids"], packed):
             yield
 
