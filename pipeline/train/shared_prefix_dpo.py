@@ -56,21 +56,21 @@ class SharedPrefixDPOTrainer(SaysOnce, DPOTrainer):
 
     @contextmanager
     def _packed(self, inputs: dict[str, Any]) -> Iterator[None]:
-        scorers = self._scorers()
-        reason = self._blocker(scorers, inputs) if self.shared_prefix else "off"
-        packed = None
-        if reason is None:
-            packed = pack_pairs(inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
-            reason = "a row is not [prompt, completion, padding]" if packed is None else None
-        if packed is None:
-            if reason != "off":
-                self._say(f"per-row forwards instead ({reason})")
+        if not self.shared_prefix:
             yield
             return
-        rows, (num, size) = len(inputs["input_ids"]), packed.input_ids.shape
-        self._say(f"each prompt forwarded once per pair ({rows} rows -> {num} packed rows of {size} tokens "
+        scorers = self._scorers()
+        reason = self._blocker(scorers, inputs)
+        rows = inputs["input_ids"]
+        packed = None if reason else pack_pairs(rows, inputs["attention_mask"], inputs["completion_mask"])
+        if packed is None:
+            self._say(f"per-row forwards instead ({reason or 'a row is not [prompt, completion, padding]'})")
+            yield
+            return
+        num, size = packed.input_ids.shape
+        self._say(f"each prompt forwarded once per pair ({len(rows)} rows -> {num} packed rows of {size} tokens "
                   "in the first such forward)")
-        with _rerouted(scorers, inputs["input_ids"], packed):
+        with _rerouted(scorers, rows, packed):
             yield
 
     def _scorers(self) -> list[torch.nn.Module]:
