@@ -1,9 +1,11 @@
 """The shared-prefix levers on their own, alternating, medians: one optimizer step's training forward + backward
 over a generation batch, per-row (TRL's layout) vs shared prefix, at several micro-batch sizes; and one generation,
-prompts prefilled per row vs once per distinct prompt.
+prompts prefilled per row vs once per distinct prompt. dpo_cpu: one optimizer step of TRL's DPO loss (policy
+forward + backward, reference forward) over the case's first batch of pairs, micro-batch sizes in pairs.
 
     python bench/shared_prefix_lever.py grpo_cpu_longprompt [--repeats 2] [--layouts rows:2,shared:8,...]
     python bench/shared_prefix_lever.py grpo_cpu_longprompt --layouts plain:128,prefill:128
+    python bench/shared_prefix_lever.py dpo_cpu --layouts rows:2,shared:2
 
 Real prompts of the case (its data, chat template, batch, group size), random completion tokens of the case's full
 length (a worst case for the lever: completions that stop early shrink the per-row and the packed layout alike).
@@ -84,9 +86,40 @@ def generate_seconds(trainer, batch: dict, layout: str, new_tokens: int) -> floa
     return time.perf_counter() - started
 
 
+def dpo_step_seconds(trainer, pairs: list[dict], layout: str, micro: int) -> float:
+    """One optimizer step over `pairs` in micro-batches of `micro` pairs, each collated as TRL collates it."""
+    trainer.shared_prefix = layout == "shared"
+    trainer.model.zero_grad()
+    started = time.perf_counter()
+    for start in range(0, len(pairs), micro):
+        batch = trainer.data_collator(pairs[start : start + micro])
+        trainer._compute_loss(trainer.model, batch, return_outputs=False).backward()
+    return time.perf_counter() - started
+
+
+def dpo_trainer(run, path: str, tmp: str):
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig
+
+    from pipeline.data import load_stage_data
+    from pipeline.train.shared_prefix_dpo import SharedPrefixDPOTrainer
+
+    return SharedPrefixDPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+        processing_class=AutoTokenizer.from_pretrained(path),
+        args=DPOConfig(output_dir=tmp, use_cpu=True, bf16=False, report_to="none", gradient_checkpointing=False,
+                       max_length=run.stage.max_length, beta=run.stage.beta),
+        train_dataset=load_stage_data(run.data, "dpo", run.seed).train,
+        peft_config=LoraConfig(r=run.peft.r, lora_alpha=run.peft.alpha, target_modules=run.peft.target_modules,
+                               lora_dropout=0.0, task_type="CAUSAL_LM"),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("case", choices=["grpo_cpu", "grpo_cpu_longprompt"])
+    parser.add_argument("case", choices=["grpo_cpu", "grpo_cpu_longprompt", "dpo_cpu"])
     parser.add_argument("--repeats", type=int, default=2)
     # rows|shared:<micro-batch> time a training step; plain|prefill:<new tokens> time one generation
     parser.add_argument("--layouts", default="rows:2,shared:2,shared:G,rows:G")
@@ -108,6 +141,8 @@ def main() -> None:
     case = CASES[args.case]
     run = workload([*case.ours, f"paths.cache_dir={REPO / '.cache' / 'pipeline'}"])
     path = model_dir(run.model, run.paths.cache_dir)
+    if case.stage == "dpo":
+        return dpo_main(args, case, run, path, save)
     tokenizer = AutoTokenizer.from_pretrained(path)
     batch, prompt_lengths = generation_batch(run, tokenizer, run.stage.max_completion_length, run.seed,
                                              args.groups)
@@ -140,6 +175,30 @@ def main() -> None:
     save({"case": f"{case.name}-shared_prefix_lever", "date": time.strftime("%Y%m%d-%H%M%S"),
           "notes": f"training forward+backward of one step, prompts {prompt_lengths} tokens, "
                    f"{len(batch['prompt_ids'])} rows x {run.stage.max_completion_length} completion tokens",
+          "repeats": args.repeats, "seconds": times, "median_s": medians})
+
+
+def dpo_main(args, case, run, path: str, save) -> None:
+    layouts = [(name, int(micro)) for name, micro in (item.split(":") for item in args.layouts.split(","))]
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = dpo_trainer(run, path, tmp)
+        trainer.model.train()
+        pairs = [trainer.train_dataset[i] for i in range(run.stage.batch_size)]
+        dpo_step_seconds(trainer, pairs[:2], "rows", 2)  # warm-up (allocator, thread pools) on 2 pairs only
+        times: dict[str, list[float]] = {f"{n}:{m}": [] for n, m in layouts}
+        for _ in range(args.repeats):
+            for name, micro in layouts:
+                times[f"{name}:{micro}"].append(dpo_step_seconds(trainer, pairs, name, micro))
+                print(f"{name}:{micro} {times[f'{name}:{micro}'][-1]:.2f} s", flush=True)
+    medians = {key: statistics.median(v) for key, v in times.items()}
+    reference = medians.get("rows:2") or next(iter(medians.values()))
+    for key, value in medians.items():
+        print(f"| {key} | {value:.2f} s | {reference / value:.2f}x |")
+    prompts = [len(p["prompt_ids"]) for p in pairs]
+    answers = [len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs]
+    save({"case": f"{case.name}-shared_prefix_lever", "date": time.strftime("%Y%m%d-%H%M%S"),
+          "notes": f"DPO loss forward+backward (+ reference forward) of one step, {len(pairs)} pairs, prompts "
+                   f"{min(prompts)}-{max(prompts)} tokens, chosen+rejected {min(answers)}-{max(answers)} tokens",
           "repeats": args.repeats, "seconds": times, "median_s": medians})
 
 

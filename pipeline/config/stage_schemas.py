@@ -69,6 +69,10 @@ class DPOStageConfig(StageConfig):
     # Prompt + answer tokens.
     max_length: int = 1024
     label_smoothing: float = 0.0
+    # Forward each prompt once per pair in the policy and reference passes ([prompt, chosen, rejected] as one packed
+    # row with a shared-prefix mask; same numbers as per-row, pipeline/train/shared_prefix_dpo.py); per-row where it
+    # can't apply.
+    shared_prefix: bool = False
 
 
 @dataclass

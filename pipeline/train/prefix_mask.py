@@ -67,29 +67,62 @@ def shares_a_prefix(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> bool
 
 
 def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_width: int) -> PackedRows | None:
-    """Packed rows of a batch laid out as TRL lays it out (left-padded prompts, then right-padded completions).
+    """Packed rows of a GRPO batch as TRL lays it out (left-padded prompts, then right-padded completions), read
+    out per completion token: (B, completion_width).
 
     None when the layout does not hold (a completion mask with holes, or a row without a prompt token), so the
     caller keeps the per-row path.
     """
     width = input_ids.size(1) - completion_width
     prompt_ids, prompt_mask = input_ids[:, :width], attention_mask[:, :width]
-    completions = input_ids[:, width:]
     lengths = completion_lengths(attention_mask[:, width:])
     if lengths is None or not bool(prompt_mask.any(1).all()):
         return None
-    lengths = lengths.tolist()
+    completions = [input_ids[row, width : width + length] for row, length in enumerate(lengths.tolist())]
+    return pack_branches(prompt_ids, prompt_mask, completions, [0] * len(completions), completion_width)
+
+
+def pack_pairs(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor,
+               ) -> PackedRows | None:
+    """Packed rows of a DPO batch as TRL lays it out (rows [prompt, completion], right-padded, chosen rows then
+    rejected rows), read out in the layout of the fused LM head's per-row output: (B, L - 1), column t scoring token
+    t + 1. Rows group by identical prompt, so each pair (and any prompt repeated across pairs) shares one prompt.
+
+    None when a row is not [prompt, completion, padding] with at least one prompt token.
+    """
+    lengths = completion_mask.sum(1)
+    # a row whose completion was truncated away is all prompt
+    prompt_lengths = torch.where(lengths > 0, (completion_mask.cumsum(1) == 0).sum(1), attention_mask.sum(1))
+    columns = torch.arange(input_ids.size(1), device=input_ids.device)
+    completion_at = (columns >= prompt_lengths[:, None]) & (columns < (prompt_lengths + lengths)[:, None])
+    if (not torch.equal(completion_at, completion_mask.bool()) or not bool((prompt_lengths > 0).all())
+            or not torch.equal(attention_mask.bool(), columns < (prompt_lengths + lengths)[:, None])):
+        return None
+    prompt_mask = columns < prompt_lengths[:, None]
+    starts, lengths = prompt_lengths.tolist(), lengths.tolist()
+    completions = [input_ids[row, start : start + length]
+                   for row, (start, length) in enumerate(zip(starts, lengths, strict=True))]
+    # the prompt's last token (column start - 1) scores the first completion token
+    return pack_branches(input_ids, prompt_mask, completions, [start - 1 for start in starts], input_ids.size(1) - 1)
+
+
+def pack_branches(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completions: list[torch.Tensor],
+                  offsets: list[int], width: int) -> PackedRows:
+    """Rows grouped by identical prompt (`prompt_mask` marks each row's prompt tokens in `prompt_ids`), each group
+    one packed row [prompt[:-1] | prompt[-1], completion_1[:-1] | ...]; row b's completion token j is read out at
+    column offsets[b] + j of a (B, width) result."""
     groups = group_rows(prompt_ids, prompt_mask)
+    lengths = [len(completion) for completion in completions]
     prompts = [prompt_ids[rows[0]][prompt_mask[rows[0]].bool()] for rows in groups]
     sizes = [len(p) - 1 + sum(lengths[r] for r in rows) for p, rows in zip(prompts, groups, strict=True)]
-    num, size, device = len(groups), max(sizes), input_ids.device
+    num, size, device = len(groups), max(sizes), prompt_ids.device
 
-    ids = torch.zeros(num, size, dtype=input_ids.dtype, device=device)
+    ids = torch.zeros(num, size, dtype=prompt_ids.dtype, device=device)
     positions = torch.zeros(num, size, dtype=torch.long, device=device)
-    labels = torch.full((num, size), IGNORE, dtype=input_ids.dtype, device=device)
+    labels = torch.full((num, size), IGNORE, dtype=prompt_ids.dtype, device=device)
     # segment id per position: 0 = shared prompt, k > 0 = branch k, -1 = padding (attends to itself only)
     segment = torch.full((num, size), -1, dtype=torch.long, device=device)
-    gather = torch.full((input_ids.size(0), completion_width), num * size, dtype=torch.long, device=device)
+    gather = torch.full((len(completions), width), num * size, dtype=torch.long, device=device)
     for n, (prompt, rows) in enumerate(zip(prompts, groups, strict=True)):
         shared = len(prompt) - 1
         ids[n, :shared] = prompt[:-1]
@@ -102,11 +135,12 @@ def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_width
                 continue
             end = start + length
             ids[n, start] = prompt[-1]
-            ids[n, start + 1 : end] = completions[row, : length - 1]
+            ids[n, start + 1 : end] = completions[row][: length - 1]
             positions[n, start:end] = torch.arange(shared, shared + length, device=device)
-            labels[n, start:end] = completions[row, :length]
+            labels[n, start:end] = completions[row]
             segment[n, start:end] = branch
-            gather[row, :length] = torch.arange(n * size + start, n * size + end, device=device)
+            gather[row, offsets[row] : offsets[row] + length] = torch.arange(n * size + start, n * size + end,
+                                                                             device=device)
             start = end
 
     query, key = segment[:, :, None], segment[:, None, :]

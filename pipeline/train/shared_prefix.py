@@ -99,18 +99,34 @@ def _take(value: Any, index: torch.Tensor, order: list[int]) -> Any:
     return [value[i] for i in order]
 
 
+def packed_inputs(model: torch.nn.Module, packed: PackedRows) -> dict[str, torch.Tensor]:
+    """Keyword arguments of a fused-LM-head forward of the packed rows (`blocker` must have passed)."""
+    config = _config(model)
+    dtype = None if _MASK_FORMS[config._attn_implementation] else next(model.parameters()).dtype
+    return {"input_ids": packed.input_ids, "attention_mask": packed.attention_mask(dtype),
+            "position_ids": packed.position_ids, "shift_labels": packed.shift_labels}
+
+
 def packed_forward(model: torch.nn.Module, packed: PackedRows, compute_entropy: bool,
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(B, C) log-probs and entropies of the original rows, from one forward of the packed rows."""
-    config = _config(model)
-    dtype = None if _MASK_FORMS[config._attn_implementation] else next(model.parameters()).dtype
-    outputs = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask(dtype),
-                    position_ids=packed.position_ids, shift_labels=packed.shift_labels, fused_lm_head=True)
+    outputs = model(**packed_inputs(model, packed), fused_lm_head=True)
     entropy = packed.unpack(outputs.entropy) if compute_entropy else None
     return packed.unpack(outputs.log_probs), entropy
 
 
-class SharedPrefixGRPOTrainer(FastGenerationGRPOTrainer):
+class SaysOnce:
+    """`_say(message)` logs each distinct message once per trainer (a fallback reason, the first packed shape)."""
+
+    _said: set[str]
+
+    def _say(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            log.info("shared_prefix: %s", message)
+
+
+class SharedPrefixGRPOTrainer(SaysOnce, FastGenerationGRPOTrainer):
     """FastGenerationGRPOTrainer whose log-prob forwards compute each prompt once per group when `shared_prefix`."""
 
     def __init__(self, *args: Any, shared_prefix: bool = False, prefill_once: bool = False, **kwargs: Any) -> None:
@@ -148,11 +164,6 @@ class SharedPrefixGRPOTrainer(FastGenerationGRPOTrainer):
         if any(key in self._buffered_inputs[0] for key in ("pixel_values", "image_grid_thw")):
             return "image inputs"
         return None
-
-    def _say(self, message: str) -> None:
-        if message not in self._said:
-            self._said.add(message)
-            log.info("shared_prefix: %s", message)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **extra):

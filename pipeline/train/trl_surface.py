@@ -15,13 +15,14 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerState
-from trl import GRPOTrainer
+from trl import DPOTrainer, GRPOTrainer
 
 # (owner, attribute): the private names used below; the test checks each one exists.
 PRIVATE_HOOKS = (
     (GRPOTrainer, "_generate_single_turn"),  # one transformers generation call (no public generation hook)
     (GRPOTrainer, "_get_per_token_logps_and_entropies"),  # every log-prob forward (shared_prefix packs its rows)
     (GRPOTrainer, "_prepare_inputs"),  # splits a generation batch into micro-batches (shared_prefix regroups them)
+    (DPOTrainer, "_compute_loss"),  # the policy and reference forwards of a DPO step (shared_prefix packs their rows)
     (Trainer, "_load_from_checkpoint"),  # the Trainer's own model/adapter checkpoint loader
     (torch, "multinomial"),  # swapped module-wide while generating (transformers samples through it)
 )

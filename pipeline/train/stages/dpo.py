@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from trl import DPOConfig, DPOTrainer
+from trl import DPOConfig
 
 from pipeline.config.plan import RunPlan
+from pipeline.train.shared_prefix_dpo import SharedPrefixDPOTrainer
 from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
 
 
@@ -27,6 +28,6 @@ def run_dpo(plan: RunPlan) -> dict[str, Any]:
         max_length=cfg.stage.max_length,
         label_smoothing=cfg.stage.label_smoothing,
     ))
-    trainer = DPOTrainer(args=args, **trainer_inputs(plan, prep))
+    trainer = SharedPrefixDPOTrainer(args=args, shared_prefix=cfg.stage.shared_prefix, **trainer_inputs(plan, prep))
     train(plan, trainer, prep)
     return finish(plan, trainer, prep)
