@@ -61,11 +61,11 @@ CASES = {
         ours=[*SMOL, "stage=dpo", "stage.batch_size=8", "stage.max_length=128", "stage.learning_rate=5e-5"],
         notes="SmolLM2-135M + LoRA r16, arithmetic preference pairs (rejected = wrong sum)",
     ),
-    "dpo_cpu_shared": Case(
-        name="dpo_cpu_shared", stage="dpo", steps=4, batch=8,
+    "dpo_cpu_rows": Case(
+        name="dpo_cpu_rows", stage="dpo", steps=4, batch=8,
         ours=[*SMOL, "stage=dpo", "stage.batch_size=8", "stage.max_length=128", "stage.learning_rate=5e-5",
-              "stage.shared_prefix=true"],
-        notes="dpo_cpu with each pair's prompt forwarded once (stage.shared_prefix=true) on our side",
+              "stage.shared_prefix=false"],
+        notes="dpo_cpu with TRL's per-row forwards on our side too (stage.shared_prefix=false; on in dpo_cpu)",
     ),
     "grpo_gpu": Case(
         name="grpo_gpu", stage="grpo", steps=5, batch=64, needs_cuda=True,

@@ -168,14 +168,9 @@ def main() -> None:
                 measure = generate_seconds if name in ("plain", "prefill") else step_seconds
                 times[f"{name}:{micro}"].append(measure(trainer, batch, name, micro))
                 print(f"{name}:{micro} {times[f'{name}:{micro}'][-1]:.1f} s", flush=True)
-    medians = {key: statistics.median(v) for key, v in times.items()}
-    reference = medians.get("rows:2") or next(iter(medians.values()))
-    for key, value in medians.items():
-        print(f"| {key} | {value:.1f} s | {reference / value:.2f}x |")
-    save({"case": f"{case.name}-shared_prefix_lever", "date": time.strftime("%Y%m%d-%H%M%S"),
-          "notes": f"training forward+backward of one step, prompts {prompt_lengths} tokens, "
-                   f"{len(batch['prompt_ids'])} rows x {run.stage.max_completion_length} completion tokens",
-          "repeats": args.repeats, "seconds": times, "median_s": medians})
+    report(save, case, args.repeats, times, 1,
+           f"training forward+backward of one step, prompts {prompt_lengths} tokens, "
+           f"{len(batch['prompt_ids'])} rows x {run.stage.max_completion_length} completion tokens")
 
 
 def dpo_main(args, case, run, path: str, save) -> None:
@@ -190,16 +185,21 @@ def dpo_main(args, case, run, path: str, save) -> None:
             for name, micro in layouts:
                 times[f"{name}:{micro}"].append(dpo_step_seconds(trainer, pairs, name, micro))
                 print(f"{name}:{micro} {times[f'{name}:{micro}'][-1]:.2f} s", flush=True)
+    prompts = [len(p["prompt_ids"]) for p in pairs]
+    answers = [len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs]
+    report(save, case, args.repeats, times, 2,
+           f"DPO loss forward+backward (+ reference forward) of one step, {len(pairs)} pairs, prompts "
+           f"{min(prompts)}-{max(prompts)} tokens, chosen+rejected {min(answers)}-{max(answers)} tokens")
+
+
+def report(save, case, repeats: int, times: dict[str, list[float]], decimals: int, notes: str) -> None:
+    """Each layout's median and its speed-up over rows:2 (or the first layout) as table rows; the JSON saved."""
     medians = {key: statistics.median(v) for key, v in times.items()}
     reference = medians.get("rows:2") or next(iter(medians.values()))
     for key, value in medians.items():
-        print(f"| {key} | {value:.2f} s | {reference / value:.2f}x |")
-    prompts = [len(p["prompt_ids"]) for p in pairs]
-    answers = [len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs]
-    save({"case": f"{case.name}-shared_prefix_lever", "date": time.strftime("%Y%m%d-%H%M%S"),
-          "notes": f"DPO loss forward+backward (+ reference forward) of one step, {len(pairs)} pairs, prompts "
-                   f"{min(prompts)}-{max(prompts)} tokens, chosen+rejected {min(answers)}-{max(answers)} tokens",
-          "repeats": args.repeats, "seconds": times, "median_s": medians})
+        print(f"| {key} | {value:.{decimals}f} s | {reference / value:.2f}x |")
+    save({"case": f"{case.name}-shared_prefix_lever", "date": time.strftime("%Y%m%d-%H%M%S"), "notes": notes,
+          "repeats": repeats, "seconds": times, "median_s": medians})
 
 
 if __name__ == "__main__":

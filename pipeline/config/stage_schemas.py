@@ -71,7 +71,7 @@ class DPOStageConfig(StageConfig):
     label_smoothing: float = 0.0
     # Forward each prompt once per pair in the policy and reference passes ([prompt, chosen, rejected] as one packed
     # row with a shared-prefix mask; same numbers as per-row, pipeline/train/shared_prefix_dpo.py); per-row where it
-    # can't apply. On by default: exact (tests/test_shared_prefix_dpo.py) and faster in every measurement (bench/README).
+    # can't apply. On by default: exact (tests/test_shared_prefix_dpo.py), faster in every measurement (bench/README).
     shared_prefix: bool = True
 
 

@@ -196,14 +196,14 @@ def sliced_zero3_loading(location: str | Path) -> Iterator[None]:
 
     modeling_utils._load_state_dict_into_zero3_model = load
     try:
-        with _no_broadcast_at_construction():
+        with _shards_left_unwritten():
             yield
     finally:
         modeling_utils._load_state_dict_into_zero3_model = original
 
 
 @contextmanager
-def _no_broadcast_at_construction() -> Iterator[None]:
+def _shards_left_unwritten() -> Iterator[None]:
     """zero.Init broadcasts every freshly created (still uninitialised) weight from rank 0, then copies this rank's
     slice of it into a new shard, so that random inits agree across ranks. A from_pretrained overwrites all of them:
     loaded weights by the loader above (or transformers' own, which broadcasts rank 0's copy), missing ones by
