@@ -100,6 +100,7 @@ def main(argv: list[str]) -> None:
         return
     import logging
 
+    from pipeline.train.distributed import release_shared_memory_names
     from pipeline.train.modeling import partitioned
     from pipeline.train.sharded import shard_share, sharded_loading
     from pipeline.train.stages.common import training_args
@@ -123,6 +124,7 @@ def main(argv: list[str]) -> None:
     seconds = time.time() - started
     sampler.done.set()
     sampler.join()
+    release_shared_memory_names()  # os._exit below skips any teardown: DeepSpeed's /dev/shm buffers would stay
     held, total = shard_share(model) if partitioned(model) else (sum(p.numel() for p in model.parameters()),) * 2
     # ru_maxrss: KiB on Linux; read before the check below gathers weights and maps the checkpoint
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ CONF = REPO / "conf"
 # DeepSpeed JIT-builds its CPU ops (shm_comm ~40 s, cpu_adam ~55 s) on first use: one build for every test, every
 # session and every rank, under the repo's git-ignored .cache/.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+# no build takes this long: a lock file older than this was left by a killed build
+STALE_BUILD_LOCK_S = 1800
 
 # Small, fast settings for the tiny random model; each e2e run stays a few seconds after imports.
 TINY = [
@@ -59,6 +62,25 @@ def train_tiny(tmp: Path, *extra: str) -> Path:
                          f"output_dir={run_dir}", f"paths.cache_dir={tmp / 'cache'}"], cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def deepspeed_ops() -> None:
+    """DeepSpeed's CPU all-reduce extension, built once before the first multi-process test.
+
+    Built inside a 2-rank run, a slow first build (a loaded machine) ran into that test's time-out; the killed
+    build left torch's `lock` file behind, and every later rank waited on it until its own time-out (CI's 90
+    minutes went that way). Here it is built alone, with room, and a lock older than any build is cleared first.
+    """
+    root = Path(os.environ["TORCH_EXTENSIONS_DIR"])
+    for lock in root.glob("*/lock"):
+        if time.time() - lock.stat().st_mtime > STALE_BUILD_LOCK_S:
+            lock.unlink()
+    build = ("from deepspeed.accelerator import get_accelerator; "
+             "get_accelerator().create_op_builder('ShareMemCommBuilder').load()")
+    proc = subprocess.run([sys.executable, "-c", build], env=offline_env(), capture_output=True, text=True,
+                          timeout=STALE_BUILD_LOCK_S)
+    assert proc.returncode == 0, "DeepSpeed's shm_comm extension did not build:\n" + proc.stderr[-3000:]
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,9 @@ STAGE_ARGS = {
 # 2 ranks x micro-batch 4 = the global batch of 8: one micro-batch per rank per step
 TWO_RANKS = ["hw=cpu_2proc", "hw.micro_batch=4"]
 
+# DeepSpeed's CPU all-reduce extension is built once, before the first of these launches
+pytestmark = pytest.mark.usefixtures("deepspeed_ops")
+
 
 def args(stage: str, root: Path, cache: Path, *extra: str) -> list[str]:
     return [*STAGE_ARGS[stage], *TINY, *TWO_RANKS, f"paths.output_root={root}", f"paths.cache_dir={cache}", *extra]
@@ -42,7 +47,13 @@ def launch(command: list[str], cwd: Path, run_id: str, **extra: str) -> subproce
         env.pop(key, None)
     env.update(extra)
     timeout = 600
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    started = time.time()
+    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode == 0:
+        # DeepSpeed's CPU all-reduce never unlinks its per-rank /dev/shm buffers: the run must (66 MiB of RAM each)
+        left = [p.name for p in Path("/dev/shm").glob("deepspeed_allreduce_buffer_*") if p.stat().st_mtime >= started]
+        assert not left, f"/dev/shm buffers outlived the run: {left}"
+    return proc
 
 
 def check_two_rank_run(root: Path, stage: str, output: str, engine: str, cache: Path) -> dict:
@@ -216,3 +227,36 @@ def test_zero3_chain_merges_the_sft_adapter_into_sharded_weights_and_trains_dpo(
     assert [s["engine"] for s in summary["stages"]] == ["deepspeed-zero3", "deepspeed-zero3"]
     adapter = load_file(str(run_dir / "2_dpo" / "final" / "adapter_model.safetensors"))
     assert adapter and all(t.numel() > 0 for t in adapter.values())
+
+
+def test_a_model_converted_after_the_process_group_started_is_refused_not_left_empty(tmp_path: Path) -> None:
+    """Once a process group runs, transformers' save_pretrained writes only on rank 0: rank 1 converting the random
+    model must fail loudly (prepare() converts before the group starts) instead of publishing an empty folder."""
+    script = tmp_path / "convert.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        import torch.distributed as dist
+        from omegaconf import OmegaConf
+        from pipeline.train.modeling import model_dir
+        from tests.conftest import compose_config
+
+        dist.init_process_group("gloo")
+        model = OmegaConf.to_object(compose_config(["model=tiny"])).model
+        if dist.get_rank() == 1:
+            try:
+                model_dir(model, sys.argv[1])
+                print("rank 1 converted")
+            except RuntimeError as err:
+                print("rank 1 refused:", err)
+        dist.barrier()
+    """))
+    cache = tmp_path / "cache"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(free_port()), str(script), str(cache)]
+    proc = subprocess.run(command, cwd=REPO, env=offline_env(OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "rank 1 refused: model=tiny: converting it into" in output and "wrote nothing" in output, output[-3000:]
+    published = [d for d in cache.glob("tiny-*") if d.is_dir() and not d.name.endswith(".partial")]
+    assert published == [], f"an incomplete model folder was published: {published}"

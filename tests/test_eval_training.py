@@ -189,6 +189,7 @@ def test_sample_scored_groups_then_train_group_pref_and_dpo(evaluated_run: Path,
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("deepspeed_ops")
 def test_eval_and_best_under_zero3_on_two_ranks(tmp_path: Path, model_cache: Path) -> None:
     """ZeRO-3 partitions the weights: every rank must join the evaluation's generation and best/'s gather, or the
     run hangs. Two CPU ranks (accelerate relaunch, gloo), 2 steps, evaluating after each."""

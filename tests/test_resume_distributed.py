@@ -26,6 +26,9 @@ from tests.test_resume import STEPS, args_for, assert_same_losses, logged, wait_
 
 RUN = str(REPO / "pipeline" / "run.py")
 
+# DeepSpeed's CPU all-reduce extension is built once, before the first of these launches
+pytestmark = pytest.mark.usefixtures("deepspeed_ops")
+
 
 def deepspeed(stage: str, run_dir: Path, cache: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(free_port()),

@@ -15,6 +15,9 @@ from tests.conftest import REPO, offline_env
 sys.path.insert(0, str(REPO / "bench"))
 import zero3_load  # noqa: E402
 
+# DeepSpeed's CPU all-reduce extension is built once, before the first of these launches
+pytestmark = pytest.mark.usefixtures("deepspeed_ops")
+
 
 def test_each_rank_reads_its_own_partitions_and_they_equal_the_checkpoint(tmp_path: Path) -> None:
     from pipeline.launch.launcher import free_port

@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,11 @@ def _materialise(model: ModelConfig, target: Path) -> None:
             # Fixed seed: every run (and every rank) of a random model starts from the same weights.
             torch.manual_seed(0)
             AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(partial)
+        if not (partial / "config.json").exists():
+            # transformers' save_pretrained writes on rank 0 only once a process group runs
+            raise RuntimeError(f"model={model.name}: converting it into {target} wrote nothing (this is rank "
+                               f"{os.environ.get('RANK', '?')} of a started process group). Call model_dir() "
+                               "before the process group starts, as prepare() does.")
 
 
 def keep_cpu_4bit_layout(model: PreTrainedModel) -> None:

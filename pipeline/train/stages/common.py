@@ -21,10 +21,11 @@ from pipeline.config.frozen import thawed
 from pipeline.config.plan import RunPlan
 from pipeline.data import StageData, load_stage_data
 from pipeline.data.predictions import write_predictions
+from pipeline.train.distributed import release_shared_memory_names
 from pipeline.train.eval_callback import best_checkpoint, eval_callbacks, loss_rows
 from pipeline.train.guards import NanGuard, explain_load_error, long_rows
 from pipeline.train.heldout import Accuracy, heldout_accuracy
-from pipeline.train.modeling import build_model, check_device, load_tokenizer
+from pipeline.train.modeling import build_model, check_device, load_tokenizer, model_dir
 from pipeline.train.modeling import partitioned as is_sharded
 from pipeline.train.monitoring import CompletionsCallback, best_metrics, build_callbacks, final_metrics, wandb_env
 from pipeline.train.plots import plot_run
@@ -65,6 +66,10 @@ def prepare(plan: RunPlan) -> Prepared:
     log.info("data %s: %d training rows%s", cfg.data.name, len(data.train),
              f", {len(data.eval_prompts)} held-out problems" if data.eval_prompts is not None else "")
     check_device(cfg.hw)
+    # A random or GGUF model is written into the cache once, before training_args() starts the process group:
+    # once it has started, transformers' save_pretrained writes nothing on ranks other than 0, and the rank that
+    # won the conversion lock could leave an empty model folder behind.
+    model_dir(cfg.model, cfg.paths.cache_dir)
     # ZeRO-3: the DeepSpeed config must be live before from_pretrained, so each rank loads only its shard.
     live_ds_config = sharded_loading(plan, training_args(plan))
     try:
@@ -189,6 +194,7 @@ def train(plan: RunPlan, trainer: Trainer, prep: Prepared) -> None:
     """trainer.train(), resumed when asked; exits with 128+signal after a SIGTERM/SIGINT checkpoint."""
     cfg, run_dir = plan.cfg, plan.run_dir
     checkpoint = prep.checkpoint
+    release_shared_memory_names()
     for callback in trainer.callback_handler.callbacks:
         if hasattr(callback, "bind"):
             callback.bind(trainer, prep.data.eval_prompts)
