@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.schema import register_configs
+from pipeline.train.distributed import STALE_BUILD_LOCK_S, warn_stale_build_locks
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 # DeepSpeed JIT-builds its CPU ops (shm_comm ~40 s, cpu_adam ~55 s) on first use: one build for every test, every
 # session and every rank, under the repo's git-ignored .cache/.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
-# no build takes this long: a lock file older than this was left by a killed build
-STALE_BUILD_LOCK_S = 1800
 
 # Small, fast settings for the tiny random model; each e2e run stays a few seconds after imports.
 TINY = [
@@ -70,12 +68,10 @@ def deepspeed_ops() -> None:
 
     Built inside a 2-rank run, a slow first build (a loaded machine) ran into that test's time-out; the killed
     build left torch's `lock` file behind, and every later rank waited on it until its own time-out (CI's 90
-    minutes went that way). Here it is built alone, with room, and a lock older than any build is cleared first.
+    minutes went that way). Here it is built alone, with room, and a lock older than any build is deleted first.
     """
-    root = Path(os.environ["TORCH_EXTENSIONS_DIR"])
-    for lock in root.glob("*/lock"):
-        if time.time() - lock.stat().st_mtime > STALE_BUILD_LOCK_S:
-            lock.unlink()
+    for lock in warn_stale_build_locks():
+        os.unlink(lock)
     build = ("from deepspeed.accelerator import get_accelerator; "
              "get_accelerator().create_op_builder('ShareMemCommBuilder').load()")
     proc = subprocess.run([sys.executable, "-c", build], env=offline_env(), capture_output=True, text=True,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -200,3 +203,19 @@ def test_deepspeed_local_rank_argument_never_reaches_hydra(tmp_path: Path) -> No
     proc = run_dry(["hw=cpu", "model=tiny", "--local_rank=0", f"paths.output_root={tmp_path}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "# one process, no re-launch" in proc.stdout
+
+
+def test_a_lock_left_by_a_killed_extension_build_is_named_before_the_ranks_wait_on_it(tmp_path, monkeypatch,
+                                                                                     caplog) -> None:
+    from pipeline.train.distributed import STALE_BUILD_LOCK_S, warn_stale_build_locks
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    old, fresh = tmp_path / "deepspeed_shm_comm" / "lock", tmp_path / "py311_cpu" / "cpu_adam" / "lock"
+    for lock in (old, fresh):
+        lock.parent.mkdir(parents=True)
+        lock.touch()
+    an_hour_ago = time.time() - 2 * STALE_BUILD_LOCK_S
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    with caplog.at_level(logging.WARNING):
+        assert warn_stale_build_locks() == [str(old)]  # a build in progress (fresh lock) is left alone
+    assert f"{old} is 60 min old" in caplog.text and "delete that file" in caplog.text

@@ -10,8 +10,11 @@ the rank, the function it waited in and the usual causes.
 from __future__ import annotations
 
 import contextlib
+import glob
+import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 
@@ -20,6 +23,10 @@ import torch.distributed as dist
 
 from pipeline.config.derived import rank
 
+log = logging.getLogger(__name__)
+
+# A JIT build takes ~20-60 s on 2 cores; a lock file older than this was left by a killed one.
+STALE_BUILD_LOCK_S = 1800
 # Frames inside these packages say nothing about *why* a rank waited: the caller above them does.
 _PLUMBING = ("torch/distributed", "accelerate/utils/operations.py", "c10d_logger")
 
@@ -57,6 +64,25 @@ def release_shared_memory_names() -> None:
             f"{os.environ.get('MASTER_PORT', '')}_{dist.get_rank()}")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join("/dev/shm", name))
+
+
+def warn_stale_build_locks(max_age_s: float = STALE_BUILD_LOCK_S) -> list[str]:
+    """Warn about torch extension build locks older than any build (returned, for the caller and tests).
+
+    DeepSpeed JIT-builds its CPU all-reduce on first use under torch's file lock; a build killed midway leaves the
+    lock behind and every later rank waits on it silently, forever. Warned before the wait starts, with the fix.
+    """
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    now = time.time()
+    stale = [lock for pattern in ("*/lock", "*/*/lock") for lock in glob.glob(os.path.join(root, pattern))
+             if now - os.path.getmtime(lock) > max_age_s]
+    for lock in stale:
+        log.warning("%s is %d min old: a DeepSpeed/torch extension build was killed there and every rank will wait "
+                    "on it forever. Fix: stop this run, delete that file (when no other run is building), start "
+                    "again.", lock, (now - os.path.getmtime(lock)) // 60)
+    return stale
 
 
 def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:

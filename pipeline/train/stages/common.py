@@ -21,7 +21,7 @@ from pipeline.config.frozen import thawed
 from pipeline.config.plan import RunPlan
 from pipeline.data import StageData, load_stage_data
 from pipeline.data.predictions import write_predictions
-from pipeline.train.distributed import release_shared_memory_names
+from pipeline.train.distributed import release_shared_memory_names, warn_stale_build_locks
 from pipeline.train.eval_callback import best_checkpoint, eval_callbacks, loss_rows
 from pipeline.train.guards import NanGuard, explain_load_error, long_rows
 from pipeline.train.heldout import Accuracy, heldout_accuracy
@@ -308,6 +308,7 @@ def _deepspeed_config(plan: RunPlan) -> str | None:
     if plan.cfg.hw.device == Device.cpu:
         import deepspeed
 
+        warn_stale_build_locks()  # init_distributed builds DeepSpeed's CPU all-reduce on first use
         # DeepSpeed would look for oneCCL on CPU; gloo it is, set before TrainingArguments reads the backend.
         deepspeed.init_distributed(dist_backend="gloo", timeout=timedelta(seconds=plan.cfg.hw.collective_timeout_s))
     return str(path)
