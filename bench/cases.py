@@ -29,6 +29,11 @@ class Case:
 
 
 SMOL = ["model=smollm2_135m", "peft=lora", "logging=none", "data.arithmetic.num_eval=0"]
+# the gsm8k_grpo_smol recipe's prompts (XML system prompt + one-shot example + question), its LoRA without dropout, on
+# the local GSM8K copy; rewards stay the recipe's on our side (the baseline scores correctness)
+LONGPROMPT = ["experiment=gsm8k_grpo_smol", f"data.path={GSM8K}", "data.eval_split=null", "logging=none",
+              "peft.dropout=0.0", "stage.batch_size=32", "stage.num_generations=8",
+              "stage.max_completion_length=128", "stage.learning_rate=3e-4"]
 
 CASES = {
     "grpo_cpu": Case(
@@ -39,13 +44,15 @@ CASES = {
     ),
     "grpo_cpu_longprompt": Case(
         name="grpo_cpu_longprompt", stage="grpo", steps=2, batch=32,
-        # the gsm8k_grpo_smol recipe's prompts (XML system prompt + one-shot example + question), its LoRA without
-        # dropout, on the local GSM8K copy; rewards stay the recipe's on our side (the baseline scores correctness)
-        ours=["experiment=gsm8k_grpo_smol", f"data.path={GSM8K}", "data.eval_split=null", "logging=none",
-              "peft.dropout=0.0",
-              "stage.batch_size=32", "stage.num_generations=8", "stage.max_completion_length=128",
-              "stage.learning_rate=3e-4"],
+        ours=LONGPROMPT,
         notes="SmolLM2-135M + LoRA r16, 4 GSM8K prompts (system prompt + one-shot example, ~200 tokens) x 8 x 128",
+        extra_files=[GSM8K],
+    ),
+    "grpo_cpu_longprompt_shared": Case(
+        name="grpo_cpu_longprompt_shared", stage="grpo", steps=2, batch=32,
+        ours=[*LONGPROMPT, "stage.shared_prefix=true", "hw.micro_batch=8"],
+        notes="grpo_cpu_longprompt with each group's prompt forwarded once on our side (stage.shared_prefix=true, "
+              "one whole group of 8 per micro-batch)",
         extra_files=[GSM8K],
     ),
     "sft_cpu": Case(

@@ -70,7 +70,7 @@ def table(case: Case, runs: dict[str, list[Measurement]]) -> tuple[str, dict]:
 def machine() -> dict:
     import torch
 
-    desc = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+    desc = {"platform": platform.platform(), "cpu": _cpu_model() or platform.processor() or platform.machine(),
             "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
     if torch.cuda.is_available():
         desc["gpu"] = torch.cuda.get_device_name(0)
@@ -110,6 +110,16 @@ def main() -> None:
     save({"case": case.name, "notes": case.notes, "steps": steps, "repeats": args.repeats,
           "date": time.strftime("%Y%m%d-%H%M%S"), "summary": summary,
           "runs": {side: [m.__dict__ for m in ms] for side, ms in runs.items()}})
+
+
+def _cpu_model() -> str | None:
+    # the same 2 cores went from a Xeon to an EPYC between two measurements (2x on some cases): name the CPU
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+    return names[0] if names else None
 
 
 def save(payload: dict) -> Path:
