@@ -29,7 +29,10 @@ HIGHER_IS_BETTER = {"samples_per_s", "tokens_per_s", "gen_tokens_per_s", "mfu"}
 
 
 def run_side(side: str, case: Case, steps: int, out: Path) -> Measurement:
-    common = [*case.ours, f"max_steps={steps}", f"paths.cache_dir={REPO / '.cache' / 'pipeline'}"]
+    # every step logged, as the baseline does: steps and generated tokens are read back from the logged scalars
+    # (a recipe may log every 5 steps)
+    common = [*case.ours, f"max_steps={steps}", "stage.logging_steps=1",
+              f"paths.cache_dir={REPO / '.cache' / 'pipeline'}"]
     gpu_peak = out.parent / f"{out.name}.gpu_peak"
     child = [sys.executable, str(REPO / "bench" / "child.py"), str(gpu_peak)]
     if side == "ours":
