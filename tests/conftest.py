@@ -12,7 +12,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.schema import register_configs
-from pipeline.train.distributed import STALE_BUILD_LOCK_S, warn_stale_build_locks
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -70,6 +69,9 @@ def deepspeed_ops() -> None:
     build left torch's `lock` file behind, and every later rank waited on it until its own time-out (CI's 90
     minutes went that way). Here it is built alone, with room, and a lock older than any build is deleted first.
     """
+    # imported here: importing torch at collection would break the test that validation never imports it
+    from pipeline.train.distributed import STALE_BUILD_LOCK_S, warn_stale_build_locks
+
     for lock in warn_stale_build_locks():
         os.unlink(lock)
     build = ("from deepspeed.accelerator import get_accelerator; "
