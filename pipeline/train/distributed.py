@@ -75,13 +75,13 @@ def warn_stale_build_locks(max_age_s: float = STALE_BUILD_LOCK_S) -> list[str]:
     from torch.utils.cpp_extension import get_default_build_root
 
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
-    now = time.time()
-    stale = [lock for pattern in ("*/lock", "*/*/lock") for lock in glob.glob(os.path.join(root, pattern))
-             if now - os.path.getmtime(lock) > max_age_s]
+    locks = [lock for pattern in ("*/lock", "*/*/lock") for lock in glob.glob(os.path.join(root, pattern))]
+    ages = {lock: time.time() - os.path.getmtime(lock) for lock in locks}
+    stale = [lock for lock, age in ages.items() if age > max_age_s]
     for lock in stale:
         log.warning("%s is %d min old: a DeepSpeed/torch extension build was killed there and every rank will wait "
                     "on it forever. Fix: stop this run, delete that file (when no other run is building), start "
-                    "again.", lock, (now - os.path.getmtime(lock)) // 60)
+                    "again.", lock, ages[lock] // 60)
     return stale
 
 

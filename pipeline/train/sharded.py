@@ -20,7 +20,6 @@ from transformers import PreTrainedModel, TrainingArguments
 
 from pipeline.config.enums import QuantMethod
 from pipeline.config.plan import RunPlan
-from pipeline.train.modeling import model_dir
 
 
 def sharded_loading(plan: RunPlan, args: dict[str, Any]) -> TrainingArguments | None:
@@ -31,10 +30,8 @@ def sharded_loading(plan: RunPlan, args: dict[str, Any]) -> TrainingArguments | 
     # 4-bit / 8-bit weights are never partitioned by zero.Init (and quant x ZeRO-3 is refused by validation).
     if plan.ds_config is None or cfg.zero.stage < 3 or cfg.quant.method != QuantMethod.none:
         return None
-    # Random and GGUF sources are written once as a whole model (one rank converts, the others wait on a file
-    # lock): that must happen before zero.Init is live, or the converting rank waits on collectives the others
-    # never join.
-    model_dir(cfg.model, cfg.paths.cache_dir)
+    # The model is already in the cache (prepare() converts random/GGUF sources before any process group or
+    # zero.Init is live): here only the config is registered.
     return TrainingArguments(**args)
 
 
