@@ -1,10 +1,12 @@
 """The shared-prefix levers on their own, alternating, medians: one optimizer step's training forward + backward
 over a generation batch, per-row (TRL's layout) vs shared prefix, at several micro-batch sizes; and one generation,
-prompts prefilled per row vs once per distinct prompt. dpo_cpu: one optimizer step of TRL's DPO loss (policy
-forward + backward, reference forward) over the case's first batch of pairs, micro-batch sizes in pairs.
+prompts prefilled per row vs once per distinct prompt, finished rows kept vs dropped. dpo_cpu: one optimizer step
+of TRL's DPO loss (policy forward + backward, reference forward) over the case's first batch of pairs, micro-batch
+sizes in pairs.
 
     python bench/shared_prefix_lever.py grpo_cpu_longprompt [--repeats 2] [--layouts rows:2,shared:8,...]
     python bench/shared_prefix_lever.py grpo_cpu_longprompt --layouts plain:128,prefill:128
+    python bench/shared_prefix_lever.py grpo_cpu --layouts stop:64,compact:64
     python bench/shared_prefix_lever.py dpo_cpu --layouts rows:2,shared:2
 
 Real prompts of the case (its data, chat template, batch, group size), random completion tokens of the case's full
@@ -70,20 +72,32 @@ def step_seconds(trainer, batch: dict, layout: str, micro: int) -> float:
 
 
 def generate_seconds(trainer, batch: dict, layout: str, new_tokens: int) -> float:
-    """One sampled generation of the batch's prompts (TRL's call: ids, mask, config), prompts prefilled per row
-    (`plain`) or once per distinct prompt (`prefill`); every row runs the full length (no EOS stop)."""
+    """One sampled generation of the batch's prompts (TRL's call: ids, mask, config). `plain` / `prefill`: prompts
+    prefilled per row / once per distinct prompt, every row runs the full length (no EOS stop). `stop` / `compact`:
+    rows stop at EOS, in generate's own loop (finished rows ride along) / with finished rows dropped from the batch;
+    both from the same seed, so they sample the same tokens until the first row ends."""
     import torch
     from transformers import GenerationConfig
 
+    from pipeline.train.compact_decoding import drop_finished_rows
     from pipeline.train.prefill_once import prefill_once
 
     model = trainer.accelerator.unwrap_model(trainer.model)
-    config = GenerationConfig(do_sample=True, max_new_tokens=new_tokens, min_new_tokens=new_tokens, top_k=0,
-                              pad_token_id=trainer.processing_class.pad_token_id)
+    tokenizer = trainer.processing_class
+    full = {"min_new_tokens": new_tokens} if layout in ("plain", "prefill") else {"eos_token_id": trainer.eos_token_ids}
+    config = GenerationConfig(do_sample=True, max_new_tokens=new_tokens, top_k=0, pad_token_id=tokenizer.pad_token_id,
+                              **full)
+    wrap = {"prefill": prefill_once, "compact": drop_finished_rows}.get(layout)
+    torch.manual_seed(0)
     started = time.perf_counter()
-    with torch.no_grad(), prefill_once(model) if layout == "prefill" else torch.no_grad():
-        model.generate(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"], generation_config=config)
-    return time.perf_counter() - started
+    with torch.no_grad(), wrap(model) if wrap else torch.no_grad():
+        out = model.generate(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"],
+                             generation_config=config)
+    seconds = time.perf_counter() - started
+    completions = out[:, batch["prompt_ids"].size(1):]
+    lengths = [(row != tokenizer.pad_token_id).sum().item() for row in completions]
+    print(f"  {layout}: completions {min(lengths)}-{max(lengths)} tokens, mean {sum(lengths) / len(lengths):.1f}")
+    return seconds
 
 
 def dpo_step_seconds(trainer, pairs: list[dict], layout: str, micro: int) -> float:
@@ -121,7 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("case", choices=["grpo_cpu", "grpo_cpu_longprompt", "dpo_cpu"])
     parser.add_argument("--repeats", type=int, default=2)
-    # rows|shared:<micro-batch> time a training step; plain|prefill:<new tokens> time one generation
+    # rows|shared:<micro-batch> time a training step; plain|prefill|stop|compact:<new tokens> time one generation
     parser.add_argument("--layouts", default="rows:2,shared:2,shared:G,rows:G")
     parser.add_argument("--groups", type=int, default=None, help="prompts measured (default: the case's all); "
                         "the lever's ratio is per group, a contended machine needs the shorter run")
@@ -165,7 +179,7 @@ def main() -> None:
         times: dict[str, list[float]] = {f"{n}:{m}": [] for n, m in layouts}
         for _ in range(args.repeats):
             for name, micro in layouts:
-                measure = generate_seconds if name in ("plain", "prefill") else step_seconds
+                measure = generate_seconds if name in ("plain", "prefill", "stop", "compact") else step_seconds
                 times[f"{name}:{micro}"].append(measure(trainer, batch, name, micro))
                 print(f"{name}:{micro} {times[f'{name}:{micro}'][-1]:.1f} s", flush=True)
     report(save, case, args.repeats, times, 1,

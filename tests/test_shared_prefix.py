@@ -32,7 +32,8 @@ def tiny_config(vocab: int, attn: str = "sdpa") -> Qwen3Config:
 
 
 def make_trainer(tmp_path, peft: bool, beta: float = 0.0, attn: str = "sdpa", shared_prefix: bool = True,
-                 accumulation: int = 1, prefill_once: bool = False) -> SharedPrefixGRPOTrainer:
+                 accumulation: int = 1, prefill_once: bool = False,
+                 drop_finished_rows: bool = False) -> SharedPrefixGRPOTrainer:
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     torch.manual_seed(0)
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, num_generations=4,
@@ -49,7 +50,7 @@ def make_trainer(tmp_path, peft: bool, beta: float = 0.0, attn: str = "sdpa", sh
         reward_funcs=lambda completions, **_: [float(len(c)) for c in completions],
         train_dataset=Dataset.from_list([{"prompt": "1+1="}, {"prompt": "What is 12 + 30?"}]),
         peft_config=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0) if peft else None,
-        shared_prefix=shared_prefix, prefill_once=prefill_once,
+        shared_prefix=shared_prefix, prefill_once=prefill_once, drop_finished_rows=drop_finished_rows,
     )
     if peft:
         with torch.no_grad():  # B starts at zero: a trained-looking adapter makes the policy differ from the base
@@ -209,9 +210,12 @@ def test_a_training_step_uses_the_shared_layout_and_says_when_it_cannot(tmp_path
     monkeypatch.setattr(trl_surface, "reached", trl_surface.Counter())
     monkeypatch.setattr("pipeline.train.shared_prefix.reached", trl_surface.reached)
     monkeypatch.setattr("pipeline.train.prefill_once.reached", trl_surface.reached)
-    trainer = make_trainer(tmp_path / "sdpa", peft=True, beta=0.05, accumulation=2, prefill_once=True)
+    monkeypatch.setattr("pipeline.train.compact_decoding.reached", trl_surface.reached)
+    trainer = make_trainer(tmp_path / "sdpa", peft=True, beta=0.05, accumulation=2, prefill_once=True,
+                           drop_finished_rows=True)
     trainer.train()
     assert trl_surface.reached["prefilled_cache"] == 1  # the generation batch's 2 prompts prefilled once each
+    assert trl_surface.reached["compact_sample"] == 1  # ... and decoded by the loop that drops finished rows
     assert trl_surface.reached["_get_per_token_logps_and_entropies"] >= 2  # reference + loss forwards
     assert trl_surface.reached["_prepare_inputs"] == 1  # one generation batch, regrouped once
     for chunk in trainer._buffered_inputs:  # 2 prompts x 4 completions over 2 micro-batches: one group each
@@ -227,7 +231,7 @@ def test_a_training_step_uses_the_shared_layout_and_says_when_it_cannot(tmp_path
 def test_the_stage_switches_reach_the_trainer(tmp_path, model_cache) -> None:
     proc = run_pipeline([*TINY, "stage=grpo", "max_steps=1", "stage.batch_size=8", "stage.num_generations=4",
                          "stage.max_completion_length=8", "hw.micro_batch=4", "stage.shared_prefix=true",
-                         "stage.prefill_once=true",
+                         "stage.prefill_once=true", "stage.drop_finished_rows=true",
                          f"output_dir={tmp_path / 'run'}",
                          f"paths.cache_dir={model_cache}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

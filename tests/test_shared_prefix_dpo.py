@@ -170,3 +170,33 @@ def test_the_stage_switch_trains_and_saves(tmp_path, model_cache) -> None:
     # hw.micro_batch 2 pairs: 4 rows, two prompts
     assert "shared_prefix: each prompt forwarded once per pair (4 rows -> 2 packed rows" in proc.stdout + proc.stderr
     assert (tmp_path / "run" / "final" / "adapter_model.safetensors").stat().st_size > 0
+
+
+@pytest.mark.parametrize("peft", [True, False], ids=["lora", "full"])
+def test_reference_log_probs_scored_before_training_give_the_same_loss(tmp_path, peft: bool) -> None:
+    stepwise = make_trainer(tmp_path / "steps", peft)
+    upfront = make_trainer(tmp_path / "upfront", peft, precompute_ref_log_probs=True)
+    assert "ref_chosen_logps" in upfront.train_dataset.column_names  # scored once, in TRL's __init__
+    upfront.model.load_state_dict(stepwise.model.state_dict())  # the same policy (LoRA B drawn after the scoring)
+    batch, scored = first_batch(stepwise), first_batch(upfront)
+    assert "ref_chosen_logps" in scored and "ref_chosen_logps" not in batch
+    losses = [t._compute_loss(t.model.train(), dict(b), return_outputs=False).detach()
+              for t, b in ((stepwise, batch), (upfront, scored))]
+    assert losses[0] != 0
+    assert_same(losses[1], losses[0])
+
+
+def test_reference_scoring_up_front_is_chosen_past_one_pass_over_the_rows() -> None:
+    from omegaconf import OmegaConf
+
+    from pipeline.train.stages.dpo import precompute_reference
+
+    rows = Dataset.from_list(PAIRS * 25)  # 100 pairs
+    def cfg(steps: int, epochs: float = 1.0, choice: bool | None = None):
+        return OmegaConf.create({"max_steps": steps, "stage": {"batch_size": 8, "num_epochs": epochs,
+                                                               "precompute_ref_log_probs": choice}})
+    assert not precompute_reference(cfg(10), rows)  # 80 of 100 rows read: scoring all 100 would cost more
+    assert precompute_reference(cfg(20), rows)  # 160 reads
+    assert precompute_reference(cfg(-1, epochs=3), rows) and not precompute_reference(cfg(-1), rows)
+    assert precompute_reference(cfg(10, choice=True), rows) and not precompute_reference(cfg(20, choice=False), rows)
+    assert not precompute_reference(cfg(20), rows.to_iterable_dataset())

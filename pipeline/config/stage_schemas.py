@@ -73,6 +73,10 @@ class DPOStageConfig(StageConfig):
     # row with a shared-prefix mask; same numbers as per-row, pipeline/train/shared_prefix_dpo.py); per-row where it
     # can't apply. On by default: exact (tests/test_shared_prefix_dpo.py), faster in every measurement (bench/README).
     shared_prefix: bool = True
+    # Reference log-probs scored once per training row before training (TRL's precompute_ref_log_probs) instead of
+    # in every step: null = when the run reads its rows more than once (then fewer reference forwards; under full
+    # fine-tuning the reference model is not kept in memory), true/false to force. Same losses either way.
+    precompute_ref_log_probs: bool | None = None
 
 
 @dataclass
@@ -110,6 +114,9 @@ class GRPOStageConfig(StageConfig):
     # Prefill each distinct prompt once in generation and copy its KV cache to its rows (same samples;
     # pipeline/train/prefill_once.py); transformers generation only, not under ZeRO-3.
     prefill_once: bool = False
+    # Rows that finished leave the decode batch, so a step costs only the rows still generating (same distribution;
+    # pipeline/train/compact_decoding.py); generate's own loop where rows cannot leave (logged).
+    drop_finished_rows: bool = False
     # transformers | vllm_colocate (CUDA + `pip install -e '.[gpu]'`; TRL syncs the policy, LoRA merged, each step)
     generation: GenerationEngine = GenerationEngine.transformers
     # Share of GPU memory vLLM reserves for its weights and KV cache in colocate mode.

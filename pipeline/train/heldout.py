@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pipeline.rewards.answer import is_correct
+from pipeline.train.compact_decoding import compact_sample
 
 
 @dataclass
@@ -90,8 +91,9 @@ def generate_texts(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
     try:
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.no_grad():
+            # answered problems leave the batch (the trained model answers in a few tokens, the rest run on)
             out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                 **decoding)
+                                 custom_generate=compact_sample, **decoding)
     finally:
         tokenizer.padding_side = side
         model.train(was_training)

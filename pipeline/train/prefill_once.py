@@ -5,8 +5,9 @@ are computed once per distinct prompt (all tokens but the last, with the positio
 copied to its G rows as the starting cache; `generate` then runs as usual from the last prompt token, sampling
 from the same logits (up to float summation order), so the same distribution.
 
-Not covered: rows that finished still ride along in the decode steps until the longest row ends (transformers'
-`generate` keeps the batch whole); multimodal inputs and a caller's own cache keep the plain call.
+Rows that finished still ride along in the decode steps until the longest row ends unless `drop_finished_rows`
+(pipeline/train/compact_decoding.py) supplies the loop; multimodal inputs and a caller's own cache keep the plain
+call.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def prefill_once(model: torch.nn.Module) -> Iterator[None]:
 
     def generate(*args: Any, **kwargs: Any) -> Any:
         plain = args or "past_key_values" in kwargs or kwargs.get("attention_mask") is None or any(
-            key not in ("input_ids", "attention_mask", "generation_config") for key in kwargs)
+            key not in ("input_ids", "attention_mask", "generation_config", "custom_generate") for key in kwargs)
         cache = None if plain else prefilled_cache(model, kwargs["input_ids"], kwargs["attention_mask"])
         if cache is None:
             return original(*args, **kwargs)

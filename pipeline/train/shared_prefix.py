@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from pipeline.train.compact_decoding import drop_finished_rows
 from pipeline.train.fast_generation import FastGenerationGRPOTrainer
 from pipeline.train.prefill_once import prefill_once
 from pipeline.train.prefix_mask import PackedRows, group_rows, pack, shares_a_prefix
@@ -129,18 +130,23 @@ class SaysOnce:
 class SharedPrefixGRPOTrainer(SaysOnce, FastGenerationGRPOTrainer):
     """FastGenerationGRPOTrainer whose log-prob forwards compute each prompt once per group when `shared_prefix`."""
 
-    def __init__(self, *args: Any, shared_prefix: bool = False, prefill_once: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, shared_prefix: bool = False, prefill_once: bool = False,
+                 drop_finished_rows: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.shared_prefix = shared_prefix
         # ZeRO-3 generates through gathered parameters of a wrapper the prefill would not go through
         self._prefill_once = prefill_once and not self.use_vllm and not (
             self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3)
+        self._drop_finished_rows = drop_finished_rows and not self.use_vllm
         self._said: set[str] = set()
 
     def generation_context(self) -> AbstractContextManager[Any]:
         stack = super().generation_context()
         if self._prefill_once:
             stack.enter_context(prefill_once(self.accelerator.unwrap_model(self.model)))
+        if self._drop_finished_rows:
+            # entered last, so its loop reaches generate through prefill_once's wrapper
+            stack.enter_context(drop_finished_rows(self.accelerator.unwrap_model(self.model)))
         return stack
 
     def _prepare_inputs(self, generation_batch):

@@ -8,13 +8,18 @@ reference is the same model with adapters disabled; with full fine-tuning TRL ke
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from datasets import Dataset
+from omegaconf import DictConfig
 from trl import DPOConfig
 
 from pipeline.config.plan import RunPlan
 from pipeline.train.shared_prefix_dpo import SharedPrefixDPOTrainer
 from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
+
+log = logging.getLogger(__name__)
 
 
 def run_dpo(plan: RunPlan) -> dict[str, Any]:
@@ -27,7 +32,24 @@ def run_dpo(plan: RunPlan) -> dict[str, Any]:
         loss_type=[cfg.stage.loss_type.value],
         max_length=cfg.stage.max_length,
         label_smoothing=cfg.stage.label_smoothing,
+        precompute_ref_log_probs=precompute_reference(cfg, prep.data.train),
     ))
     trainer = SharedPrefixDPOTrainer(args=args, shared_prefix=cfg.stage.shared_prefix, **trainer_inputs(plan, prep))
     train(plan, trainer, prep)
     return finish(plan, trainer, prep)
+
+
+def precompute_reference(cfg: DictConfig, train: Any) -> bool:
+    """stage.precompute_ref_log_probs, null decided by how often the run reads each training row: scored up front,
+    the reference costs one forward per row; scored in the steps, one per row read. Up front wins past one pass."""
+    choice = cfg.stage.precompute_ref_log_probs
+    if choice is not None:
+        return bool(choice)
+    if not isinstance(train, Dataset):  # streamed rows cannot be scored ahead (TRL refuses)
+        return False
+    reads = cfg.max_steps * cfg.stage.batch_size if cfg.max_steps > 0 else cfg.stage.num_epochs * len(train)
+    chosen = reads > len(train)
+    if chosen:
+        log.info("dpo: reference log-probs scored once per row before training (%d rows read %.1f times each)",
+                 len(train), reads / len(train))
+    return chosen

@@ -47,6 +47,7 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
         args=args, reward_funcs=reward_funcs, **trainer_inputs(plan, prep),
         merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
         shared_prefix=stage.shared_prefix, prefill_once=stage.prefill_once,
+        drop_finished_rows=stage.drop_finished_rows,
     )
     # reward models (reward.terms.*.model) score on this rank's training device, frozen, loaded at their first call
     place_reward_models(reward_funcs, trainer.accelerator.device)
