@@ -200,3 +200,7 @@ def test_reference_scoring_up_front_is_chosen_past_one_pass_over_the_rows() -> N
     assert precompute_reference(cfg(-1, epochs=3), rows) and not precompute_reference(cfg(-1), rows)
     assert precompute_reference(cfg(10, choice=True), rows) and not precompute_reference(cfg(20, choice=False), rows)
     assert not precompute_reference(cfg(20), rows.to_iterable_dataset())
+    # in-memory rows over 2 processes: TRL's score cache would be private to each (rank 1 cannot open rank 0's)
+    assert not precompute_reference(cfg(20), rows, world_size=2)  # and null stays off over several processes
+    with pytest.raises(ValueError, match="private to each process"):
+        precompute_reference(cfg(20, choice=True), rows, world_size=2)

@@ -74,8 +74,8 @@ class DPOStageConfig(StageConfig):
     # can't apply. On by default: exact (tests/test_shared_prefix_dpo.py), faster in every measurement (bench/README).
     shared_prefix: bool = True
     # Reference log-probs scored once per training row before training (TRL's precompute_ref_log_probs) instead of
-    # in every step: null = when the run reads its rows more than once (then fewer reference forwards; under full
-    # fine-tuning the reference model is not kept in memory), true/false to force. Same losses either way.
+    # in every step: null = when a single-process run reads its rows more than once (then fewer reference forwards;
+    # under full fine-tuning the reference model is not kept in memory), true/false to force. Same losses.
     precompute_ref_log_probs: bool | None = None
 
 
