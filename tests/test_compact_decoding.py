@@ -29,11 +29,11 @@ def sharp_model() -> torch.nn.Module:
     return model
 
 
-def distinct_prompts() -> tuple[torch.Tensor, torch.Tensor]:
-    """Six different prompts of 3 to 8 tokens, left-padded."""
+def distinct_prompts(lengths: tuple[int, ...] = (8, 3, 6, 4, 7, 5)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Six different prompts of 3 to 8 tokens, left-padded (all 8: no padding, and generate drops the mask)."""
     torch.manual_seed(2)
     ids, mask = torch.zeros(6, 8, dtype=torch.long), torch.zeros(6, 8, dtype=torch.long)
-    for row, length in enumerate((8, 3, 6, 4, 7, 5)):
+    for row, length in enumerate(lengths):
         ids[row, 8 - length:], mask[row, 8 - length:] = torch.randint(3, 128, (length,)), 1
     return ids, mask
 
@@ -78,10 +78,12 @@ def generate(model, ids, mask, generation_config, *, compact: bool, prefill: boo
         return model.generate(input_ids=ids, attention_mask=mask, generation_config=generation_config)
 
 
-@pytest.mark.parametrize("prefill", [False, True], ids=["own-prefill", "prefill-once"])
-def test_rows_that_finish_leave_the_batch_and_every_row_samples_from_the_same_distribution(prefill) -> None:
+@pytest.mark.parametrize("layout", ["padded", "unpadded", "prefill-once"])
+def test_rows_that_finish_leave_the_batch_and_every_row_samples_from_the_same_distribution(layout) -> None:
     model = sharp_model()
-    ids, mask = prompts() if prefill else distinct_prompts()
+    prefill = layout == "prefill-once"
+    ids, mask = {"padded": distinct_prompts, "unpadded": lambda: distinct_prompts((8,) * 6),
+                 "prefill-once": prompts}[layout]()
     eos = early_eos(model, ids, mask)
     want = generate(model, ids, mask, config(eos), compact=False)
     sizes, hook = batch_sizes(model)
