@@ -20,8 +20,7 @@ cannot drop rows, or model inputs tied to the batch in another layout (images, 3
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -46,7 +45,7 @@ from transformers import (
 )
 from transformers.generation.stopping_criteria import EosTokenCriteria
 
-from pipeline.train.trl_surface import reached
+from pipeline.train.trl_surface import reached, wrapped_generate
 
 log = logging.getLogger(__name__)
 
@@ -151,21 +150,13 @@ def _decode(model: Any, input_ids: torch.Tensor, outputs: Any, logits_processor:
     return torch.cat([input_ids, torch.stack(columns, dim=1)], dim=1)
 
 
-@contextmanager
-def drop_finished_rows(model: torch.nn.Module) -> Iterator[None]:
+def drop_finished_rows(model: torch.nn.Module) -> AbstractContextManager[None]:
     """While inside, `model.generate(...)` decodes with `compact_sample` unless the caller brings its own loop."""
-    original = model.generate
-    own = model.__dict__.get("generate")  # an instance attribute of its own, put back as it was
 
-    def generate(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("custom_generate", compact_sample)
-        return original(*args, **kwargs)
+    def wrap(original: Any) -> Any:
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("custom_generate", compact_sample)
+            return original(*args, **kwargs)
+        return generate
 
-    model.generate = generate
-    try:
-        yield
-    finally:
-        if own is None:
-            del model.generate
-        else:
-            model.generate = own
+    return wrapped_generate(model, wrap)

@@ -12,14 +12,13 @@ call.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 
 from pipeline.train.prefix_mask import group_rows
-from pipeline.train.trl_surface import reached
+from pipeline.train.trl_surface import reached, wrapped_generate
 
 
 def prefilled_cache(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any | None:
@@ -42,26 +41,18 @@ def prefilled_cache(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     return cache
 
 
-@contextmanager
-def prefill_once(model: torch.nn.Module) -> Iterator[None]:
+def prefill_once(model: torch.nn.Module) -> AbstractContextManager[None]:
     """While inside, `model.generate(input_ids=..., attention_mask=...)` starts from a prefilled, shared cache."""
-    original = model.generate
-    own = model.__dict__.get("generate")  # an instance attribute of its own, put back as it was
 
-    def generate(*args: Any, **kwargs: Any) -> Any:
-        plain = args or "past_key_values" in kwargs or kwargs.get("attention_mask") is None or any(
-            key not in ("input_ids", "attention_mask", "generation_config", "custom_generate") for key in kwargs)
-        cache = None if plain else prefilled_cache(model, kwargs["input_ids"], kwargs["attention_mask"])
-        if cache is None:
-            return original(*args, **kwargs)
-        reached["prefilled_cache"] += 1
-        return original(**kwargs, past_key_values=cache)
+    def wrap(original: Any) -> Any:
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            plain = args or "past_key_values" in kwargs or kwargs.get("attention_mask") is None or any(
+                key not in ("input_ids", "attention_mask", "generation_config", "custom_generate") for key in kwargs)
+            cache = None if plain else prefilled_cache(model, kwargs["input_ids"], kwargs["attention_mask"])
+            if cache is None:
+                return original(*args, **kwargs)
+            reached["prefilled_cache"] += 1
+            return original(**kwargs, past_key_values=cache)
+        return generate
 
-    model.generate = generate
-    try:
-        yield
-    finally:
-        if own is None:
-            del model.generate  # the class's method again
-        else:
-            model.generate = own
+    return wrapped_generate(model, wrap)

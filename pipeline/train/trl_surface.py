@@ -55,6 +55,23 @@ class HookedGRPOTrainer(GRPOTrainer):
 
 
 @contextmanager
+def wrapped_generate(model: torch.nn.Module,
+                     wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
+    """`model.generate` replaced by `wrap(model.generate)` while inside; put back as it was after (the class's
+    method, or an instance attribute of the model's own)."""
+    original = model.generate
+    own = model.__dict__.get("generate")
+    model.generate = wrap(original)
+    try:
+        yield
+    finally:
+        if own is None:
+            del model.generate
+        else:
+            model.generate = own
+
+
+@contextmanager
 def torch_multinomial(replacement: Callable[..., torch.Tensor]) -> Iterator[Callable[..., torch.Tensor]]:
     """Route every `torch.multinomial` call through `replacement` while inside; yields the original."""
     original = torch.multinomial
