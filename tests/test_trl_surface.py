@@ -16,6 +16,7 @@ from trl import GRPOConfig
 import pipeline.train.fast_generation as fast_generation
 from pipeline.train import trl_surface
 from pipeline.train.fast_generation import FastGenerationGRPOTrainer
+from pipeline.train.lean_lm_head import lean_lm_head
 from tests.conftest import REPO
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
@@ -32,21 +33,27 @@ def test_every_hook_is_reached_in_a_one_step_grpo_run(tmp_path: Path, monkeypatc
     # counts the sampler calls transformers routes through torch.multinomial while the swap is active
     monkeypatch.setattr(fast_generation, "_inverse_cdf", lambda *a, **k: draws.append(1) or inverse_cdf(*a, **k))
     monkeypatch.setattr(trl_surface, "reached", trl_surface.Counter())
+    monkeypatch.setattr("pipeline.train.lean_lm_head.reached", trl_surface.reached)
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256)
     torch.manual_seed(0)
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=2, num_generations=2,
-                      max_completion_length=4, report_to="none", max_steps=1, save_strategy="steps", save_steps=1)
+    # fp32 as our CPU profiles train (TRL would autocast to bf16, whose tiles TRL folds itself)
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=2,
+                      num_generations=2, max_completion_length=4, report_to="none", max_steps=1,
+                      save_strategy="steps", save_steps=1)
     trainer = FastGenerationGRPOTrainer(
         model=Qwen3ForCausalLM(config), args=args, processing_class=tokenizer,
         reward_funcs=lambda completions, **_: [float(len(c)) for c in completions],
         train_dataset=Dataset.from_list([{"prompt": "1+1="}] * 4), peft_config=LoraConfig(r=4, lora_alpha=8),
         merge_lora=True, fast_sampling=True,
     )
-    trainer.train()
+    with lean_lm_head():  # as stages/common.py trains
+        trainer.train()
     reached = trl_surface.reached
     assert reached["_generate_single_turn"] >= 1 and reached["compute_loss"] >= 1
+    # TRL's fused LM head asked whether to score only labelled positions and folded its tiles through ours
+    assert reached["_use_triton"] >= 1 and reached["_forward_tile"] >= 1 and reached["_backward_tile"] >= 1
     assert reached["torch.multinomial"] >= 1 and draws, "transformers no longer samples through torch.multinomial"
     logs = trl_surface.latest_completions(trainer)
     assert logs is not None and logs["prompt"] and logs["completion"] and logs["advantages"]

@@ -14,6 +14,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
+import trl.kernels.chunked_logprob as chunked_logprob
+import trl.trainer.utils as trl_utils
 from transformers import Trainer, TrainerState
 from trl import DPOTrainer, GRPOTrainer
 
@@ -25,6 +27,11 @@ PRIVATE_HOOKS = (
     (DPOTrainer, "_compute_loss"),  # the policy and reference forwards of a DPO step (shared_prefix packs their rows)
     (Trainer, "_load_from_checkpoint"),  # the Trainer's own model/adapter checkpoint loader
     (torch, "multinomial"),  # swapped module-wide while generating (transformers samples through it)
+    # TRL's fused LM head on CPU (pipeline/train/lean_lm_head.py): the question that picks scoring only labelled
+    # positions, and the torch stand-ins for its Triton tile kernels
+    (trl_utils, "_use_triton"),
+    (chunked_logprob, "_forward_tile"),
+    (chunked_logprob, "_backward_tile"),
 )
 # Set on a trainer by TRL's GRPOTrainer.__init__: the latest generation batch it prints to console / wandb.
 COMPLETION_LOG = "_logs"

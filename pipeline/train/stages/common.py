@@ -25,6 +25,7 @@ from pipeline.train.distributed import release_shared_memory_names, warn_stale_b
 from pipeline.train.eval_callback import best_checkpoint, eval_callbacks, loss_rows
 from pipeline.train.guards import NanGuard, explain_load_error, long_rows
 from pipeline.train.heldout import Accuracy, heldout_accuracy
+from pipeline.train.lean_lm_head import lean_lm_head
 from pipeline.train.modeling import build_model, check_device, load_tokenizer, model_dir
 from pipeline.train.modeling import partitioned as is_sharded
 from pipeline.train.monitoring import CompletionsCallback, best_metrics, build_callbacks, final_metrics, wandb_env
@@ -201,7 +202,8 @@ def train(plan: RunPlan, trainer: Trainer, prep: Prepared) -> None:
     if already_done(checkpoint, cfg.max_steps):
         load_finished(trainer, checkpoint)
         return
-    trainer.train(resume_from_checkpoint=checkpoint)
+    with lean_lm_head(cfg.hw.lean_lm_head):
+        trainer.train(resume_from_checkpoint=checkpoint)
     stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, SignalCheckpoint)), None)
     if stopper is not None and stopper.received is not None:
         # No final/ and no summary: the run is not finished, and nothing may look as if it were.
