@@ -112,8 +112,9 @@ class GRPOStageConfig(StageConfig):
     # shared-prefix mask; same numbers as per-row, pipeline/train/shared_prefix.py); per-row where it can't apply.
     shared_prefix: bool = False
     # Prefill each distinct prompt once in generation and copy its KV cache to its rows (same samples;
-    # pipeline/train/prefill_once.py); transformers generation only, not under ZeRO-3.
-    prefill_once: bool = False
+    # pipeline/train/prefill_once.py); transformers generation only, not under ZeRO-3. On by default: exact, and it
+    # only removes work (G-1 of every G prompt prefills) without adding memory.
+    prefill_once: bool = True
     # Rows that finished leave the decode batch, so a step costs only the rows still generating (same distribution;
     # pipeline/train/compact_decoding.py); generate's own loop where rows cannot leave (logged).
     drop_finished_rows: bool = False
