@@ -71,10 +71,16 @@ def _forward_tile(tile: torch.Tensor, tile_stride: int, targets: torch.Tensor, r
     rescale = torch.exp(running_max - new_max)
     shifted = z.sub_(new_max.unsqueeze(-1))
     if HAS_ENTROPY:
-        # sum(e * z) = sum(e * (z - max)) + max * sum(e), with e = exp(z - max) in a second tile-sized buffer
-        e = torch.exp(shifted, out=_scratch_like(shifted))
-        e_sum = e.sum(-1)
-        x_sum_exp.mul_(rescale).add_(e.mul_(shifted).sum(-1) + new_max * e_sum)
+        # sum(e * z) = sum(e * (z - max)) + max * sum(e), e = exp(z - max) taken a block of rows at a time into a
+        # small reused buffer (the shifted logits are still needed for the product)
+        e_sum, e_dot = torch.empty_like(new_max), torch.empty_like(new_max)
+        buffer = _row_buffer(shifted)
+        for start in range(0, len(shifted), len(buffer)):
+            part = shifted[start : start + len(buffer)]
+            e = torch.exp(part, out=buffer[: len(part)])
+            e_sum[start : start + len(part)] = e.sum(-1)
+            e_dot[start : start + len(part)] = e.mul_(part).sum(-1)
+        x_sum_exp.mul_(rescale).add_(e_dot + new_max * e_sum)
     else:
         e_sum = shifted.exp_().sum(-1)
     sum_exp.mul_(rescale).add_(e_sum)
@@ -106,16 +112,18 @@ def _backward_tile(tile: torch.Tensor, tile_stride: int, targets: torch.Tensor, 
     return None
 
 
-_scratch: dict[tuple[Any, ...], torch.Tensor] = {}
+# rows of a tile exponentiated at a time for the entropy sum: at most 64 x 32768 floats = 8 MiB, kept between calls
+_BUFFER_ROWS = 64
+_buffers: dict[tuple[Any, ...], torch.Tensor] = {}
 
 
-def _scratch_like(tile: torch.Tensor) -> torch.Tensor:
-    """One reused buffer of the tile's shape: the tiles of a call share a shape, so it is allocated once."""
-    key = (tile.shape, tile.dtype, tile.device)
-    if key not in _scratch:
-        _scratch.clear()
-        _scratch[key] = torch.empty_like(tile)
-    return _scratch[key]
+def _row_buffer(tile: torch.Tensor) -> torch.Tensor:
+    """A (rows, tile width) view of one reused flat buffer, grown to the largest tile seen."""
+    rows, width = max(1, min(len(tile), _BUFFER_ROWS)), tile.size(1)
+    key = (tile.dtype, tile.device)
+    if key not in _buffers or _buffers[key].numel() < rows * width:
+        _buffers[key] = torch.empty(_BUFFER_ROWS * width, dtype=tile.dtype, device=tile.device)
+    return _buffers[key][: rows * width].view(rows, width)
 
 
 @contextmanager
@@ -131,4 +139,4 @@ def lean_lm_head(enabled: bool = True) -> Iterator[None]:
     finally:
         chunked_logprob._forward_tile, chunked_logprob._backward_tile = _TRL_FORWARD_TILE, _TRL_BACKWARD_TILE
         trl_utils._use_triton = _TRL_USE_TRITON
-        _scratch.clear()
+        _buffers.clear()
