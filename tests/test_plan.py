@@ -37,6 +37,20 @@ def test_plan_holds_the_derived_values() -> None:
     assert p.sequence_tokens == p.cfg.stage.max_length and not p.steps
 
 
+@pytest.mark.parametrize(("overrides", "split"), [
+    # GRPO's shared-prefix layout on CPU: micro-batches round up to whole groups of num_generations
+    (["stage=grpo", "stage.shared_prefix=true", "hw=cpu", "stage.num_generations=8"], (8, 4)),
+    (["stage=grpo", "stage.shared_prefix=true", "hw=cpu", "stage.num_generations=4", "hw.micro_batch=6"], (8, 4)),
+    # the rule only applies where it packs: layout off, on CUDA (not built there), DPO (no groups)
+    (["stage=grpo", "stage.shared_prefix=false", "hw=cpu", "stage.num_generations=8"], (2, 16)),
+    (["stage=grpo", "stage.shared_prefix=true", "hw=single_4090", "stage.num_generations=8"], (4, 8)),
+    (["stage=dpo", "stage.shared_prefix=true", "hw=cpu"], (2, 16)),
+])
+def test_shared_prefix_grpo_micro_batches_hold_whole_groups(overrides: list[str], split: tuple[int, int]) -> None:
+    p = plan([*overrides, "stage.batch_size=32"])
+    assert (p.micro_batch, p.grad_accum) == split
+
+
 def test_chain_steps_are_planned_with_the_run(tmp_path: Path) -> None:
     p = plan(["stage=sft_then_grpo"], tmp_path)
     assert [s.stage.name for s in p.steps] == ["sft", "grpo"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from pipeline.config.enums import Device
 from pipeline.config.run_dir import RunDir
 from pipeline.config.schema import DataConfig, RunConfig
 from pipeline.config.stage_table import CHAINABLE, stage_spec
@@ -28,7 +29,21 @@ def split_batch(cfg: RunConfig) -> tuple[int, int]:
     """stage.batch_size (global) -> (per-device micro-batch, gradient accumulation steps)."""
     per_rank = cfg.stage.batch_size // world_size(cfg)
     per_device = max(1, min(cfg.hw.micro_batch, per_rank))
+    group = packed_group(cfg)
+    if group and per_device % group and per_rank % group == 0:
+        # GRPO's shared-prefix layout saves work only on whole groups: a group split into pairs forwards its
+        # prompt once per pair (measured no faster than per-row, bench/README), so micro-batches round up to groups
+        per_device = min(per_rank, -(-per_device // group) * group)
     return per_device, max(1, per_rank // per_device)
+
+
+def packed_group(cfg: RunConfig) -> int:
+    """Rows per group when GRPO packs each group's prompt once (stage.shared_prefix, on CPU where the layout is
+    built); 0 otherwise."""
+    stage = cfg.stage
+    if getattr(stage, "shared_prefix", False) and hasattr(stage, "num_generations") and cfg.hw.device == Device.cpu:
+        return int(stage.num_generations)
+    return 0
 
 
 def inside_launcher() -> bool:

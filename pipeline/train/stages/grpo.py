@@ -8,6 +8,7 @@ term; the loss is the clipped policy-ratio objective (TRL's loss_type, default d
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from trl import GRPOConfig
@@ -18,9 +19,14 @@ from pipeline.rewards import build_reward_funcs, place_reward_models
 from pipeline.train.shared_prefix import SharedPrefixGRPOTrainer
 from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
 
+log = logging.getLogger(__name__)
+
 
 def run_grpo(plan: RunPlan) -> dict[str, Any]:
     cfg = plan.cfg
+    if plan.micro_batch != min(cfg.hw.micro_batch, cfg.stage.batch_size // plan.world_size):
+        log.info("stage.shared_prefix: micro-batches of %d rows (hw.micro_batch=%d), whole groups of %d, so each "
+                 "group's prompt is forwarded once", plan.micro_batch, cfg.hw.micro_batch, cfg.stage.num_generations)
     reward_funcs, weights = build_reward_funcs(cfg.reward.terms)
     prep = prepare(plan)
     stage = cfg.stage
