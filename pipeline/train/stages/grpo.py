@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def run_grpo(plan: RunPlan) -> dict[str, Any]:
     cfg = plan.cfg
-    if plan.micro_batch != min(cfg.hw.micro_batch, cfg.stage.batch_size // plan.world_size):
+    if plan.micro_batch > cfg.hw.micro_batch:  # only split_batch's rounding to whole groups makes it larger
         log.info("stage.shared_prefix: micro-batches of %d rows (hw.micro_batch=%d), whole groups of %d, so each "
                  "group's prompt is forwarded once", plan.micro_batch, cfg.hw.micro_batch, cfg.stage.num_generations)
     reward_funcs, weights = build_reward_funcs(cfg.reward.terms)
