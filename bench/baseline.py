@@ -32,7 +32,7 @@ def workload(overrides: list[str]) -> RunConfig:
 
 
 def main(out_dir: Path, overrides: list[str]) -> None:
-    from pipeline.train.modeling import model_dir
+    from pipeline.train.model.build import model_dir
 
     run = workload(overrides)
     path = model_dir(run.model, run.paths.cache_dir)

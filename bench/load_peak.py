@@ -57,7 +57,7 @@ def _differs_from_checkpoint(model, location) -> tuple[list[str], dict[str, floa
     import torch
     from safetensors import safe_open
 
-    from pipeline.train.zero3_slices import checkpoint_entries, checkpoint_key
+    from pipeline.train.levers.zero3_slices import checkpoint_entries, checkpoint_key
 
     entries = checkpoint_entries(location)
     wrong = []
@@ -93,24 +93,24 @@ def main(argv: list[str]) -> None:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         composed = compose(config_name="config", overrides=[*overrides, f"output_dir={out_dir}"])
     plan = plan_run(composed, Path(out_dir))
-    from pipeline.train.modeling import build_model, model_dir
+    from pipeline.train.model.build import build_model, model_dir
 
     if materialise:
         model_dir(plan.cfg.model, plan.cfg.paths.cache_dir)
         return
     import logging
 
-    from pipeline.train.distributed import release_shared_memory_names
-    from pipeline.train.modeling import partitioned
-    from pipeline.train.sharded import shard_share, sharded_loading
-    from pipeline.train.stages.common import training_args
+    from pipeline.train.model.build import partitioned
+    from pipeline.train.model.sharded import shard_share, sharded_loading
+    from pipeline.train.runtime.distributed import release_shared_memory_names
+    from pipeline.train.stages.trl_args import training_args
 
-    # which ZeRO-3 loader ran (pipeline/train/zero3_slices.py says so in its log)
+    # which ZeRO-3 loader ran (pipeline/train/levers/zero3_slices.py says so in its log)
     loader_lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: loader_lines.append(record.getMessage())
-    logging.getLogger("pipeline.train.zero3_slices").addHandler(handler)
-    logging.getLogger("pipeline.train.zero3_slices").setLevel(logging.INFO)
+    logging.getLogger("pipeline.train.levers.zero3_slices").addHandler(handler)
+    logging.getLogger("pipeline.train.levers.zero3_slices").setLevel(logging.INFO)
     sampler = AnonPeak()
     sampler.start()
     started = time.time()

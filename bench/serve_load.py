@@ -36,7 +36,7 @@ def model_path(target: str) -> Path:
         return Path(target)
     from baseline import workload
 
-    from pipeline.train.modeling import model_dir
+    from pipeline.train.model.build import model_dir
 
     run = workload([target, f"paths.cache_dir={REPO / '.cache' / 'pipeline'}"])
     return Path(model_dir(run.model, run.paths.cache_dir))

@@ -55,7 +55,7 @@ def generation_batch(run, tokenizer, completion: int, seed: int, groups: int | N
 def step_seconds(trainer, batch: dict, layout: str, micro: int) -> float:
     from trl import GRPOTrainer
 
-    from pipeline.train.shared_prefix import group_micro_batches
+    from pipeline.train.levers.shared_prefix import group_micro_batches
 
     trainer.shared_prefix = layout == "shared"
     rows = len(batch["prompt_ids"])
@@ -79,8 +79,8 @@ def generate_seconds(trainer, batch: dict, layout: str, new_tokens: int) -> floa
     import torch
     from transformers import GenerationConfig
 
-    from pipeline.train.compact_decoding import drop_finished_rows
-    from pipeline.train.prefill_once import prefill_once
+    from pipeline.train.levers.compact_decoding import drop_finished_rows
+    from pipeline.train.levers.prefill_once import prefill_once
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     tokenizer = trainer.processing_class
@@ -118,7 +118,7 @@ def dpo_trainer(run, path: str, tmp: str):
     from trl import DPOConfig
 
     from pipeline.data import load_stage_data
-    from pipeline.train.shared_prefix_dpo import SharedPrefixDPOTrainer
+    from pipeline.train.levers.shared_prefix_dpo import SharedPrefixDPOTrainer
 
     return SharedPrefixDPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
@@ -149,8 +149,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig
 
-    from pipeline.train.modeling import model_dir
-    from pipeline.train.shared_prefix import SharedPrefixGRPOTrainer
+    from pipeline.train.levers.shared_prefix import SharedPrefixGRPOTrainer
+    from pipeline.train.model.build import model_dir
 
     case = CASES[args.case]
     run = workload([*case.ours, f"paths.cache_dir={REPO / '.cache' / 'pipeline'}"])

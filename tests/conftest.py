@@ -70,7 +70,7 @@ def deepspeed_ops() -> None:
     minutes went that way). Here it is built alone, with room, and a lock older than any build is deleted first.
     """
     # imported here: importing torch at collection would break the test that validation never imports it
-    from pipeline.train.distributed import STALE_BUILD_LOCK_S, warn_stale_build_locks
+    from pipeline.train.runtime.distributed import STALE_BUILD_LOCK_S, warn_stale_build_locks
 
     for lock in warn_stale_build_locks():
         os.unlink(lock)
@@ -89,7 +89,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny_model_dir(cache: Path) -> Path:
     """The cached `model=tiny` checkpoint itself: other tests may cache tiny variants (+model.arch...) beside it."""
-    from pipeline.train.modeling import model_dir
+    from pipeline.train.model.build import model_dir
 
     return Path(model_dir(OmegaConf.to_object(compose_config(["model=tiny"])).model, str(cache)))
 

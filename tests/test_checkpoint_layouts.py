@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.launch.launcher import free_port
-from pipeline.train.resume import CheckpointError, check_checkpoint, mark_complete, rotate
+from pipeline.train.checkpoint.resume import CheckpointError, check_checkpoint, mark_complete, rotate
 from tests.conftest import REPO, TINY, offline_env, run_pipeline
 
 COMMON = ("trainer_state.json", "scheduler.pt", "adapter_model.safetensors")
@@ -127,7 +127,7 @@ def test_a_rank_left_waiting_fails_naming_itself_and_where(tmp_path) -> None:
     script.write_text(textwrap.dedent("""
         import datetime, time
         import torch.distributed as dist
-        from pipeline.train.distributed import explain_timeouts
+        from pipeline.train.runtime.distributed import explain_timeouts
 
         def wait_for_peers():
             dist.barrier()

@@ -1,4 +1,4 @@
-"""Dropping finished rows from the decode batch (pipeline/train/compact_decoding.py) samples what `generate` samples.
+"""Dropping finished rows from the decode batch (pipeline/train/levers/compact_decoding.py) samples what `generate` samples.
 
 Each row's next token depends only on its own scores; with a sampler that is a fixed function of a row's
 distribution (inverse CDF at a constant point) both loops must then pick the same tokens row by row, which proves
@@ -14,8 +14,8 @@ import pytest
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from pipeline.train.compact_decoding import compact_sample, drop_finished_rows
-from pipeline.train.prefill_once import prefill_once
+from pipeline.train.levers.compact_decoding import compact_sample, drop_finished_rows
+from pipeline.train.levers.prefill_once import prefill_once
 from pipeline.train.trl_surface import torch_multinomial
 from tests.test_prefill_once import prompts, tiny_lora_model
 
@@ -159,7 +159,8 @@ def test_a_caller_with_its_own_loop_keeps_it() -> None:
 def test_held_out_evaluation_decodes_with_the_compacting_loop(monkeypatch) -> None:
     from transformers import AutoTokenizer, Qwen3ForCausalLM
 
-    from pipeline.train import compact_decoding, heldout
+    from pipeline.train.levers import compact_decoding
+    from pipeline.train.observe import heldout
     from pipeline.train.trl_surface import Counter
     from tests.test_shared_prefix import TOKENIZER, tiny_config
 

@@ -14,7 +14,7 @@ from pipeline.config.checks import ConfigError, to_run_config
 from pipeline.config.enums import TrainOn
 from pipeline.config.schema import DataConfig, ModelConfig
 from pipeline.data import load_stage_data
-from pipeline.train.templates import (
+from pipeline.train.model.templates import (
     ChatTemplateError,
     assistant_token_rows,
     check_tool_rendering,

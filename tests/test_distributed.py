@@ -237,7 +237,7 @@ def test_a_model_converted_after_the_process_group_started_is_refused_not_left_e
         import sys
         import torch.distributed as dist
         from omegaconf import OmegaConf
-        from pipeline.train.modeling import model_dir
+        from pipeline.train.model.build import model_dir
         from tests.conftest import compose_config
 
         dist.init_process_group("gloo")

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline.config.checks import ConfigError, to_run_config
-from pipeline.train.pass_at_k import maj_at_k, pass_at_k
+from pipeline.train.observe.pass_at_k import maj_at_k, pass_at_k
 from tests.conftest import TINY, compose_config, offline_env, run_pipeline
 
 GRPO = ["stage=grpo", "stage.batch_size=8", "stage.num_generations=4", "stage.max_completion_length=8",

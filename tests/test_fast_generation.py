@@ -1,4 +1,4 @@
-"""GRPO speed-ups (pipeline/train/fast_generation.py) must not change what is trained: merged-LoRA generation
+"""GRPO speed-ups (pipeline/train/levers/fast_generation.py) must not change what is trained: merged-LoRA generation
 restores the weights exactly, inverse-CDF sampling draws the same distribution, and trimmed micro-batches give TRL's
 own loss."""
 
@@ -11,7 +11,12 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
-from pipeline.train.fast_generation import FastGenerationGRPOTrainer, inverse_cdf_sampling, merged_lora, trim_padding
+from pipeline.train.levers.fast_generation import (
+    FastGenerationGRPOTrainer,
+    inverse_cdf_sampling,
+    merged_lora,
+    trim_padding,
+)
 from tests.conftest import REPO
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"

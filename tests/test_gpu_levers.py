@@ -26,7 +26,7 @@ def test_each_gpu_lever_is_refused_on_cpu_with_its_reason(override: str, reason:
 
 def test_gpu_levers_pass_validation_on_a_gpu_profile_and_reach_the_trainer_arguments(tmp_path) -> None:
     from pipeline.config.plan import resolve_plan
-    from pipeline.train.stages.common import training_args
+    from pipeline.train.stages.trl_args import training_args
 
     cfg = to_run_config(compose_config(["hw=single_a100_80g", "hw.tf32=true", "hw.continuous_batching=true",
                                         "model.attn_implementation=eager"]))

@@ -207,7 +207,7 @@ def test_deepspeed_local_rank_argument_never_reaches_hydra(tmp_path: Path) -> No
 
 def test_a_lock_left_by_a_killed_extension_build_is_named_before_the_ranks_wait_on_it(tmp_path, monkeypatch,
                                                                                      caplog) -> None:
-    from pipeline.train.distributed import STALE_BUILD_LOCK_S, warn_stale_build_locks
+    from pipeline.train.runtime.distributed import STALE_BUILD_LOCK_S, warn_stale_build_locks
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     old, fresh = tmp_path / "deepspeed_shm_comm" / "lock", tmp_path / "py311_cpu" / "cpu_adam" / "lock"

@@ -1,4 +1,4 @@
-"""`hw.lean_lm_head` (pipeline/train/lean_lm_head.py): TRL's fused LM head on CPU gives the same log-probs,
+"""`hw.lean_lm_head` (pipeline/train/levers/lean_lm_head.py): TRL's fused LM head on CPU gives the same log-probs,
 entropies and gradients with only the labelled positions projected and its tiles folded in place."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import trl.trainer.utils as trl_utils
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl.trainer.utils import add_fused_lm_head
 
-from pipeline.train import lean_lm_head as lean
-from pipeline.train.lean_lm_head import lean_lm_head
+from pipeline.train.levers import lean_lm_head as lean
+from pipeline.train.levers.lean_lm_head import lean_lm_head
 
 VOCAB, HIDDEN = 300, 16
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pipeline.train.monitoring import completions_markdown
-from pipeline.train.plots import series
+from pipeline.train.observe.monitoring import completions_markdown
+from pipeline.train.observe.plots import series
 from tests.conftest import TINY, offline_env, run_pipeline
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""Prefilling each distinct prompt once (pipeline/train/prefill_once.py) samples what `generate` samples: the same
+"""Prefilling each distinct prompt once (pipeline/train/levers/prefill_once.py) samples what `generate` samples: the same
 logits at every step (so the same distribution) and, from the same seed, the same tokens."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
-from pipeline.train.prefill_once import prefill_once, prefilled_cache
+from pipeline.train.levers.prefill_once import prefill_once, prefilled_cache
 
 
 def tiny_lora_model() -> torch.nn.Module:

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.train.resume import CheckpointError, check_checkpoint, checkpoints, is_complete, resolve_resume, rotate
+from pipeline.train.checkpoint.resume import (
+    CheckpointError,
+    check_checkpoint,
+    checkpoints,
+    is_complete,
+    resolve_resume,
+    rotate,
+)
 from tests.conftest import REPO, TINY, offline_env, run_pipeline
 
 # Checkpoints at steps 2 and 4; the kill lands in step 3 or inside the step-4 write.
@@ -195,7 +202,7 @@ def test_rotation_keeps_the_newest_complete_and_drops_stale_partials(tmp_path: P
 
 
 def test_a_checkpoint_at_the_last_step_is_not_trained_one_step_further(tmp_path: Path) -> None:
-    from pipeline.train.resume import already_done
+    from pipeline.train.checkpoint.resume import already_done
 
     (tmp_path / "trainer_state.json").write_text(json.dumps({"global_step": 4, "max_steps": 4}))
     assert already_done(str(tmp_path), max_steps=-1) and already_done(str(tmp_path), max_steps=4)

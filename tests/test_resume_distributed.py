@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.launch.launcher import free_port
-from pipeline.train.resume import checkpoints, is_complete
+from pipeline.train.checkpoint.resume import checkpoints, is_complete
 from tests.conftest import REPO
 from tests.test_distributed import TWO_RANKS, check_two_rank_run
 from tests.test_distributed import args as two_rank_args

@@ -75,7 +75,7 @@ def test_code_shipped_with_a_checkpoint_does_not_run(tmp_path: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from pipeline.train.modeling import load_model
+    from pipeline.train.model.build import load_model
 
     model_dir, marker = tmp_path / "model", tmp_path / "code_ran"
     arch = dict(to_run_config(compose_config(TINY)).model.arch)

@@ -50,7 +50,7 @@ def post(url: str, body: object, key: str | None = KEY) -> tuple[int, dict]:
 
 def test_models_and_greedy_chat_serve_the_trained_model(client: openai.OpenAI, tiny_run: Path) -> None:
     from pipeline.tools.tuned import load_tuned
-    from pipeline.train.heldout import generate_greedy
+    from pipeline.train.observe.heldout import generate_greedy
 
     assert [m.id for m in client.models.list().data] == ["tiny-sft"]
     first, second = ask(client), ask(client)
@@ -153,10 +153,10 @@ def test_a_padded_batch_decodes_each_row_as_generate_does_alone(tiny_run: Path) 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from pipeline.tools.chat_template import prompt_ids
     from pipeline.tools.serving.decode import Delta, Done, Row, decode_batch
     from pipeline.tools.tuned import load_untuned
-    from pipeline.train.heldout import generate_greedy
+    from pipeline.train.model.templates import prompt_ids
+    from pipeline.train.observe.heldout import generate_greedy
 
     base, tokenizer = load_untuned(tiny_run)
     base.config.initializer_range = 0.5

@@ -1,4 +1,4 @@
-"""Shared-prefix GRPO forwards (pipeline/train/shared_prefix.py, prefix_mask.py) give TRL's per-row numbers: log-probs,
+"""Shared-prefix GRPO forwards (pipeline/train/levers/shared_prefix.py, prefix_mask.py) give TRL's per-row numbers: log-probs,
 entropies, TRL's own loss and its gradients, for LoRA and full fine-tuning, with and without the KL term (whose
 reference forward shares the prefix too), on batches laid out as TRL lays them out (left-padded prompts, shuffled
 rows, completions of different lengths, groups split across chunks)."""
@@ -16,8 +16,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from trl import GRPOConfig, GRPOTrainer
 
 from pipeline.train import trl_surface
-from pipeline.train.prefix_mask import group_rows, pack
-from pipeline.train.shared_prefix import SharedPrefixGRPOTrainer, blocker, group_micro_batches
+from pipeline.train.levers.prefix_mask import group_rows, pack
+from pipeline.train.levers.shared_prefix import SharedPrefixGRPOTrainer, blocker, group_micro_batches
 from tests.conftest import REPO, TINY, run_pipeline
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
@@ -208,9 +208,9 @@ def test_regrouped_micro_batches_hold_whole_groups_and_give_the_same_step(tmp_pa
 
 def test_a_training_step_uses_the_shared_layout_and_says_when_it_cannot(tmp_path, caplog, monkeypatch) -> None:
     monkeypatch.setattr(trl_surface, "reached", trl_surface.Counter())
-    monkeypatch.setattr("pipeline.train.shared_prefix.reached", trl_surface.reached)
-    monkeypatch.setattr("pipeline.train.prefill_once.reached", trl_surface.reached)
-    monkeypatch.setattr("pipeline.train.compact_decoding.reached", trl_surface.reached)
+    monkeypatch.setattr("pipeline.train.levers.shared_prefix.reached", trl_surface.reached)
+    monkeypatch.setattr("pipeline.train.levers.prefill_once.reached", trl_surface.reached)
+    monkeypatch.setattr("pipeline.train.levers.compact_decoding.reached", trl_surface.reached)
     trainer = make_trainer(tmp_path / "sdpa", peft=True, beta=0.05, accumulation=2, prefill_once=True,
                            drop_finished_rows=True)
     trainer.train()
@@ -222,7 +222,7 @@ def test_a_training_step_uses_the_shared_layout_and_says_when_it_cannot(tmp_path
         assert len(group_rows(chunk["prompt_ids"], chunk["prompt_mask"])) == 1
     # an attention function we cannot vouch for (it might drop a 4-D mask, as flash-attention does)
     AttentionInterface.register("unvetted_sdpa", sdpa_attention_forward)
-    with caplog.at_level(logging.INFO, logger="pipeline.train.shared_prefix"):
+    with caplog.at_level(logging.INFO, logger="pipeline.train.levers.shared_prefix"):
         make_trainer(tmp_path / "other", peft=True, beta=0.05, attn="unvetted_sdpa").train()
     said = [r.message for r in caplog.records if "per-row" in r.message]
     assert len(said) == 1 and "unvetted_sdpa" in said[0]  # once, naming the reason

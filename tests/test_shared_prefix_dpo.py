@@ -1,4 +1,4 @@
-"""Shared-prefix DPO forwards (pipeline/train/shared_prefix_dpo.py, prefix_mask.pack_pairs) give TRL's per-row
+"""Shared-prefix DPO forwards (pipeline/train/levers/shared_prefix_dpo.py, prefix_mask.pack_pairs) give TRL's per-row
 numbers on the batch TRL's own collator builds: per-token log-probs and the other fused-head outputs of the policy
 and the reference, TRL's loss, its logged metrics and the gradients, for LoRA (reference = adapter off) and full
 fine-tuning (a reference model), sigmoid and ipo."""
@@ -16,9 +16,10 @@ from transformers import AttentionInterface, AutoTokenizer, Qwen3ForCausalLM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from trl import DPOConfig
 
-from pipeline.train import shared_prefix_dpo, trl_surface
-from pipeline.train.prefix_mask import pack_pairs
-from pipeline.train.shared_prefix_dpo import SharedPrefixDPOTrainer
+from pipeline.train import trl_surface
+from pipeline.train.levers import shared_prefix_dpo
+from pipeline.train.levers.prefix_mask import pack_pairs
+from pipeline.train.levers.shared_prefix_dpo import SharedPrefixDPOTrainer
 from tests.conftest import TINY, run_pipeline
 from tests.test_shared_prefix import RTOL, TOKENIZER, assert_same, both_paths, tiny_config
 
@@ -100,7 +101,7 @@ def fused_outputs(trainer: SharedPrefixDPOTrainer, model: torch.nn.Module, batch
                               "lora-wpo-ld"])
 def test_log_probs_loss_metrics_and_gradients_equal_trls_per_row(tmp_path, monkeypatch, peft: bool,
                                                                   loss_type: str, attn: str, extra: dict) -> None:
-    monkeypatch.setattr("pipeline.train.shared_prefix_dpo.reached", trl_surface.Counter())
+    monkeypatch.setattr("pipeline.train.levers.shared_prefix_dpo.reached", trl_surface.Counter())
     trainer = make_trainer(tmp_path, peft, loss_type, attn, **extra)
     model = trainer.model.train()
     batch = first_batch(trainer)
@@ -144,8 +145,8 @@ def test_log_probs_loss_metrics_and_gradients_equal_trls_per_row(tmp_path, monke
 
 
 def test_a_training_step_packs_and_says_when_it_cannot(tmp_path, caplog, monkeypatch) -> None:
-    monkeypatch.setattr("pipeline.train.shared_prefix_dpo.reached", trl_surface.Counter())
-    with caplog.at_level(logging.INFO, logger="pipeline.train.shared_prefix"):
+    monkeypatch.setattr("pipeline.train.levers.shared_prefix_dpo.reached", trl_surface.Counter())
+    with caplog.at_level(logging.INFO, logger="pipeline.train.levers.shared_prefix"):
         make_trainer(tmp_path / "sdpa", peft=True).train()
         assert shared_prefix_dpo.reached["DPOTrainer._compute_loss"] == 1  # the hook TRL's step goes through
         assert shared_prefix_dpo.reached["packed DPO forward"] == 2  # policy and reference

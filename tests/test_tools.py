@@ -132,7 +132,7 @@ def _naive_merge_logits(run_dir: Path) -> torch.Tensor:
 def test_chat_uses_the_template_and_keeps_the_conversation(lora_run: Path) -> None:
     from pipeline.tools.chat import chat
     from pipeline.tools.tuned import load_tuned
-    from pipeline.train.heldout import generate_greedy
+    from pipeline.train.observe.heldout import generate_greedy
 
     model, tokenizer = load_tuned(lora_run)
     out = io.StringIO()

@@ -73,7 +73,7 @@ def test_preference_loss_names_are_the_trainers_names() -> None:
 
 def test_every_training_argument_we_set_is_refused_in_stage_trl(tmp_path: Path) -> None:
     from pipeline.config.plan import plan_run
-    from pipeline.train.stages.common import training_args
+    from pipeline.train.stages.trl_args import training_args
 
     plan = plan_run(compose_config(["model=tiny", "stage=sft"]), tmp_path)
     ours = set(training_args(plan))

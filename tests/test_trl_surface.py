@@ -13,10 +13,10 @@ from peft import LoraConfig
 from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 from trl import GRPOConfig
 
-import pipeline.train.fast_generation as fast_generation
+import pipeline.train.levers.fast_generation as fast_generation
 from pipeline.train import trl_surface
-from pipeline.train.fast_generation import FastGenerationGRPOTrainer
-from pipeline.train.lean_lm_head import lean_lm_head
+from pipeline.train.levers.fast_generation import FastGenerationGRPOTrainer
+from pipeline.train.levers.lean_lm_head import lean_lm_head
 from tests.conftest import REPO
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
@@ -33,7 +33,7 @@ def test_every_hook_is_reached_in_a_one_step_grpo_run(tmp_path: Path, monkeypatc
     # counts the sampler calls transformers routes through torch.multinomial while the swap is active
     monkeypatch.setattr(fast_generation, "_inverse_cdf", lambda *a, **k: draws.append(1) or inverse_cdf(*a, **k))
     monkeypatch.setattr(trl_surface, "reached", trl_surface.Counter())
-    monkeypatch.setattr("pipeline.train.lean_lm_head.reached", trl_surface.reached)
+    monkeypatch.setattr("pipeline.train.levers.lean_lm_head.reached", trl_surface.reached)
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256)
@@ -48,7 +48,7 @@ def test_every_hook_is_reached_in_a_one_step_grpo_run(tmp_path: Path, monkeypatc
         train_dataset=Dataset.from_list([{"prompt": "1+1="}] * 4), peft_config=LoraConfig(r=4, lora_alpha=8),
         merge_lora=True, fast_sampling=True,
     )
-    with lean_lm_head():  # as stages/common.py trains
+    with lean_lm_head():  # as stages/finish.py trains
         trainer.train()
     reached = trl_surface.reached
     assert reached["_generate_single_turn"] >= 1 and reached["compute_loss"] >= 1

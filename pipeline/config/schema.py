@@ -212,12 +212,12 @@ class HwConfig(Schema):
     gradient_checkpointing: bool = False
     # Problems generated at once during held-out evaluation.
     eval_batch: int = 50
-    # GRPO generation speed-ups that sample the same distribution (pipeline/train/fast_generation.py): generate
+    # GRPO generation speed-ups that sample the same distribution (pipeline/train/levers/fast_generation.py): generate
     # through LoRA merged into a copy of the weights; inverse-CDF sampling instead of torch.multinomial.
     merge_lora_for_generation: bool = False
     fast_sampling: bool = False
     # TRL's fused LM head on CPU scores only the labelled positions and folds its vocabulary tiles in place: the
-    # same log-probs, entropies and gradients, 2-5x cheaper (pipeline/train/lean_lm_head.py); no effect on CUDA.
+    # same log-probs, entropies and gradients, 2-5x cheaper (pipeline/train/levers/lean_lm_head.py); no effect on CUDA.
     lean_lm_head: bool = True
     # CUDA-only levers (pipeline/config/gpu_levers.py refuses them elsewhere): Liger's fused kernels (TRL's
     # use_liger_kernel), TF32 matmuls (Ampere+), GRPO generation by transformers' continuous batching.

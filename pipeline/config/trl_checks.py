@@ -13,7 +13,7 @@ from pipeline.config.schema import RunConfig
 from pipeline.config.stage_table import stage_spec
 from pipeline.config.trl_fields import config_fields, enum_values
 
-# TRL / TrainingArguments fields that our own keys set (pipeline/train/stages/common.py: training_args and the
+# TRL / TrainingArguments fields that our own keys set (pipeline/train/stages/trl_args.py: training_args and the
 # stage files); stage.trl may not set them, the message names the key to use. A field that has the same name as
 # a key of the stage's schema (beta, max_length, loss_type ...) is owned by stage.<name> without being listed.
 OWNED = {
@@ -41,7 +41,7 @@ OWNED = {
     # transformers 5's new names for the two above
     "activation_checkpointing": "hw.gradient_checkpointing",
     "activation_checkpointing_kwargs": "hw.gradient_checkpointing",
-    # evaluation during training and <run>/best/ are ours (pipeline/train/eval_callback.py)
+    # evaluation during training and <run>/best/ are ours (pipeline/train/observe/eval_callback.py)
     "eval_strategy": "eval.every_steps",
     "load_best_model_at_end": "checkpoint.best_metric",
     "metric_for_best_model": "checkpoint.best_metric",

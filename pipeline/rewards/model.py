@@ -67,7 +67,10 @@ def scored_text(tokenizer: Any, prompt: Any, completion: Any) -> str:
         turns = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
         messages = (prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]) + turns
         if tokenizer.chat_template:
-            return tokenizer.apply_chat_template(messages, tokenize=False)
+            # why here: rewards load before training does (validation reads them); rendering is training's
+            from pipeline.train.model.templates import chat_text
+
+            return chat_text(tokenizer, messages)
         return "\n".join(completion_text(m) for m in messages) + tokenizer.eos_token
     return f"{prompt}{completion}{tokenizer.eos_token}"
 

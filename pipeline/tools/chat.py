@@ -23,10 +23,10 @@ from typing import Any, TextIO
 
 import torch
 
-from pipeline.tools.chat_template import NoChatTemplateError, prompt_ids, require_chat_template
 from pipeline.tools.options import flag, parse_options
 from pipeline.tools.serve import run_server
 from pipeline.tools.tuned import RunDirError, load_model_or_run
+from pipeline.train.model.templates import NoChatTemplateError, prompt_ids, require_chat_template
 
 OPTIONS = {"max_new_tokens": int, "temperature": float, "system": str, "which": str, "web": flag, "host": str,
            "port": int}

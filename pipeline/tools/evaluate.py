@@ -20,7 +20,7 @@ from pipeline.config.run_dir import RunDir, write_json_atomic
 from pipeline.data import load_stage_data
 from pipeline.tools.options import parse_options
 from pipeline.tools.tuned import RunDirError, load_tuned, load_untuned, run_config
-from pipeline.train.heldout import heldout_accuracy
+from pipeline.train.observe.heldout import heldout_accuracy
 
 # ---- CLI: python -m pipeline.tools.evaluate RUN_DIR [compare=base|RUN_DIR] [limit=N] ... ---------------------
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.run_dir import RunDir, write_json_atomic
-from pipeline.train.monitoring import best_metrics, final_metrics, read_metrics
-from pipeline.train.plots import plot_run
+from pipeline.train.observe.monitoring import best_metrics, final_metrics, read_metrics
+from pipeline.train.observe.plots import plot_run
 
 
 def update_summary(run_dir: Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from pipeline.config.schema import DataConfig, RewardConfig
 from pipeline.data import load_stage_data
 from pipeline.rewards import build_reward_funcs, score_completions
 from pipeline.tools.tuned import RunDirError, load_plain, load_tuned, run_config
-from pipeline.train.heldout import generate_texts
+from pipeline.train.observe.heldout import generate_texts
 
 log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parents[2] / "conf"

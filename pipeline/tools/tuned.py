@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from pipeline.config.run_dir import RunDir, partial_of
 from pipeline.config.schema import QuantConfig, RunConfig
 from pipeline.config.stage_table import UnknownStageError, stage_spec
-from pipeline.train.modeling import build_model, load_tokenizer
+from pipeline.train.model.build import build_model, load_tokenizer
 
 
 class RunDirError(ValueError):

@@ -27,7 +27,7 @@ PRIVATE_HOOKS = (
     (DPOTrainer, "_compute_loss"),  # the policy and reference forwards of a DPO step (shared_prefix packs their rows)
     (Trainer, "_load_from_checkpoint"),  # the Trainer's own model/adapter checkpoint loader
     (torch, "multinomial"),  # swapped module-wide while generating (transformers samples through it)
-    # TRL's fused LM head on CPU (pipeline/train/lean_lm_head.py): the question that picks scoring only labelled
+    # TRL's fused LM head on CPU (pipeline/train/levers/lean_lm_head.py): the question that picks scoring only labelled
     # positions, and the torch stand-ins for its Triton tile kernels
     (trl_utils, "_use_triton"),
     (chunked_logprob, "_forward_tile"),

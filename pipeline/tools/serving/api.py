@@ -21,11 +21,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from pipeline.tools.chat_template import prompt_ids
 from pipeline.tools.serving.batcher import Batcher
 from pipeline.tools.serving.decode import Delta, Done, Event, Failed, Row
 from pipeline.tools.serving.responses import Shape, error_body, sse
 from pipeline.tools.serving.schemas import ChatRequest, CompletionRequest
+from pipeline.train.model.templates import prompt_ids
 
 
 @dataclass

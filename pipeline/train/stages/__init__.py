@@ -6,7 +6,7 @@ import importlib
 from typing import Any
 
 from pipeline.config.plan import RunPlan
-from pipeline.train.distributed import explain_timeouts
+from pipeline.train.runtime.distributed import explain_timeouts
 
 
 def run_stage(plan: RunPlan) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from pipeline.config.plan import RunPlan
-from pipeline.train.distributed import barrier
+from pipeline.train.runtime.distributed import barrier
 from pipeline.train.stages import run_stage
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,10 @@ from omegaconf import DictConfig
 from trl import DPOConfig
 
 from pipeline.config.plan import RunPlan
-from pipeline.train.shared_prefix_dpo import SharedPrefixDPOTrainer
-from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
+from pipeline.train.levers.shared_prefix_dpo import SharedPrefixDPOTrainer
+from pipeline.train.stages.finish import finish, train
+from pipeline.train.stages.prepare import prepare, trainer_inputs
+from pipeline.train.stages.trl_args import trl_args
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,10 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from pipeline.config.plan import RunPlan
-from pipeline.train.stages.common import callbacks, finish, prepare, train, trl_args
+from pipeline.train.model.templates import prompt_ids
+from pipeline.train.stages.finish import finish, train
+from pipeline.train.stages.prepare import prepare
+from pipeline.train.stages.trl_args import callbacks, trl_args
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,7 @@ def group_loss(
 def tokenize_group(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, max_length: int,
                    max_responses: int) -> dict[str, Any]:
     """{input_ids: one token list per response (prompt + response + eos), prompt_len, cut: responses shortened}."""
-    text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-    prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+    prompt = prompt_ids(tokenizer, row["prompt"])
     # Keep at least half the budget for the response: its tokens are what the loss scores.
     prompt = prompt[-(max_length // 2):]
     responses = [row["chosen"], *row["rejected"]][:max_responses]

@@ -16,8 +16,10 @@ from trl import GRPOConfig
 from pipeline.config.plan import RunPlan
 from pipeline.config.stage_schemas import GenerationEngine, GRPOStageConfig
 from pipeline.rewards import build_reward_funcs, place_reward_models
-from pipeline.train.shared_prefix import SharedPrefixGRPOTrainer
-from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
+from pipeline.train.levers.shared_prefix import SharedPrefixGRPOTrainer
+from pipeline.train.stages.finish import finish, train
+from pipeline.train.stages.prepare import prepare, trainer_inputs
+from pipeline.train.stages.trl_args import trl_args
 
 log = logging.getLogger(__name__)
 

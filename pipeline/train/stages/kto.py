@@ -14,7 +14,7 @@ from typing import Any
 from trl import KTOConfig, KTOTrainer
 
 from pipeline.config.plan import RunPlan
-from pipeline.train.stages.common import run_trl_stage
+from pipeline.train.stages.finish import run_trl_stage
 
 
 def run_kto(plan: RunPlan) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
 from pipeline.config.plan import RunPlan
-from pipeline.train.stages.common import run_trl_stage
+from pipeline.train.stages.finish import run_trl_stage
 
 
 def run_orpo(plan: RunPlan) -> dict[str, Any]:

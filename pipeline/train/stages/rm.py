@@ -15,7 +15,9 @@ from typing import Any
 from trl import RewardConfig, RewardTrainer
 
 from pipeline.config.plan import RunPlan
-from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
+from pipeline.train.stages.finish import finish, train
+from pipeline.train.stages.prepare import prepare, trainer_inputs
+from pipeline.train.stages.trl_args import trl_args
 
 log = logging.getLogger(__name__)
 

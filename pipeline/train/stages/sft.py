@@ -16,8 +16,10 @@ from trl import SFTConfig, SFTTrainer
 from pipeline.config.enums import OnBadRow
 from pipeline.config.plan import RunPlan
 from pipeline.config.schema import RunConfig
-from pipeline.train.stages.common import finish, prepare, train, trainer_inputs, trl_args
-from pipeline.train.templates import assistant_token_rows, is_multi_turn
+from pipeline.train.model.templates import assistant_token_rows, is_multi_turn
+from pipeline.train.stages.finish import finish, train
+from pipeline.train.stages.prepare import prepare, trainer_inputs
+from pipeline.train.stages.trl_args import trl_args
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from trl.experimental.cpo import CPOConfig, CPOTrainer
 
 from pipeline.config.enums import CPOLoss
 from pipeline.config.plan import RunPlan
-from pipeline.train.stages.common import run_trl_stage
+from pipeline.train.stages.finish import run_trl_stage
 
 
 def run_simpo(plan: RunPlan) -> dict[str, Any]:

@@ -7,7 +7,7 @@ have a single path. `init_from` (chained stages hand over this way) starts from 
 adapter is merged into the freshly loaded base, so the next stage trains a new adapter on top of the previous
 result, and DPO's reference (the adapter-disabled model) is that result rather than the raw base, as when
 LLaMA-Factory is given `--adapter_name_or_path`; a full model dir is loaded in place of model.path.
-Under ZeRO-3 the caller makes the DeepSpeed config live first (pipeline/train/sharded.py), so `from_pretrained`
+Under ZeRO-3 the caller makes the DeepSpeed config live first (pipeline/train/model/sharded.py), so `from_pretrained`
 loads each rank's shard only; the adapter merge then gathers one layer at a time (`merge_adapter`).
 """
 
@@ -39,7 +39,7 @@ from pipeline.config.derived import world_size
 from pipeline.config.enums import Device, ModelSource, PeftMethod, Precision, QuantMethod
 from pipeline.config.run_dir import replacing
 from pipeline.config.schema import HwConfig, ModelConfig, PeftConfig, QuantConfig, RunConfig
-from pipeline.train.templates import configure_chat_template
+from pipeline.train.model.templates import configure_chat_template
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def load_model(model: ModelConfig, quant: QuantConfig, hw: HwConfig, cache_dir: 
         kwargs["num_labels"] = 1  # one scalar reward per sequence
     location = model_dir(model, cache_dir)
     if is_deepspeed_zero3_enabled() and quant.method == QuantMethod.none:
-        from pipeline.train.zero3_slices import sliced_zero3_loading
+        from pipeline.train.levers.zero3_slices import sliced_zero3_loading
 
         # each rank reads only its own partitions (no layer gathered whole on every rank)
         with sliced_zero3_loading(location):
@@ -267,3 +267,16 @@ def keep_cpu_4bit_layout(model: PreTrainedModel) -> None:
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
+
+
+
+class ModelLoadError(RuntimeError):
+    """The model or tokenizer could not be loaded; the message names model.path and the fix."""
+
+
+def explain_load_error(name: str, path: str, err: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"model={name}: cannot load model.path={path} ({type(err).__name__}: {str(err).splitlines()[0][:300]}). "
+        "Fix: a hub id needs network or the local hub cache (HF_HUB_OFFLINE=1 allows only cached models); a local "
+        "path must be a folder with config.json and weights (a run's final/ or export/)."
+    )

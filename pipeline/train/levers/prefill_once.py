@@ -6,7 +6,7 @@ copied to its G rows as the starting cache; `generate` then runs as usual from t
 from the same logits (up to float summation order), so the same distribution.
 
 Rows that finished still ride along in the decode steps until the longest row ends unless `drop_finished_rows`
-(pipeline/train/compact_decoding.py) supplies the loop; multimodal inputs and a caller's own cache keep the plain
+(pipeline/train/levers/compact_decoding.py) supplies the loop; multimodal inputs and a caller's own cache keep the plain
 call.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from pipeline.train.prefix_mask import group_rows
+from pipeline.train.levers.prefix_mask import group_rows
 from pipeline.train.trl_surface import reached, wrapped_generate
 
 

@@ -17,7 +17,7 @@ from transformers.integrations import TensorBoardCallback
 from pipeline.config.run_dir import RunDir, finite
 from pipeline.config.schema import LoggingConfig
 from pipeline.rewards.answer import is_correct
-from pipeline.train.heldout import generate_greedy
+from pipeline.train.observe.heldout import generate_greedy
 from pipeline.train.trl_surface import latest_completions
 
 

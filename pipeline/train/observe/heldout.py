@@ -1,12 +1,13 @@
 """Held-out accuracy: greedy, batched generation scored with the stage's answer check (`is_correct`).
 
-Measured before and after training (pipeline/train/stages/common.py) and on a finished run
+Measured before and after training (`stage_accuracy`, called by every stage) and on a finished run
 (python -m pipeline.tools.evaluate); the monitoring callback shows greedy completions through `generate_greedy`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,13 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from pipeline.config.plan import RunPlan
 from pipeline.rewards.answer import is_correct
-from pipeline.train.compact_decoding import compact_sample
+from pipeline.train.levers.compact_decoding import compact_sample
+from pipeline.train.model.build import partitioned as is_sharded
+from pipeline.train.model.templates import chat_text
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,7 +86,7 @@ def generate_texts(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
                    temperature: float = 1.0) -> list[str]:
     """Completions of chat prompts: one greedy each (samples=0), else `samples` sampled ones each, grouped by
     prompt in order. Leaves the model's train/eval mode and the tokenizer's padding side as they were."""
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [chat_text(tokenizer, p, generation_prompt=True) for p in prompts]
     was_training, side = model.training, tokenizer.padding_side
     model.eval()
     # Left padding keeps every prompt's last token adjacent to the tokens generated after it.
@@ -98,3 +104,28 @@ def generate_texts(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
         tokenizer.padding_side = side
         model.train(was_training)
     return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def stage_accuracy(plan: RunPlan, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                   problems: Dataset | None, phase: str) -> Accuracy | None:
+    """A stage's held-out accuracy `phase` ("before" / "after") training, logged and written by rank 0 (its
+    completions in samples/eval_<phase>.jsonl); None where it is not measured or on other ranks."""
+    # Once ZeRO-3 has partitioned the weights, each forward gathers them from every rank: generation on rank 0
+    # alone would hang, so all ranks generate the same problems (generate syncs their steps); rank 0 writes.
+    cfg, writes = plan.cfg, plan.dir.writes
+    partitioned = cfg.zero.stage >= 3 and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+    if problems is None or not (writes or partitioned):
+        return None
+    if phase == "before" and is_sharded(model):
+        # loaded under zero.Init: no forward pass until the trainer's DeepSpeed engine gathers the shards
+        log.info("held-out accuracy before training: not measured (ZeRO-3 weights are sharded until training)")
+        return None
+    acc = heldout_accuracy(
+        model, tokenizer, problems,
+        max_new_tokens=cfg.stage.eval_max_new_tokens, batch_size=cfg.hw.eval_batch,
+        predictions_path=plan.dir.samples / f"eval_{phase}.jsonl" if writes else None,
+    )
+    if not writes:
+        return None
+    log.info("held-out accuracy %s training: %.3f (%d/%d)", phase, acc.value, acc.correct, acc.total)
+    return acc

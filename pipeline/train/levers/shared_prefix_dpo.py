@@ -28,8 +28,8 @@ import torch
 from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 
-from pipeline.train.prefix_mask import PackedRows, pack_pairs
-from pipeline.train.shared_prefix import SaysOnce, blocker, packed_inputs
+from pipeline.train.levers.prefix_mask import PackedRows, pack_pairs
+from pipeline.train.levers.shared_prefix import SaysOnce, blocker, packed_inputs
 from pipeline.train.trl_surface import reached
 
 # batch keys TRL's DPO collator adds that are not model inputs; anything else (pixel_values ...) blocks the layout

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.run_dir import RunDir
-from pipeline.train.monitoring import read_metrics
+from pipeline.train.observe.monitoring import read_metrics
 
 # Curves of the overview, in reading order: what is optimised, what it earns, what drives it, how fast.
 OVERVIEW = ("loss", "reward", "learning_rate", "grad_norm", "completions/mean_length", "perf/samples_per_s")

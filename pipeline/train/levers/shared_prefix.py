@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
-from pipeline.train.compact_decoding import drop_finished_rows
-from pipeline.train.fast_generation import FastGenerationGRPOTrainer
-from pipeline.train.prefill_once import prefill_once
-from pipeline.train.prefix_mask import PackedRows, group_rows, pack, shares_a_prefix
+from pipeline.train.levers.compact_decoding import drop_finished_rows
+from pipeline.train.levers.fast_generation import FastGenerationGRPOTrainer
+from pipeline.train.levers.prefill_once import prefill_once
+from pipeline.train.levers.prefix_mask import PackedRows, group_rows, pack, shares_a_prefix
 from pipeline.train.trl_surface import reached
 
 log = logging.getLogger(__name__)

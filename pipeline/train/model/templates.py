@@ -1,7 +1,9 @@
-"""The chat template every step uses (training, held-out evaluation, chat, export), tool rendering, and the
-per-token loss mask of multi-turn chats.
+"""The chat template every step uses (training, held-out evaluation, the reward model, chat, serve, export): the one
+path from turns to text and token ids, tool rendering, and the per-token loss mask of multi-turn chats.
 
     configure_chat_template(tokenizer, cfg.model)  # model.chat_template / chat_template_kwargs, set once
+    chat_text(tokenizer, turns, tools=..., generation_prompt=True)  # the text the model reads
+    prompt_ids(tokenizer, turns)                   # its token ids, ending where the assistant's reply starts
     check_tool_rendering(tokenizer, rows)          # tool-call rows on a template that drops tools: refused
     rows = assistant_token_rows(rows, tokenizer, TrainOn.all_assistant)  # {input_ids, assistant_masks}
 
@@ -45,6 +47,38 @@ def configure_chat_template(tokenizer: Any, model: ModelConfig) -> None:
     tokenizer.chat_template = text
 
 
+class NoChatTemplateError(ValueError):
+    """The tokenizer carries no chat template, so turns cannot be formatted."""
+
+
+def require_chat_template(tokenizer: Any, where: object) -> None:
+    if tokenizer.chat_template is None:
+        raise NoChatTemplateError(f"{where}: the tokenizer has no chat template, so turns cannot be formatted. "
+                                  "Fix: use a chat (instruct) model, or send raw text to /v1/completions.")
+
+
+def chat_text(tokenizer: Any, turns: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
+              generation_prompt: bool = False) -> str:
+    """The conversation as the model reads it, through the tokenizer's chat template (tool schemas included);
+    with `generation_prompt` it ends with the opening of the assistant's turn."""
+    return tokenizer.apply_chat_template(list(turns), tools=tools, tokenize=False,
+                                         add_generation_prompt=generation_prompt)
+
+
+def chat_ids(tokenizer: Any, turns: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
+             generation_prompt: bool = False) -> list[int]:
+    """Token ids of `chat_text`."""
+    # Tokenized without special tokens: the template already writes them, and a tokenizer that adds BOS would
+    # double it.
+    text = chat_text(tokenizer, turns, tools=tools, generation_prompt=generation_prompt)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def prompt_ids(tokenizer: Any, turns: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+    """Token ids of the conversation followed by the assistant's turn opening: what generation starts from."""
+    return chat_ids(tokenizer, turns, tools=tools, generation_prompt=True)
+
+
 def _literal(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -71,7 +105,7 @@ def check_tool_rendering(tokenizer: Any, rows: Any) -> None:
     chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [call]},
             {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]
     try:
-        text = tokenizer.apply_chat_template(chat, tools=[schema], tokenize=False)
+        text = chat_text(tokenizer, chat, tools=[schema])
     except Exception as e:  # a template raising on a tool turn: the same refusal
         raise ChatTemplateError(f"the chat template fails on tool turns ({e}). Fix: {_TOOLS_FIX}.") from None
     dropped = [what for what, name in (("the tool schemas", _PROBE_TOOL), ("the tool calls", _PROBE_CALL))
@@ -99,15 +133,15 @@ def assistant_token_rows(rows: Any, tokenizer: Any, train_on: TrainOn) -> Any:
 def _masked(row: dict[str, Any], tokenizer: Any, train_on: TrainOn, number: int) -> dict[str, Any]:
     chat = _chat(row)
     tools = json.loads(row["tools"]) if isinstance(row.get("tools"), str) else row.get("tools")
-    render = lambda turns, **kw: tokenizer.apply_chat_template(turns, tools=tools, tokenize=False, **kw)  # noqa: E731
-    full = render(chat)
+    full = chat_text(tokenizer, chat, tools=tools)
     encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     replies = [k for k, m in enumerate(chat) if m["role"] == "assistant"]
     if TrainOn(train_on) == TrainOn.last_assistant:
         replies = replies[-1:]
     spans = []
     for k in replies:
-        start, end = render(chat[:k], add_generation_prompt=True), render(chat[: k + 1])
+        start = chat_text(tokenizer, chat[:k], tools=tools, generation_prompt=True)
+        end = chat_text(tokenizer, chat[: k + 1], tools=tools)
         if not (full.startswith(start) and full.startswith(end) and len(start) <= len(end)):
             raise ChatTemplateError(
                 f"training row {number}: the chat template renders the conversation up to reply {k + 1} differently "

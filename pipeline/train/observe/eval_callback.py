@@ -26,9 +26,9 @@ from transformers import Trainer, TrainerCallback
 
 from pipeline.config.plan import RunPlan
 from pipeline.rewards import build_reward_funcs, place_reward_models, score_completions
-from pipeline.train.heldout import heldout_records
-from pipeline.train.pass_at_k import maj_at_k, pass_at_k
-from pipeline.train.saving import save_model_dir
+from pipeline.train.checkpoint.saving import save_model_dir
+from pipeline.train.observe.heldout import heldout_records
+from pipeline.train.observe.pass_at_k import maj_at_k, pass_at_k
 
 log = logging.getLogger(__name__)
 BEST_NOTE = "best.json"

@@ -2,7 +2,7 @@
 checkpoint on SIGTERM/SIGINT.
 
 The Trainer writes `checkpoints/checkpoint-N/` file by file (model, optimizer, scheduler, RNG states, trainer
-state; under DeepSpeed a `global_stepN/` folder of per-rank ZeRO shards -- see pipeline.checkpoint_files). A process
+state; under DeepSpeed a `global_stepN/` folder of per-rank ZeRO shards -- see pipeline/train/checkpoint/layouts.py). A process
 killed half-way leaves a folder that *looks* like a checkpoint; so only a folder holding `checkpoint_complete.json`
 -- written last, by rank 0, by rename, after every rank has written its own files, listing every file of every rank
 and its size -- counts as complete. Resuming checks the listed sizes again, so a truncated file is reported by name
@@ -24,8 +24,8 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from pipeline.config.run_dir import RunDir, replacing
-from pipeline.train import checkpoint_files
-from pipeline.train.distributed import any_rank, barrier
+from pipeline.train.checkpoint import layouts
+from pipeline.train.runtime.distributed import any_rank, barrier
 from pipeline.train.trl_surface import load_checkpoint_weights
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def check_checkpoint(path: Path, world_size: int = 1) -> None:
         json.loads((path / "trainer_state.json").read_text())
     except (OSError, ValueError) as err:
         raise CheckpointError(f"resume={path}: trainer_state.json is unreadable ({err}). {fix}") from err
-    _check_world_size(path, marker.get("world_size") or checkpoint_files.written_by(path), world_size)
+    _check_world_size(path, marker.get("world_size") or layouts.written_by(path), world_size)
 
 
 def _check_world_size(path: Path, written: int, now: int) -> None:
@@ -112,7 +112,7 @@ def _check_world_size(path: Path, written: int, now: int) -> None:
     differ, so the continuation is not bit-for-bit the one the old world size would have trained)."""
     if written == now:
         return
-    if checkpoint_files.layout(path) == checkpoint_files.DEEPSPEED:
+    if layouts.layout(path) == layouts.DEEPSPEED:
         raise CheckpointError(
             f"resume={path}: this DeepSpeed checkpoint was written by {written} processes and this run has {now}; "
             f"ZeRO optimizer shards load only into the same number of ranks. Fix: resume with {written} processes "
@@ -126,13 +126,13 @@ def _check_world_size(path: Path, written: int, now: int) -> None:
 
 def mark_complete(path: Path, world_size: int = 1) -> None:
     """Write the marker last, via rename, after checking what the Trainer should have written (all ranks)."""
-    missing = checkpoint_files.missing(path, world_size)
+    missing = layouts.missing(path, world_size)
     if missing:
         raise CheckpointError(f"{path}: the trainer did not write {', '.join(missing)}; not marking it complete.")
     files = {
         str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file() and f.name != MARKER
     }
-    record = {"step": step_of(path), "world_size": world_size, "layout": checkpoint_files.layout(path), "files": files}
+    record = {"step": step_of(path), "world_size": world_size, "layout": layouts.layout(path), "files": files}
     with replacing(path / MARKER) as partial:
         partial.write_text(json.dumps(record, indent=1) + "\n")
 
