@@ -17,6 +17,7 @@ Generation is not part of this measurement. Prints one line per layout and saves
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -57,10 +58,10 @@ def step_seconds(trainer, batch: dict, layout: str, micro: int) -> float:
 
     from pipeline.train.levers.shared_prefix import group_micro_batches
 
-    trainer.shared_prefix = layout == "shared"
+    trainer.levers = dataclasses.replace(trainer.levers, shared_prefix=layout == "shared")
     rows = len(batch["prompt_ids"])
     chunks = [{k: v if v.ndim == 0 else v[i : i + micro] for k, v in batch.items()} for i in range(0, rows, micro)]
-    if trainer.shared_prefix:
+    if trainer.levers.shared_prefix:
         chunks = group_micro_batches(chunks)
     trainer.current_gradient_accumulation_steps = len(chunks)
     trainer.args.steps_per_generation = len(chunks)
@@ -149,7 +150,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig
 
-    from pipeline.train.levers.shared_prefix import SharedPrefixGRPOTrainer
+    from pipeline.train.levers.grpo_trainer import LeveredGRPOTrainer
     from pipeline.train.model.build import model_dir
 
     case = CASES[args.case]
@@ -164,7 +165,7 @@ def main() -> None:
     layouts = [(name, int(micro.replace("G", str(g)))) for name, micro in
                (item.split(":") for item in args.layouts.split(","))]
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = SharedPrefixGRPOTrainer(
+        trainer = LeveredGRPOTrainer(
             model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), processing_class=tokenizer,
             args=GRPOConfig(output_dir=tmp, use_cpu=True, bf16=False, report_to="none", num_generations=g,
                             per_device_train_batch_size=g, gradient_checkpointing=False),

@@ -1,5 +1,5 @@
-"""GRPO speed-ups (pipeline/train/levers/fast_generation.py) must not change what is trained: merged-LoRA generation
-restores the weights exactly, inverse-CDF sampling draws the same distribution, and trimmed micro-batches give TRL's
+"""GRPO speed-ups (pipeline/train/levers/merged_lora.py, fast_sampling.py, trim_padding.py) must not change what is
+trained: merged-LoRA generation restores the weights exactly, inverse-CDF sampling draws the same distribution, and trimmed micro-batches give TRL's
 own loss."""
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
-from pipeline.train.levers.fast_generation import (
-    FastGenerationGRPOTrainer,
-    inverse_cdf_sampling,
-    merged_lora,
-    trim_padding,
-)
+from pipeline.train.levers.fast_sampling import inverse_cdf_sampling
+from pipeline.train.levers.grpo_trainer import LeveredGRPOTrainer
+from pipeline.train.levers.merged_lora import merged_lora
+from pipeline.train.levers.trim_padding import trim_padding
 from tests.conftest import REPO
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
@@ -135,7 +133,7 @@ def test_trimmed_micro_batch_gives_trls_loss_and_gradients(tmp_path) -> None:
     torch.manual_seed(0)
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=2, num_generations=2,
                       max_completion_length=6, report_to="none", max_steps=1)
-    trainer = FastGenerationGRPOTrainer(
+    trainer = LeveredGRPOTrainer(
         model=Qwen3ForCausalLM(config), args=args, processing_class=tokenizer,
         reward_funcs=lambda completions, **_: [0.0] * len(completions),
         train_dataset=Dataset.from_list([{"prompt": "1+1="}] * 4), peft_config=LoraConfig(r=4, lora_alpha=8),

@@ -5,6 +5,7 @@ rows, completions of different lengths, groups split across chunks)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -17,7 +18,8 @@ from trl import GRPOConfig, GRPOTrainer
 
 from pipeline.train import trl_surface
 from pipeline.train.levers.prefix_mask import group_rows, pack
-from pipeline.train.levers.shared_prefix import SharedPrefixGRPOTrainer, blocker, group_micro_batches
+from pipeline.train.levers.grpo_trainer import GRPOLevers, LeveredGRPOTrainer
+from pipeline.train.levers.shared_prefix import blocker, group_micro_batches
 from tests.conftest import REPO, TINY, run_pipeline
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
@@ -33,7 +35,7 @@ def tiny_config(vocab: int, attn: str = "sdpa") -> Qwen3Config:
 
 def make_trainer(tmp_path, peft: bool, beta: float = 0.0, attn: str = "sdpa", shared_prefix: bool = True,
                  accumulation: int = 1, prefill_once: bool = False,
-                 drop_finished_rows: bool = False) -> SharedPrefixGRPOTrainer:
+                 drop_finished_rows: bool = False) -> LeveredGRPOTrainer:
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     torch.manual_seed(0)
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=4, num_generations=4,
@@ -45,12 +47,12 @@ def make_trainer(tmp_path, peft: bool, beta: float = 0.0, attn: str = "sdpa", sh
         model.save_pretrained(tmp_path / "model")
         model = str(tmp_path / "model")
         args.model_init_kwargs = {"attn_implementation": attn, "dtype": torch.float32}
-    trainer = SharedPrefixGRPOTrainer(
+    trainer = LeveredGRPOTrainer(
         model=model, args=args, processing_class=tokenizer,
         reward_funcs=lambda completions, **_: [float(len(c)) for c in completions],
         train_dataset=Dataset.from_list([{"prompt": "1+1="}, {"prompt": "What is 12 + 30?"}]),
         peft_config=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0) if peft else None,
-        shared_prefix=shared_prefix, prefill_once=prefill_once, drop_finished_rows=drop_finished_rows,
+        levers=GRPOLevers(shared_prefix=shared_prefix, prefill_once=prefill_once, drop_finished_rows=drop_finished_rows),
     )
     if peft:
         with torch.no_grad():  # B starts at zero: a trained-looking adapter makes the policy differ from the base
@@ -86,11 +88,11 @@ def grpo_batch(seed: int = 1) -> dict[str, torch.Tensor]:
     }
 
 
-def both_paths(trainer: SharedPrefixGRPOTrainer, run) -> tuple:
+def both_paths(trainer: LeveredGRPOTrainer, run) -> tuple:
     """run(trainer) with the per-row path (TRL's own method) and with the shared-prefix path."""
     results = []
     for shared in (False, True):
-        trainer.shared_prefix = shared
+        trainer.levers = dataclasses.replace(trainer.levers, shared_prefix=shared)
         results.append(run(trainer))
     return tuple(results)
 
@@ -209,6 +211,7 @@ def test_regrouped_micro_batches_hold_whole_groups_and_give_the_same_step(tmp_pa
 def test_a_training_step_uses_the_shared_layout_and_says_when_it_cannot(tmp_path, caplog, monkeypatch) -> None:
     monkeypatch.setattr(trl_surface, "reached", trl_surface.Counter())
     monkeypatch.setattr("pipeline.train.levers.shared_prefix.reached", trl_surface.reached)
+    monkeypatch.setattr("pipeline.train.levers.grpo_trainer.reached", trl_surface.reached)
     monkeypatch.setattr("pipeline.train.levers.prefill_once.reached", trl_surface.reached)
     monkeypatch.setattr("pipeline.train.levers.compact_decoding.reached", trl_surface.reached)
     trainer = make_trainer(tmp_path / "sdpa", peft=True, beta=0.05, accumulation=2, prefill_once=True,

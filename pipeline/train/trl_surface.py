@@ -1,64 +1,73 @@
-"""Every private TRL / transformers / torch name this pipeline relies on, in one place.
+"""The fence: every private TRL / transformers / torch / DeepSpeed name this pipeline relies on, in one list.
 
-A library upgrade that renames or stops calling one of these would turn a speed-up or a check into a silent
-no-op; tests/test_trl_surface.py fails instead: each name in `PRIVATE_HOOKS` must exist in the installed
-libraries, and each hook must be reached in a one-step run (`HookCounter`). Public methods are used wherever
-they exist (`compute_loss` for the per-micro-batch hook).
+A private name (`_x`) of a library may appear only here and in `pipeline/train/levers/`, and each one must be listed
+in `PRIVATE_HOOKS` (tests/sanity/test_fence.py scans the package). A library upgrade that renames one, or stops
+using it, would turn a speed-up or a check into a silent no-op; tests/train/test_trl_surface.py fails instead: each
+listed name must still exist in the installed library (as an attribute of its owner, or in the owner's source for
+attributes set on instances), and the hooks must be reached in a one-step GRPO run (`reached`). Public methods are
+used wherever they exist (`compute_loss` for the per-micro-batch hook).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import trl.kernels.chunked_logprob as chunked_logprob
-import trl.trainer.utils as trl_utils
 from transformers import Trainer, TrainerState
-from trl import DPOTrainer, GRPOTrainer
 
-# (owner, attribute): the private names used below; the test checks each one exists.
-PRIVATE_HOOKS = (
-    (GRPOTrainer, "_generate_single_turn"),  # one transformers generation call (no public generation hook)
-    (GRPOTrainer, "_get_per_token_logps_and_entropies"),  # every log-prob forward (shared_prefix packs its rows)
-    (GRPOTrainer, "_prepare_inputs"),  # splits a generation batch into micro-batches (shared_prefix regroups them)
-    (DPOTrainer, "_compute_loss"),  # the policy and reference forwards of a DPO step (shared_prefix packs their rows)
-    (Trainer, "_load_from_checkpoint"),  # the Trainer's own model/adapter checkpoint loader
-    (torch, "multinomial"),  # swapped module-wide while generating (transformers samples through it)
-    # TRL's fused LM head on CPU (pipeline/train/levers/lean_lm_head.py): the question that picks scoring only labelled
-    # positions, and the torch stand-ins for its Triton tile kernels
-    (trl_utils, "_use_triton"),
-    (chunked_logprob, "_forward_tile"),
-    (chunked_logprob, "_backward_tile"),
+
+@dataclass(frozen=True)
+class Private:
+    """A library name we depend on: `owner` ("module" or "module:Class") has `name`; `why` says what for."""
+
+    owner: str
+    name: str
+    why: str
+
+
+_GRPO, _DPO = "trl:GRPOTrainer", "trl:DPOTrainer"
+_GEN = "transformers.generation.utils:GenerationMixin"
+_ZERO_INIT = "deepspeed.runtime.zero.partition_parameters:Init"
+PRIVATE_HOOKS: tuple[Private, ...] = (
+    # levers/grpo_trainer.py: the seams of TRL's GRPO loop
+    Private(_GRPO, "_generate_single_turn", "one transformers generation call: the generation levers wrap it"),
+    Private(_GRPO, "_get_per_token_logps_and_entropies", "every log-prob forward: shared_prefix packs its rows"),
+    Private(_GRPO, "_prepare_inputs", "splits a generation batch into micro-batches: shared_prefix regroups them"),
+    Private(_GRPO, "_buffered_inputs", "the micro-batches of the current generation batch (instance attribute)"),
+    Private(_GRPO, "_step", "which micro-batch of the buffer is next (instance attribute)"),
+    Private(_GRPO, "_entropy_bonus_enabled", "an entropy bonus normalises per micro-batch (instance attribute)"),
+    Private(_GRPO, "_logs", "the latest generation batch TRL prints to console / wandb (instance attribute)"),
+    # levers/shared_prefix_dpo.py
+    Private(_DPO, "_compute_loss", "the policy and reference forwards of a DPO step: shared_prefix packs their rows"),
+    # levers/shared_prefix.py
+    Private("transformers:PretrainedConfig", "_attn_implementation", "whether a custom 4-D mask is applied as given"),
+    # checkpoint/resume.py through load_checkpoint_weights
+    Private("transformers:Trainer", "_load_from_checkpoint", "the Trainer's own model/adapter checkpoint loader"),
+    # levers/lean_lm_head.py: TRL's fused LM head on CPU
+    Private("trl.trainer.utils", "_use_triton", "the question that picks scoring only the labelled positions"),
+    Private("trl.kernels.chunked_logprob", "_forward_tile", "torch stand-in for TRL's Triton forward tile kernel"),
+    Private("trl.kernels.chunked_logprob", "_backward_tile", "torch stand-in for TRL's Triton backward tile kernel"),
+    # levers/compact_decoding.py: generate's own prefill and loop, around our decode loop
+    Private(_GEN, "_prefill", "generate's first forward, before our loop takes over"),
+    Private(_GEN, "_sample", "generate's own loop, where rows cannot leave the batch"),
+    Private(_GEN, "_update_model_kwargs_for_generation", "cache and mask bookkeeping between decode steps"),
+    Private("transformers.generation.utils", "_pad_token_tensor", "the pad token generate pads finished rows with"),
+    # levers/zero3_slices.py: ZeRO-3 loading without gathering
+    Private("transformers.modeling_utils", "_load_state_dict_into_zero3_model", "transformers' ZeRO-3 loader"),
+    Private("transformers.modeling_utils", "_is_hf_initialized", "marks a weight loaded (skips its random init)"),
+    Private(_ZERO_INIT, "_zero_init_param", "zero.Init's per-weight broadcast and partition"),
+    Private(_ZERO_INIT, "_convert_to_deepspeed_param", "makes a parameter partitionable"),
+    Private(_ZERO_INIT, "_aligned_size", "a partitioned weight's padded size"),
+    Private(_ZERO_INIT, "_partition_world_size", "ranks a weight is partitioned over"),
 )
-# Set on a trainer by TRL's GRPOTrainer.__init__: the latest generation batch it prints to console / wandb.
-COMPLETION_LOG = "_logs"
 
 # Hook name -> times reached in this process; tests read it after a short run.
 HookCounter = Counter[str]
 reached: HookCounter = Counter()
-
-
-class HookedGRPOTrainer(GRPOTrainer):
-    """TRL's GRPOTrainer with two seams for subclasses: `micro_batch(inputs)` sees every training micro-batch
-    before the loss, and `generation_context()` wraps every transformers generation call."""
-
-    def micro_batch(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        return inputs
-
-    def generation_context(self) -> AbstractContextManager[Any]:
-        return nullcontext()
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        reached["compute_loss"] += 1
-        return super().compute_loss(model, self.micro_batch(inputs), return_outputs, num_items_in_batch)
-
-    def _generate_single_turn(self, *args: Any, **kwargs: Any):
-        reached["_generate_single_turn"] += 1
-        with self.generation_context():
-            return super()._generate_single_turn(*args, **kwargs)
 
 
 @contextmanager
@@ -80,7 +89,8 @@ def wrapped_generate(model: torch.nn.Module,
 
 @contextmanager
 def torch_multinomial(replacement: Callable[..., torch.Tensor]) -> Iterator[Callable[..., torch.Tensor]]:
-    """Route every `torch.multinomial` call through `replacement` while inside; yields the original."""
+    """Route every `torch.multinomial` call (a public name, swapped module-wide: transformers samples through it)
+    through `replacement` while inside; yields the original."""
     original = torch.multinomial
     torch.multinomial = replacement
     reached["torch.multinomial"] += 1
@@ -92,9 +102,9 @@ def torch_multinomial(replacement: Callable[..., torch.Tensor]) -> Iterator[Call
 
 def latest_completions(trainer: Any) -> dict[str, Any] | None:
     """GRPO's latest generation batch ({prompt, completion, rewards, advantages, ...}); None for other trainers."""
-    logs = getattr(trainer, COMPLETION_LOG, None)
+    logs = getattr(trainer, "_logs", None)
     if logs is not None:
-        reached[COMPLETION_LOG] += 1
+        reached["_logs"] += 1
     return logs
 
 

@@ -23,14 +23,11 @@ with dropout, the same distribution (different draws, as between any two runs).
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from pipeline.train.levers.compact_decoding import drop_finished_rows
-from pipeline.train.levers.fast_generation import FastGenerationGRPOTrainer
-from pipeline.train.levers.prefill_once import prefill_once
 from pipeline.train.levers.prefix_mask import PackedRows, group_rows, pack, shares_a_prefix
 from pipeline.train.trl_surface import reached
 
@@ -117,85 +114,51 @@ def packed_forward(model: torch.nn.Module, packed: PackedRows, compute_entropy: 
 
 
 class SaysOnce:
-    """`_say(message)` logs each distinct message once per trainer (a fallback reason, the first packed shape)."""
+    """`says(kind, message)` logs the first message of each kind (a fallback reason, the first packed shape) once
+    per trainer: the same kind of line with other numbers in it does not repeat every step."""
 
-    _said: set[str]
-
-    def _say(self, message: str) -> None:
-        if message not in self._said:
-            self._said.add(message)
-            log.info("shared_prefix: %s", message)
-
-
-class SharedPrefixGRPOTrainer(SaysOnce, FastGenerationGRPOTrainer):
-    """FastGenerationGRPOTrainer whose log-prob forwards compute each prompt once per group when `shared_prefix`."""
-
-    def __init__(self, *args: Any, shared_prefix: bool = False, prefill_once: bool = False,
-                 drop_finished_rows: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.shared_prefix = shared_prefix
-        # ZeRO-3 generates through gathered parameters of a wrapper the prefill would not go through
-        self._prefill_once = prefill_once and not self.use_vllm and not (
-            self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3)
-        self._drop_finished_rows = drop_finished_rows and not self.use_vllm
+    def __init__(self, lever: str) -> None:
+        self.lever = lever
         self._said: set[str] = set()
 
-    def generation_context(self) -> AbstractContextManager[Any]:
-        stack = super().generation_context()
-        if self._prefill_once:
-            stack.enter_context(prefill_once(self.accelerator.unwrap_model(self.model)))
-        if self._drop_finished_rows:
-            # entered last, so its loop reaches generate through prefill_once's wrapper
-            stack.enter_context(drop_finished_rows(self.accelerator.unwrap_model(self.model)))
-        return stack
+    def __call__(self, kind: str, message: str) -> None:
+        if kind not in self._said:
+            self._said.add(kind)
+            log.info("%s: %s", self.lever, message)
 
-    def _prepare_inputs(self, generation_batch):
-        before = self._buffered_inputs
-        inputs = super()._prepare_inputs(generation_batch)
-        if not (self.shared_prefix and self.model.training and self._buffered_inputs is not before):
-            return inputs
-        reason = self._partition_matters()
-        if reason is not None:
-            self._say(f"micro-batches keep TRL's shuffled rows ({reason})")
-            return inputs
-        reached["_prepare_inputs"] += 1
-        self._buffered_inputs = group_micro_batches(self._buffered_inputs)
-        return self._buffered_inputs[self._step % self.args.steps_per_generation]
 
-    def _partition_matters(self) -> str | None:
-        if self.loss_type == "bnpo":
-            return "loss_type bnpo normalises by each micro-batch's tokens"
-        if self.top_entropy_quantile < 1.0 or self._entropy_bonus_enabled:
-            return "the entropy mask/bonus is computed per micro-batch"
-        if any(key in self._buffered_inputs[0] for key in ("pixel_values", "image_grid_thw")):
-            return "image inputs"
-        return None
+def regroup_blocker(trainer: Any, buffered: list[dict[str, Any]]) -> str | None:
+    """Why micro-batches must keep TRL's shuffled rows (the loss depends on which rows share one); None when whole
+    groups per micro-batch give the same loss."""
+    if trainer.loss_type == "bnpo":
+        return "loss_type bnpo normalises by each micro-batch's tokens"
+    if trainer.top_entropy_quantile < 1.0 or trainer._entropy_bonus_enabled:
+        return "the entropy mask/bonus is computed per micro-batch"
+    if any(key in buffered[0] for key in ("pixel_values", "image_grid_thw")):
+        return "image inputs"
+    return None
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
-                                           compute_entropy=False, compute_aux_loss=False, **extra):
-        reason = blocker(model, input_ids.device, compute_aux_loss, extra) if self.shared_prefix else "off"
-        if reason is not None:
-            if reason != "off":
-                self._say(f"per-row forwards instead ({reason})")
-            return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
-                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **extra)
-        reached["_get_per_token_logps_and_entropies"] += 1
-        batch_size = batch_size or input_ids.size(0)
-        width = input_ids.size(1) - logits_to_keep
-        logps, entropies = [], []
-        # the same chunks as TRL's loop, so memory peaks where the per-row path's do
-        for start in range(0, input_ids.size(0), batch_size):
-            ids, mask = input_ids[start : start + batch_size], attention_mask[start : start + batch_size]
-            packed = pack(ids, mask, logits_to_keep) if shares_a_prefix(ids[:, :width], mask[:, :width]) else None
-            if packed is None:
-                chunk_logps, chunk_entropy, _ = super()._get_per_token_logps_and_entropies(
-                    model, ids, mask, logits_to_keep, compute_entropy=compute_entropy)
-            else:
-                self._say(f"each prompt forwarded once per group ({len(ids)} rows -> {len(packed.input_ids)} "
-                          f"packed rows of {packed.input_ids.size(1)} tokens in the first such forward)")
-                with self.accelerator.autocast():
-                    chunk_logps, chunk_entropy = packed_forward(model, packed, compute_entropy)
-            logps.append(chunk_logps)
-            entropies.append(chunk_entropy)
-        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+def packed_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
+                 batch_size: int, compute_entropy: bool, per_row: Callable[..., Any], autocast: Any, says: SaysOnce,
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """TRL's (log-probs, entropies) of the completion tokens, each chunk's prompts forwarded once per group;
+    `per_row(model, ids, mask, logits_to_keep, compute_entropy=...)` is TRL's own path for a chunk where no prompt
+    repeats."""
+    reached["_get_per_token_logps_and_entropies"] += 1
+    width = input_ids.size(1) - logits_to_keep
+    logps, entropies = [], []
+    # the same chunks as TRL's loop, so memory peaks where the per-row path's do
+    for start in range(0, input_ids.size(0), batch_size):
+        ids, mask = input_ids[start : start + batch_size], attention_mask[start : start + batch_size]
+        packed = pack(ids, mask, logits_to_keep) if shares_a_prefix(ids[:, :width], mask[:, :width]) else None
+        if packed is None:
+            chunk_logps, chunk_entropy, _ = per_row(model, ids, mask, logits_to_keep, compute_entropy=compute_entropy)
+        else:
+            says("packed", f"each prompt forwarded once per group ({len(ids)} rows -> {len(packed.input_ids)} packed "
+                           f"rows of {packed.input_ids.size(1)} tokens in the first such forward)")
+            with autocast():
+                chunk_logps, chunk_entropy = packed_forward(model, packed, compute_entropy)
+        logps.append(chunk_logps)
+        entropies.append(chunk_entropy)
+    return torch.cat(logps), torch.cat(entropies) if compute_entropy else None

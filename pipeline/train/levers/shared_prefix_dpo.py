@@ -36,13 +36,13 @@ from pipeline.train.trl_surface import reached
 _ROW_KEYS = {"input_ids", "attention_mask", "completion_mask", "ref_chosen_logps", "ref_rejected_logps"}
 
 
-class SharedPrefixDPOTrainer(SaysOnce, DPOTrainer):
+class SharedPrefixDPOTrainer(DPOTrainer):
     """DPOTrainer whose policy and reference forwards compute each prompt once per pair when `shared_prefix`."""
 
     def __init__(self, *args: Any, shared_prefix: bool = False, **kwargs: Any) -> None:
         # before TRL's __init__: precompute_ref_log_probs scores the reference from there
         self.shared_prefix = shared_prefix
-        self._said = set()
+        self.says = SaysOnce("shared_prefix")
         super().__init__(*args, **kwargs)
 
     def _compute_loss(self, model, inputs, return_outputs):
@@ -64,11 +64,12 @@ class SharedPrefixDPOTrainer(SaysOnce, DPOTrainer):
         rows = inputs["input_ids"]
         packed = None if reason else pack_pairs(rows, inputs["attention_mask"], inputs["completion_mask"])
         if packed is None:
-            self._say(f"per-row forwards instead ({reason or 'a row is not [prompt, completion, padding]'})")
+            reason = reason or "a row is not [prompt, completion, padding]"
+            self.says(reason, f"per-row forwards instead ({reason})")
             yield
             return
         num, size = packed.input_ids.shape
-        self._say(f"each prompt forwarded once per pair ({len(rows)} rows -> {num} packed rows of {size} tokens "
+        self.says("packed", f"each prompt forwarded once per pair ({len(rows)} rows -> {num} packed rows of {size} tokens "
                   "in the first such forward)")
         with _rerouted(scorers, rows, packed):
             yield

@@ -16,7 +16,7 @@ from trl import GRPOConfig
 from pipeline.config.plan import RunPlan
 from pipeline.config.stage_schemas import GenerationEngine, GRPOStageConfig
 from pipeline.rewards import build_reward_funcs, place_reward_models
-from pipeline.train.levers.shared_prefix import SharedPrefixGRPOTrainer
+from pipeline.train.levers.grpo_trainer import GRPOLevers, LeveredGRPOTrainer
 from pipeline.train.stages.finish import finish, train
 from pipeline.train.stages.prepare import prepare, trainer_inputs
 from pipeline.train.stages.trl_args import trl_args
@@ -51,12 +51,10 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
         use_transformers_continuous_batching=cfg.hw.continuous_batching,
         **generation_engine(stage),
     ))
-    trainer = SharedPrefixGRPOTrainer(
-        args=args, reward_funcs=reward_funcs, **trainer_inputs(plan, prep),
-        merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
-        shared_prefix=stage.shared_prefix, prefill_once=stage.prefill_once,
-        drop_finished_rows=stage.drop_finished_rows,
-    )
+    levers = GRPOLevers(merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
+                        shared_prefix=stage.shared_prefix, prefill_once=stage.prefill_once,
+                        drop_finished_rows=stage.drop_finished_rows)
+    trainer = LeveredGRPOTrainer(args=args, reward_funcs=reward_funcs, levers=levers, **trainer_inputs(plan, prep))
     # reward models (reward.terms.*.model) score on this rank's training device, frozen, loaded at their first call
     place_reward_models(reward_funcs, trainer.accelerator.device)
     train(plan, trainer, prep)

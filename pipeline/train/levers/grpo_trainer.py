@@ -1,0 +1,116 @@
+"""The GRPO trainer: TRL's GRPOTrainer plus our speed and memory levers, one leaf over TRL's class.
+
+It overrides only the seams the levers need, and each seam hands over to a lever module of its own; every lever
+gives TRL's numbers (same distribution where it samples; tests/train/levers/ compare with TRL's own path):
+
+| seam (TRL's)                            | levers                                                              |
+|-----------------------------------------|---------------------------------------------------------------------|
+| `_generate_single_turn` (one generation) | merged_lora, fast_sampling, prefill_once, compact_decoding           |
+| `compute_loss` (a training micro-batch)  | trim_padding                                                        |
+| `_prepare_inputs` (micro-batch split)    | shared_prefix: whole groups per micro-batch                         |
+| `_get_per_token_logps_and_entropies`     | shared_prefix: each prompt forwarded once per group                 |
+
+Which levers apply is decided once, when the trainer is built (`GRPOLevers.applicable`): vLLM generation skips the
+generation levers, ZeRO-3 skips the merge (a rank holds a shard of each weight) and the shared prefill.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from trl import GRPOTrainer
+
+from pipeline.train.levers.compact_decoding import drop_finished_rows
+from pipeline.train.levers.fast_sampling import inverse_cdf_sampling
+from pipeline.train.levers.merged_lora import merged_lora, mergeable
+from pipeline.train.levers.prefill_once import prefill_once
+from pipeline.train.levers.shared_prefix import SaysOnce, blocker, group_micro_batches, packed_logps, regroup_blocker
+from pipeline.train.levers.trim_padding import trim_padding
+from pipeline.train.trl_surface import reached
+
+
+@dataclass(frozen=True)
+class GRPOLevers:
+    """Which levers a GRPO run asks for (hw.* and stage.* keys of the same names)."""
+
+    merge_lora: bool = False
+    fast_sampling: bool = False
+    shared_prefix: bool = False
+    prefill_once: bool = False
+    drop_finished_rows: bool = False
+
+    def applicable(self, trainer: GRPOTrainer) -> GRPOLevers:
+        """The levers that can run under this trainer's setup (generation engine, ZeRO stage, adapter)."""
+        transformers_generation = not trainer.use_vllm
+        zero3 = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        return dataclasses.replace(
+            self,
+            merge_lora=self.merge_lora and transformers_generation and mergeable(model, zero3),
+            fast_sampling=self.fast_sampling and transformers_generation,
+            # ZeRO-3 generates through gathered parameters of a wrapper the prefill would not go through
+            prefill_once=self.prefill_once and transformers_generation and not zero3,
+            drop_finished_rows=self.drop_finished_rows and transformers_generation,
+        )
+
+
+class LeveredGRPOTrainer(GRPOTrainer):
+    """TRL's GRPOTrainer whose generation, micro-batches and log-prob forwards go through the levers asked for."""
+
+    def __init__(self, *args: Any, levers: GRPOLevers | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.levers = (levers or GRPOLevers()).applicable(self)
+        self.says = SaysOnce("shared_prefix")
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        reached["compute_loss"] += 1
+        return super().compute_loss(model, trim_padding(inputs), return_outputs, num_items_in_batch)
+
+    def _generate_single_turn(self, *args: Any, **kwargs: Any):
+        reached["_generate_single_turn"] += 1
+        with self._generation_levers():
+            return super()._generate_single_turn(*args, **kwargs)
+
+    def _generation_levers(self) -> ExitStack:
+        stack, levers = ExitStack(), self.levers
+        model = self.accelerator.unwrap_model(self.model)
+        if levers.merge_lora:
+            stack.enter_context(merged_lora(model))
+        if levers.fast_sampling:
+            stack.enter_context(inverse_cdf_sampling())
+        if levers.prefill_once:
+            stack.enter_context(prefill_once(model))
+        if levers.drop_finished_rows:
+            # entered last, so its loop reaches generate through prefill_once's wrapper
+            stack.enter_context(drop_finished_rows(model))
+        return stack
+
+    def _prepare_inputs(self, generation_batch):
+        before = self._buffered_inputs
+        inputs = super()._prepare_inputs(generation_batch)
+        if not (self.levers.shared_prefix and self.model.training and self._buffered_inputs is not before):
+            return inputs
+        reason = regroup_blocker(self, self._buffered_inputs)
+        if reason is not None:
+            self.says(reason, f"micro-batches keep TRL's shuffled rows ({reason})")
+            return inputs
+        reached["_prepare_inputs"] += 1
+        self._buffered_inputs = group_micro_batches(self._buffered_inputs)
+        return self._buffered_inputs[self._step % self.args.steps_per_generation]
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **extra):
+        per_row = super()._get_per_token_logps_and_entropies
+        reason = blocker(model, input_ids.device, compute_aux_loss, extra) if self.levers.shared_prefix else "off"
+        if reason is not None:
+            if reason != "off":
+                self.says(reason, f"per-row forwards instead ({reason})")
+            return per_row(model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                           compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **extra)
+        logps, entropies = packed_logps(model, input_ids, attention_mask, logits_to_keep,
+                                        batch_size or input_ids.size(0), compute_entropy, per_row,
+                                        self.accelerator.autocast, self.says)
+        return logps, entropies, None
