@@ -14,6 +14,9 @@ tokenizer). Shipped tasks (harness_tasks/): pipeline_heldout (the run's held-out
 answer check), pipeline_gsm8k (a local GSM8K file), pipeline_mcq (our mcq format, as multiple choice). Their data is
 written beside the run's eval/ with a task YAML that includes the shipped one, so the package stays read-only.
 
+limit=N takes the first N documents of each task, batch_size=N is the server's max_batch (8), max_new_tokens=N the
+held-out task's answer budget (else the run's stage.eval_max_new_tokens).
+
 Writes <run>/eval/harness.json, per-document samples under eval/harness_samples/, a "harness" entry in
 summary.json and TensorBoard scalars harness/<task>/<metric> in <run>/tb (the base at step 0, the tuned model at
 its last step, the best one at its step): one chart shows before and after."""
@@ -240,8 +243,11 @@ def _record(run_dir: Path, report: dict) -> None:
 
     dirs = RunDir(run_dir)
     if dirs.summary.is_file():
+        # merged task by task: an earlier harness= run's other tasks stay in the summary
         summary = json.loads(dirs.summary.read_text())
-        write_json_atomic(dirs.summary, {**summary, "harness": report["models"]})
+        kept = summary.get("harness") or {}
+        merged = {name: {**kept.get(name, {}), **tasks} for name, tasks in report["models"].items()}
+        write_json_atomic(dirs.summary, {**summary, "harness": {**kept, **merged}})
     final_step = json.loads(dirs.summary.read_text()).get("steps", 0) if dirs.summary.is_file() else 0
     best_note = dirs.best / "best.json"
     best_step = json.loads(best_note.read_text()).get("step", final_step) if best_note.is_file() else final_step
