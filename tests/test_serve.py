@@ -131,8 +131,10 @@ def test_malformed_requests_get_400_naming_the_field(client: openai.OpenAI, serv
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="tiny-sft", messages=[{"role": "user", "content": 3}])
     assert err.value.status_code == 400 and "messages.0.content" in err.value.message
-    with pytest.raises(openai.BadRequestError, match="'gpt-4' is not served here"):
+    with pytest.raises(openai.NotFoundError, match="'gpt-4' does not exist") as missing:
         client.chat.completions.create(model="gpt-4", messages=CHAT)
+    assert missing.value.code == "model_not_found" and missing.value.param == "model"
+    assert missing.value.body["type"] == "invalid_request_error" and "tiny-sft" in missing.value.message
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
         ask(client, max_tokens=0)
 

@@ -50,7 +50,9 @@ def browser() -> Iterator[object]:
 
 
 def server_answer(url: str, messages: list[dict[str, str]]) -> str:
-    body = json.dumps({"model": "run", "messages": messages, "max_tokens": MAX_TOKENS}).encode()
+    with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as response:
+        model = json.loads(response.read())["data"][0]["id"]  # the run's default name, as the page uses it
+    body = json.dumps({"model": model, "messages": messages, "max_tokens": MAX_TOKENS}).encode()
     request = urllib.request.Request(f"{url}/v1/chat/completions", data=body,
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=120) as response:

@@ -4,8 +4,11 @@
     python -m pipeline.tools.evaluate outputs/grpo/RUN compare=base     # base vs tuned, one table
     python -m pipeline.tools.evaluate outputs/grpo/RUN compare=outputs/grpo/OTHER limit=50 max_new_tokens=32
     python -m pipeline.tools.evaluate outputs/grpo/RUN which=best       # <run>/best/ (eval.every_steps=N runs)
+    python -m pipeline.tools.evaluate outputs/grpo/RUN harness=pipeline_heldout compare=base   # lm-eval tasks
 
 Writes <run>/eval/eval.json and the predictions per problem (predictions.csv for MCQ data, else .jsonl).
+harness=TASKS runs lm-evaluation-harness instead, against our own server (pipeline/tools/harness.py says how and
+where its results land).
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ from pathlib import Path
 from pipeline.config.run_dir import RunDir, write_json_atomic
 from pipeline.data import load_stage_data
 from pipeline.tools.options import parse_options
-from pipeline.tools.tuned import RunDirError, load_tuned, load_untuned, run_config
+from pipeline.tools.tuned import RunDirError, final_dir, load_tuned, load_untuned, run_config
 from pipeline.train.observe.heldout import heldout_accuracy
 
 # ---- CLI: python -m pipeline.tools.evaluate RUN_DIR [compare=base|RUN_DIR] [limit=N] ... ---------------------
 
 OPTIONS = {"compare": str, "limit": int, "max_new_tokens": int, "batch_size": int, "eval_path": str, "out": str,
-           "which": str}
+           "which": str, "harness": str, "harness.include_path": str, "harness.gsm8k": str, "harness.mcq": str}
 
 
 def is_mcq(data_format: str, golds: list[str]) -> bool:
@@ -33,9 +36,30 @@ def is_mcq(data_format: str, golds: list[str]) -> bool:
     return data_format == "mcq" or all(str(g).strip().upper() in ("A", "B", "C", "D") for g in golds)
 
 
+def model_loaders(run_dir: Path, cfg, which: str, compare: str | None) -> dict:
+    """{name: () -> (model, tokenizer)}: the base first when compared with it, then the tuned (or best) model."""
+    # which=best is reported as "best", so a table never passes the best step off as the final model
+    loaders = {"tuned" if which == "final" else which: lambda: load_tuned(run_dir, cfg, which)}
+    if compare == "base":
+        loaders = {"base": lambda: load_untuned(run_dir, cfg), **loaders}
+    elif compare:
+        loaders[Path(compare).name] = lambda: load_tuned(Path(compare))
+    return loaders
+
+
 def evaluate_run(run_dir: Path, **opts) -> dict:
-    """Measure the run's tuned model (and `compare`) on its held-out split; write eval.json + predictions."""
+    """Measure the run's tuned model (and `compare`) on its held-out split; write eval.json + predictions.
+    With harness=TASKS, lm-evaluation-harness's tasks instead (pipeline.tools.harness)."""
     cfg = run_config(run_dir)
+    if opts.get("harness"):
+        from pipeline.tools.harness import evaluate_harness
+
+        which = opts.get("which") or "final"
+        final_dir(run_dir, which)  # a missing best/ or final/ is said before any model loads
+        return evaluate_harness(run_dir, cfg, model_loaders(run_dir, cfg, which, opts.get("compare")),
+                                Path(opts.get("out") or RunDir(run_dir).eval), opts)
+    if any(key.startswith("harness.") for key in opts):
+        raise SystemExit("harness.*= options need harness=TASKS (e.g. harness=pipeline_heldout).")
     if opts.get("eval_path"):
         cfg = replace(cfg, data=replace(cfg.data, eval_path=opts["eval_path"], eval_split=None, eval_size=0))
     problems = load_stage_data(cfg.data, cfg.stage.name, cfg.seed).eval_prompts
@@ -44,14 +68,8 @@ def evaluate_run(run_dir: Path, **opts) -> dict:
                          "eval_path=FILE (prompt/answer rows), or train with data.eval_size=N or data.eval_path.")
     if opts.get("limit"):
         problems = problems.select(range(min(opts["limit"], len(problems))))
-    compare = opts.get("compare")
     which = opts.get("which") or "final"
-    # which=best is reported as "best", so a table never passes the best step off as the final model
-    loaders = {"tuned" if which == "final" else which: lambda: load_tuned(run_dir, cfg, which)}
-    if compare == "base":
-        loaders = {"base": lambda: load_untuned(run_dir, cfg), **loaders}
-    elif compare:
-        loaders[Path(compare).name] = lambda: load_tuned(Path(compare))
+    loaders = model_loaders(run_dir, cfg, which, opts.get("compare"))
     out = Path(opts.get("out") or RunDir(run_dir).eval)
     results, rows = {}, None
     for name, load in loaders.items():
@@ -108,7 +126,12 @@ def main(argv: list[str] | None = None) -> None:
         report = evaluate_run(args.run_dir, **parse_options(args.options, OPTIONS))
     except RunDirError as err:
         raise SystemExit(str(err)) from None
-    print(format_table(report))
+    if "tasks" in report:
+        from pipeline.tools.harness import format_harness_table
+
+        print(format_harness_table(report))
+    else:
+        print(format_table(report))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@
 
 Routes: /v1/models, /v1/chat/completions and /v1/completions (stream=true for server-sent events), /health,
 /stats (batching counters) and the chat page at /. Concurrent requests are decoded together in padded batches
-(max_batch=, batch_wait_ms=); temperature 0 or absent is greedy. Binds 127.0.0.1 unless host= says otherwise:
-there is no TLS, so put a proxy in front before exposing it."""
+(max_batch=, batch_wait_ms=); temperature 0 or absent is greedy, `seed` makes sampling repeatable, `n` choices
+are sampled in one batch, `logprobs` (chat: true + top_logprobs; completions: an int) and `echo` (the prompt's
+own log-probs, what lm-evaluation-harness's loglikelihood tasks send) are served. The model is named
+<stage>-<run id> unless name= says otherwise. Binds 127.0.0.1 unless host= says otherwise: there is no TLS, so put
+a proxy in front before exposing it."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import sys
 import threading
 import webbrowser
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.tools.options import parse_options
 
@@ -35,15 +38,23 @@ def load_served(path: Path, which: str = "final", name: str | None = None, max_b
                 batch_wait_ms: float = 20.0, max_tokens: int = 256) -> Served:
     """Load the model and start its batcher; the API key comes from the environment only."""
     # torch and transformers load here, not at import: main() checks the arguments first, in a second.
-    from pipeline.tools.serving.api import Served
-    from pipeline.tools.serving.batcher import Batcher
     from pipeline.tools.tuned import load_model_or_run
 
     model, tokenizer = load_model_or_run(path, which)
+    return make_served(model, tokenizer, name or default_name(path), max_batch, batch_wait_ms, max_tokens,
+                       api_key=os.environ.get(API_KEY_ENV) or None)
+
+
+def make_served(model: Any, tokenizer: Any, name: str, max_batch: int = 8, batch_wait_ms: float = 20.0,
+                max_tokens: int = 256, api_key: str | None = None) -> Served:
+    """A loaded model behind its batcher, under `name`."""
+    from pipeline.tools.serving.api import Served
+    from pipeline.tools.serving.batcher import Batcher
+
     context = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
-    return Served(model_id=name or _default_name(path), tokenizer=tokenizer,
+    return Served(model_id=name, tokenizer=tokenizer,
                   batcher=Batcher(model, tokenizer, max_batch=max_batch, wait_s=batch_wait_ms / 1000),
-                  context=context, default_max_tokens=max_tokens, api_key=os.environ.get(API_KEY_ENV) or None)
+                  context=context, default_max_tokens=max_tokens, api_key=api_key)
 
 
 def serve(served: Served, host: str = "127.0.0.1", port: int = 8000, open_page: bool = False) -> None:
@@ -95,10 +106,35 @@ def _has_display() -> bool:
     return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _default_name(path: Path) -> str:
-    # A run is named by its run id; an export by its run's id too (outputs/<stage>/<run_id>/export).
+def default_name(path: Path) -> str:
+    """<stage>-<run id> for a run (or its export, final/ or best/), else the directory's name. Never a bare number:
+    clients that parse their arguments (lm-evaluation-harness's model_args) turn a run id like 20261202_193751
+    into an int, and the model name they send back no longer matches."""
     path = path.resolve()
-    return path.parent.name if path.name in ("export", "final", "best") else path.name
+    run = path.parent if path.name in ("export", "export_best", "final", "best") else path
+    stage = _stage_of(run)
+    name = f"{stage}-{run.name}" if stage else path.name
+    return name if not _numeric(name) else f"model-{name}"
+
+
+def _stage_of(run: Path) -> str | None:
+    from omegaconf import OmegaConf
+
+    from pipeline.config.run_dir import RunDir
+
+    config = RunDir(run).config
+    try:
+        return str(OmegaConf.select(OmegaConf.load(config), "stage.name")) if config.is_file() else None
+    except Exception:  # an unreadable config only costs the nicer name
+        return None
+
+
+def _numeric(name: str) -> bool:
+    try:
+        float(name)  # also reads "20261202_193751", underscores and all, as Python's int() does
+    except ValueError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

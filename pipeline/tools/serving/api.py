@@ -11,7 +11,7 @@ import dataclasses
 import hmac
 import html
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -22,10 +22,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from pipeline.tools.serving.batcher import Batcher
-from pipeline.tools.serving.decode import Delta, Done, Event, Failed, Row
-from pipeline.tools.serving.responses import Shape, error_body, sse
-from pipeline.tools.serving.schemas import ChatRequest, CompletionRequest
+from pipeline.tools.serving.decode import Delta, Done, Event, Failed, Prompt, Row, TokenLogprob
+from pipeline.tools.serving.responses import Choice, Shape, TokenNames, error_body, sse
+from pipeline.tools.serving.schemas import ChatRequest, CompletionRequest, FieldError
 from pipeline.train.model.templates import prompt_ids
+
+# sequences (prompts x n) one request may ask for; each is a row of some batch
+MAX_ROWS = 256
 
 
 @dataclass
@@ -64,6 +67,7 @@ def create_app(served: Served) -> FastAPI:
                            kind="authentication_error")
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorized)])
+    names = TokenNames(served.tokenizer)
 
     @v1.get("/models")
     def models() -> dict[str, Any]:
@@ -73,6 +77,7 @@ def create_app(served: Served) -> FastAPI:
     @v1.post("/chat/completions", response_model=None)
     async def chat_completions(body: ChatRequest) -> dict[str, Any] | StreamingResponse:
         _check_model(served, body.model)
+        _checked(body)
         if served.tokenizer.chat_template is None:
             raise ApiError(400, "this model's tokenizer has no chat template. Fix: send raw text to "
                            "/v1/completions.", param="messages")
@@ -80,13 +85,20 @@ def create_app(served: Served) -> FastAPI:
             ids = prompt_ids(served.tokenizer, [m.as_turn() for m in body.messages])
         except Exception as err:  # the template's own checks, e.g. roles that do not alternate
             raise ApiError(400, f"messages: the chat template refused them: {err}", param="messages") from None
-        return await _answer(served, body, ids, Shape(served.model_id, chat=True), "messages")
+        shape = Shape(served.model_id, chat=True, names=names, logprobs=body.logprob_count(), n=body.n)
+        return await _answer(served, body, [ids], shape, "messages")
 
     @v1.post("/completions", response_model=None)
     async def completions(body: CompletionRequest) -> dict[str, Any] | StreamingResponse:
         _check_model(served, body.model)
-        ids = served.tokenizer(body.prompt)["input_ids"]
-        return await _answer(served, body, ids, Shape(served.model_id, chat=False), "prompt")
+        _checked(body)
+        # Token ids are used as given (what harnesses send, having counted the context's tokens themselves).
+        prompts = [served.tokenizer(p)["input_ids"] if isinstance(p, str) else _token_prompt(served, p)
+                   for p in body.prompts()]
+        echoes = [p if isinstance(p, str) else served.tokenizer.decode(p) for p in body.prompts()] \
+            if body.echo else None
+        shape = Shape(served.model_id, chat=False, names=names, logprobs=body.logprob_count(), n=body.n)
+        return await _answer(served, body, prompts, shape, "prompt", echoes)
 
     app.include_router(v1)
 
@@ -112,70 +124,121 @@ def create_app(served: Served) -> FastAPI:
 
 def _check_model(served: Served, model: str) -> None:
     if model != served.model_id:
-        raise ApiError(400, f"model: {model!r} is not served here; this server serves {served.model_id!r} "
-                       "(GET /v1/models).", param="model", code="model_not_found")
+        raise ApiError(404, f"The model {model!r} does not exist: this server serves {served.model_id!r} "
+                       f"(GET /v1/models). Fix: send model={served.model_id!r}.", param="model",
+                       code="model_not_found")
 
 
-async def _answer(served: Served, body: ChatRequest | CompletionRequest, ids: list[int], shape: Shape,
-                  prompt_field: str) -> dict[str, Any] | StreamingResponse:
-    budget = body.token_budget() or served.default_max_tokens
-    if len(ids) + budget > served.context:
-        raise ApiError(400, f"{prompt_field}: {len(ids)} prompt tokens + max_tokens={budget} exceed the model's "
-                       f"context of {served.context} tokens. Fix: shorten the {prompt_field} or lower max_tokens.",
-                       param=prompt_field, code="context_length_exceeded")
+def _checked(body: ChatRequest | CompletionRequest) -> None:
+    try:
+        body.check()
+    except FieldError as err:
+        raise ApiError(400, str(err), param=err.field) from None
+
+
+def _token_prompt(served: Served, ids: list[int]) -> list[int]:
+    vocab = len(served.tokenizer)
+    if bad := [i for i in ids if not 0 <= i < vocab]:
+        raise ApiError(400, f"prompt: token id {bad[0]} is outside this model's vocabulary (0..{vocab - 1}). Fix: "
+                       "tokenize with this model's tokenizer, or send text.", param="prompt")
+    return ids
+
+
+async def _answer(served: Served, body: ChatRequest | CompletionRequest, prompts: list[list[int]], shape: Shape,
+                  prompt_field: str, echoes: list[str] | None = None) -> dict[str, Any] | StreamingResponse:
+    budget = body.token_budget()
+    budget = served.default_max_tokens if budget is None else budget
+    for ids in prompts:
+        if len(ids) + budget > served.context:
+            raise ApiError(400, f"{prompt_field}: {len(ids)} prompt tokens + max_tokens={budget} exceed the model's "
+                           f"context of {served.context} tokens. Fix: shorten the {prompt_field} or lower "
+                           "max_tokens.", param=prompt_field, code="context_length_exceeded")
+    if len(prompts) * body.n > MAX_ROWS:
+        raise ApiError(400, f"{prompt_field}: {len(prompts)} prompts x n={body.n} is more than {MAX_ROWS} "
+                       "sequences in one request. Fix: split it into several requests.", param=prompt_field)
     events = _Events()
-    row = Row(ids, budget, body.temperature or 0.0, body.top_p or 1.0, tuple(body.stop or ()), body.seed,
-              emit=events.put)
-    served.batcher.submit(row)
+    echo = echoes is not None
+    choices = [Choice(p * body.n + j, echo=echoes[p] if echo else "") for p in range(len(prompts))
+               for j in range(body.n)]
+    rows = [Row(ids, budget, body.temperature or 0.0, body.top_p or 1.0, tuple(body.stop or ()), seed,
+                logprobs=shape.logprobs, echo=echo, emit=events.sender(p * body.n + j))
+            for p, ids in enumerate(prompts) for j, seed in enumerate(body.seeds())]
+    served.batcher.submit(rows)
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
-        return StreamingResponse(_stream(shape, events, row, usage), media_type="text/event-stream")
-    parts: list[str] = []
+        return StreamingResponse(_stream(shape, events, rows, choices, usage), media_type="text/event-stream")
     try:
-        while not isinstance(event := await events.get(), Done):
+        while any(c.done is None for c in choices):
+            index, event = await events.get()
             if isinstance(event, Failed):
                 raise ApiError(500, event.message, kind="server_error")
-            parts.append(event.text)
+            choice = choices[index]
+            if isinstance(event, Done):
+                choice.done = event
+            else:
+                choice.tokens.extend(event.logprobs)
+                if isinstance(event, Delta):
+                    choice.parts.append(event.text)
     finally:
-        row.cancelled.set()  # the client left mid-answer (or it is over): stop spending the batch's time on it
-    return shape.whole("".join(parts), event)
+        for row in rows:
+            row.cancelled.set()  # the client left mid-answer (or it is over): stop spending the batch's time on it
+    return shape.whole(choices)
 
 
-async def _stream(shape: Shape, events: _Events, row: Row, include_usage: bool) -> AsyncIterator[str]:
+async def _stream(shape: Shape, events: _Events, rows: list[Row], choices: list[Choice],
+                  include_usage: bool) -> AsyncIterator[str]:
+    offsets = [0] * len(choices)
+
+    def piece(index: int, text: str, tokens: tuple[TokenLogprob, ...], **kw: Any) -> str:
+        chunk = shape.chunk(index, text, tokens=tokens, offset=offsets[index], **kw)
+        if shape.names is not None:
+            offsets[index] += sum(len(shape.names.text(t.id)) for t in tokens)
+        return sse(chunk)
+
     try:
-        if shape.chat:
-            yield sse(shape.chunk("", first=True))
-        while True:
-            event = await events.get()
-            if isinstance(event, Delta):
-                yield sse(shape.chunk(event.text))
+        for c in choices:
+            if shape.chat:
+                yield sse(shape.chunk(c.index, "", first=True))
+        open_choices = len(choices)
+        while open_choices:
+            index, event = await events.get()
+            if isinstance(event, Prompt):
+                yield piece(index, choices[index].echo, event.logprobs)
+            elif isinstance(event, Delta):
+                yield piece(index, event.text, event.logprobs)
             elif isinstance(event, Failed):
                 yield sse(error_body(event.message, kind="server_error"))
                 break
             else:
-                yield sse(shape.chunk(finish_reason=event.finish_reason))
-                if include_usage:
-                    yield sse(shape.chunk(done=event))
-                break
+                choices[index].done = event
+                open_choices -= 1
+                yield sse(shape.chunk(index, finish_reason=event.finish_reason))
+        else:
+            if include_usage:
+                yield sse(shape.usage_chunk(choices))
         yield sse("[DONE]")
     finally:
-        row.cancelled.set()
+        for row in rows:
+            row.cancelled.set()
 
 
 class _Events:
-    """A row's events, handed from the batcher's thread to the request's event loop."""
+    """A request's events, each tagged with its choice, handed from the batcher's thread to the event loop."""
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
 
-    def put(self, event: Event) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
-        except RuntimeError:  # the loop closed (server shutting down): nobody is waiting any more
-            pass
+    def sender(self, index: int) -> Callable[[Event], None]:
+        def put(event: Event) -> None:
+            try:
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, (index, event))
+            except RuntimeError:  # the loop closed (server shutting down): nobody is waiting any more
+                pass
 
-    async def get(self) -> Event:
+        return put
+
+    async def get(self) -> tuple[int, Event]:
         return await self._queue.get()
 
 
@@ -192,7 +255,9 @@ def _add_error_handlers(app: FastAPI) -> None:
                                            f"character {problems[0]['loc'][-1]}"), status_code=400)
         fields = [".".join(str(part) for part in p["loc"] if part != "body") or "body" for p in problems]
         where = fields[0]
-        message = "; ".join(f"{f}: {p['msg']}" for f, p in zip(fields, problems, strict=True))
+        # pydantic prefixes our validators' messages with "Value error, ": the field name says enough
+        message = "; ".join(f"{f}: {p['msg'].removeprefix('Value error, ')}"
+                            for f, p in zip(fields, problems, strict=True))
         return JSONResponse(error_body(message, param=where), status_code=400)
 
     @app.exception_handler(HTTPException)

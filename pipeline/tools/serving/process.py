@@ -1,5 +1,6 @@
-"""A server in a child process on 127.0.0.1: started on a free port, waited for, and always stopped. For the tests
-and bench/serve_load.py, which must measure and check the server as users start it."""
+"""A server on 127.0.0.1, started on a free port, waited for, and always stopped: in a child process (the tests and
+bench/serve_load.py, which must measure and check the server as users start it), or in a thread serving a model
+this process already holds (the harness evaluation)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 STARTUP_S = 300  # imports (~8 s) and the model load (SmolLM2's first conversion ~25 s), on 2 busy cores
 
@@ -52,3 +55,28 @@ def server_process(module: str, *args: str, log: Path, env: dict[str, str] | Non
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def served_in_thread(served: Any, startup_s: float = 60.0) -> Iterator[str]:
+    """Serve an already loaded model from a thread of this process on a free 127.0.0.1 port; yields the base URL.
+    For tools that evaluate a model they hold (python -m pipeline.tools.evaluate RUN harness=...): no second load."""
+    import uvicorn
+
+    from pipeline.tools.serving.api import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(served), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="harness-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the in-process server on port {port} did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        served.batcher.close()

@@ -1,6 +1,7 @@
 """Request bodies of the OpenAI API as far as this server implements it, checked strictly: a wrong type is a 400
-naming the field, never a silent coercion ("0.5" is not a temperature). Fields that OpenAI clients send but this
-server does not use (user, logprobs, presence_penalty, ...) are accepted and ignored."""
+naming the field, never a silent coercion ("0.5" is not a temperature). A field this server cannot honour is a 400
+saying so when it asks for something (response_format json_object, a non-zero presence_penalty, tools, ...);
+fields that change nothing in the answer (user, metadata, store, ...) are accepted."""
 
 from __future__ import annotations
 
@@ -9,6 +10,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_STOPS = 4  # as OpenAI
+MAX_N = 16
+# OpenAI's legacy completions allow 5; vLLM, which evaluation harnesses also target, 20
+MAX_LOGPROBS = 20
+# fields OpenAI defines that would change the answer; each value listed here asks for nothing and is accepted
+UNSUPPORTED = {"presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "logit_bias": ({},), "tools": ([],),
+               "functions": ([],), "tool_choice": ("none", "auto"), "suffix": ("",)}
+
+
+class FieldError(ValueError):
+    """A request whose fields disagree with each other or ask for what is not served: a 400 naming `field`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
 
 
 class _Body(BaseModel):
@@ -46,10 +61,13 @@ class _Generation(_Body):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: list[str] | None = None
+    # with temperature > 0: the same seed and request give the same text, alone or batched with others
     seed: int | None = None
-    n: int = 1
+    # choices sampled together, in one batch
+    n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    response_format: dict[str, Any] | None = None
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -59,25 +77,79 @@ class _Generation(_Body):
             raise ValueError(f"give at most {MAX_STOPS} non-empty stop strings")
         return value
 
-    @field_validator("n")
+    @field_validator("response_format")
     @classmethod
-    def _one_choice(cls, value: int) -> int:
-        if value != 1:
-            raise ValueError("only n=1 is supported; send several requests (they are batched together)")
+    def _plain_text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        kind = (value or {}).get("type", "text")
+        if kind != "text":
+            raise ValueError(f"type {kind!r} is not supported: this server has no constrained decoding, so it "
+                             "cannot promise JSON. Fix: ask for JSON in the prompt and parse the answer, or send "
+                             "response_format={'type': 'text'} (or none)")
         return value
+
+    def check(self) -> None:
+        """Cross-field rules and unsupported asks, as FieldError (pydantic would name the whole body instead)."""
+        for name, value in (self.model_extra or {}).items():
+            if name in UNSUPPORTED and value is not None and value not in UNSUPPORTED[name]:
+                raise FieldError(name, f"{value!r} is not supported by this server. Fix: leave it out")
+
+    def seeds(self) -> list[int | None]:
+        # One generator per choice: choice j draws from seed + j, so n choices differ and choice 0 is the n=1 answer.
+        return [None if self.seed is None else self.seed + j for j in range(self.n)]
 
 
 class ChatRequest(_Generation):
     messages: list[Message] = Field(min_length=1)
     # the newer name of max_tokens in OpenAI's chat API
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+
+    def check(self) -> None:
+        super().check()
+        if self.top_logprobs is not None and not self.logprobs:
+            raise FieldError("top_logprobs", "needs logprobs=true. Fix: send logprobs=true with it")
 
     def token_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def logprob_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
 
 class CompletionRequest(_Generation):
-    prompt: str = Field(min_length=1)
+    # text, several texts, token ids, or several token-id lists (what lm-evaluation-harness sends)
+    prompt: str | list[str] | list[int] | list[list[int]]
+    # 0 with echo=true scores the prompt and generates nothing (loglikelihood requests)
+    max_tokens: int | None = Field(None, ge=0)
+    # the legacy shape: an int, how many alternatives to list per token (0: the chosen token's log-prob only)
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    # the prompt is put before the answer's text (and its tokens before the answer's log-probs)
+    echo: bool = False
+    best_of: int | None = Field(None, ge=1)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if not value or (isinstance(value, list) and any(isinstance(p, (str, list)) and not p for p in value)):
+            raise ValueError("give a non-empty text, a list of non-empty texts, or non-empty lists of token ids")
+        return value
+
+    def check(self) -> None:
+        super().check()
+        if self.max_tokens == 0 and not self.echo:
+            raise FieldError("max_tokens", "0 generates nothing. Fix: max_tokens >= 1, or echo=true (with "
+                             "logprobs=N) to score the prompt")
+        if self.best_of not in (None, self.n):
+            raise FieldError("best_of", f"{self.best_of} is not supported, only best_of = n. Fix: leave it out")
+
+    def prompts(self) -> list[str | list[int]]:
+        if isinstance(self.prompt, str) or isinstance(self.prompt[0], int):
+            return [self.prompt]
+        return list(self.prompt)
 
     def token_budget(self) -> int | None:
         return self.max_tokens
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
