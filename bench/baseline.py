@@ -43,7 +43,7 @@ def main(out_dir: Path, overrides: list[str]) -> None:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipeline.data import load_stage_data
+    from pipeline.data.loader import load_stage_data
 
     stage, hw = run.stage, run.hw
     rows = load_stage_data(run.data, stage.name, run.seed).train

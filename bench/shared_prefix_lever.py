@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))  # this checkout's pipeline, not another install o
 def generation_batch(run, tokenizer, completion: int, seed: int, groups: int | None) -> dict:
     import torch
 
-    from pipeline.data import load_stage_data
+    from pipeline.data.loader import load_stage_data
 
     rows = load_stage_data(run.data, "grpo", run.seed).train
     size = run.stage.num_generations
@@ -118,7 +118,7 @@ def dpo_trainer(run, path: str, tmp: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig
 
-    from pipeline.data import load_stage_data
+    from pipeline.data.loader import load_stage_data
     from pipeline.train.levers.shared_prefix_dpo import SharedPrefixDPOTrainer
 
     return SharedPrefixDPOTrainer(

@@ -16,9 +16,10 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from pipeline.config.checks import ConfigError, to_run_config
+from pipeline.config.data_schema import DataConfig
 from pipeline.config.enums import DataFormat, OnBadRow
-from pipeline.config.schema import DataConfig
-from pipeline.data import DataError, DropReport, load_stage_data
+from pipeline.data.errors import DataError, DropReport
+from pipeline.data.loader import load_stage_data
 from pipeline.train.checkpoint.resume import CheckpointError, check_checkpoint, mark_complete
 from tests.conftest import REPO, TINY, compose_config, run_pipeline
 
@@ -68,7 +69,7 @@ def every_row_too_long(tmp: Path) -> Callable[[], object]:
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from pipeline.train.runtime.guards import long_rows
+    from pipeline.train.stages.long_rows import long_rows
 
     tokenizer = AutoTokenizer.from_pretrained(str(REPO / "pipeline" / "assets" / "smollm2_tokenizer"))
     rows = Dataset.from_list([{"prompt": "a long enough prompt for sure", "completion": "yes"}] * 3)
@@ -137,7 +138,7 @@ def test_rows_over_max_length_are_counted_or_dropped() -> None:
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from pipeline.train.runtime.guards import long_rows
+    from pipeline.train.stages.long_rows import long_rows
 
     tokenizer = AutoTokenizer.from_pretrained(str(REPO / "pipeline" / "assets" / "smollm2_tokenizer"))
 

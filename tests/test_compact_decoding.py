@@ -1,4 +1,4 @@
-"""Dropping finished rows from the decode batch (pipeline/train/levers/compact_decoding.py) samples what `generate` samples.
+"""Dropping finished rows from the decode batch (train/levers/compact_decoding.py) samples what `generate` samples.
 
 Each row's next token depends only on its own scores; with a sampler that is a fixed function of a row's
 distribution (inverse CDF at a constant point) both loops must then pick the same tokens row by row, which proves

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from pipeline.config.data_schema import ArithmeticConfig, DataConfig
 from pipeline.config.enums import DataFormat, OnBadRow
-from pipeline.config.schema import ArithmeticConfig, DataConfig
-from pipeline.data import DataError, DropReport, load_stage_data, peek_columns
+from pipeline.data.errors import DataError, DropReport
+from pipeline.data.loader import load_stage_data
+from pipeline.data.sources import peek_columns
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -635,7 +637,7 @@ def test_data_error_message_and_drop_report() -> None:
 
 def test_import_and_peek_stay_light() -> None:
     code = (
-        "import sys; from pipeline.config.schema import DataConfig; from pipeline.data import peek_columns; "
+        "import sys; from pipeline.config.schema import DataConfig; from pipeline.data.sources import peek_columns; "
         f"cols = peek_columns(DataConfig(name='t', path={str(FIXTURES / 'qa.jsonl')!r})); "
         "heavy = [m for m in ('torch', 'datasets', 'transformers', 'pyarrow') if m in sys.modules]; "
         "print(sorted(cols), heavy)"

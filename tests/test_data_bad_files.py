@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config.data_schema import DataConfig
 from pipeline.config.enums import OnBadRow
-from pipeline.config.schema import DataConfig
-from pipeline.data import DataError, load_stage_data, peek_columns
-from pipeline.data.errors import SHOWN_BAD_ROWS, BadRowsError
+from pipeline.data.errors import SHOWN_BAD_ROWS, BadRowsError, DataError
+from pipeline.data.loader import load_stage_data
+from pipeline.data.sources import peek_columns
 
 GOOD = {"prompt": "What is 1 + 1?", "answer": "2"}
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config.checks import ConfigError, to_run_config
-from pipeline.config.schema import DataConfig, MixSourceConfig
-from pipeline.data import DataError, load_stage_data
+from pipeline.config.data_schema import DataConfig, MixSourceConfig
+from pipeline.data.errors import DataError
+from pipeline.data.loader import load_stage_data
 from tests.conftest import compose_config
 
 DATA = Path(__file__).parent / "fixtures" / "data"

@@ -12,10 +12,11 @@ import pytest
 
 from pipeline.config.argv import quote_name_lists
 from pipeline.config.checks import ConfigError, to_run_config
-from pipeline.config.schema import DataConfig
+from pipeline.config.data_schema import DataConfig
 from pipeline.config.stage_table import STAGES, RowShape
-from pipeline.data import DataError, load_stage_data
+from pipeline.data.errors import DataError
 from pipeline.data.llamafactory import entry_converter
+from pipeline.data.loader import load_stage_data
 from pipeline.data.mixing import interleave, sample
 from pipeline.data.registry import parse_entry, registry_entries, registry_problems
 from tests.conftest import compose_config

@@ -11,9 +11,10 @@ from transformers import AutoTokenizer
 
 from pipeline.config.chat_templates import shipped_templates
 from pipeline.config.checks import ConfigError, to_run_config
+from pipeline.config.data_schema import DataConfig
 from pipeline.config.enums import TrainOn
-from pipeline.config.schema import DataConfig, ModelConfig
-from pipeline.data import load_stage_data
+from pipeline.config.schema import ModelConfig
+from pipeline.data.loader import load_stage_data
 from pipeline.train.model.templates import (
     ChatTemplateError,
     assistant_token_rows,

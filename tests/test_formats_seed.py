@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config.data_schema import DataConfig
 from pipeline.config.enums import DataFormat, OnBadRow
-from pipeline.config.schema import DataConfig
-from pipeline.data import DataError, load_stage_data
+from pipeline.data.errors import DataError
+from pipeline.data.loader import load_stage_data
 from pipeline.data.predictions import write_predictions
 from tests.conftest import REPO
 

@@ -1,4 +1,4 @@
-"""Prefilling each distinct prompt once (pipeline/train/levers/prefill_once.py) samples what `generate` samples: the same
+"""Prefilling each distinct prompt once (train/levers/prefill_once.py) samples what `generate` samples: the same
 logits at every step (so the same distribution) and, from the same seed, the same tokens."""
 
 from __future__ import annotations

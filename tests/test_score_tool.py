@@ -1,4 +1,4 @@
-"""`python -m pipeline.score FILE reward=...`: per-term statistics of a JSONL of prompts and completions, offline."""
+"""`python -m pipeline.tools.score FILE reward=...`: per-term statistics of a JSONL of prompts and completions."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def write(path: Path, rows: list) -> Path:
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.score", *args], cwd=cwd, env=offline_env(),
+    return subprocess.run([sys.executable, "-m", "pipeline.tools.score", *args], cwd=cwd, env=offline_env(),
                           capture_output=True, text=True, timeout=300)
 
 

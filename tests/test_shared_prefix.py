@@ -1,4 +1,4 @@
-"""Shared-prefix GRPO forwards (pipeline/train/levers/shared_prefix.py, prefix_mask.py) give TRL's per-row numbers: log-probs,
+"""Shared-prefix GRPO forwards (train/levers/shared_prefix.py, prefix_mask.py) give TRL's per-row numbers: log-probs,
 entropies, TRL's own loss and its gradients, for LoRA and full fine-tuning, with and without the KL term (whose
 reference forward shares the prefix too), on batches laid out as TRL lays them out (left-padded prompts, shuffled
 rows, completions of different lengths, groups split across chunks)."""
@@ -17,8 +17,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from trl import GRPOConfig, GRPOTrainer
 
 from pipeline.train import trl_surface
-from pipeline.train.levers.prefix_mask import group_rows, pack
 from pipeline.train.levers.grpo_trainer import GRPOLevers, LeveredGRPOTrainer
+from pipeline.train.levers.prefix_mask import group_rows, pack
 from pipeline.train.levers.shared_prefix import blocker, group_micro_batches
 from tests.conftest import REPO, TINY, run_pipeline
 
@@ -52,7 +52,8 @@ def make_trainer(tmp_path, peft: bool, beta: float = 0.0, attn: str = "sdpa", sh
         reward_funcs=lambda completions, **_: [float(len(c)) for c in completions],
         train_dataset=Dataset.from_list([{"prompt": "1+1="}, {"prompt": "What is 12 + 30?"}]),
         peft_config=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0) if peft else None,
-        levers=GRPOLevers(shared_prefix=shared_prefix, prefill_once=prefill_once, drop_finished_rows=drop_finished_rows),
+        levers=GRPOLevers(shared_prefix=shared_prefix, prefill_once=prefill_once,
+                          drop_finished_rows=drop_finished_rows),
     )
     if peft:
         with torch.no_grad():  # B starts at zero: a trained-looking adapter makes the policy differ from the base

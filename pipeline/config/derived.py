@@ -13,9 +13,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from pipeline.config.data_schema import DataConfig
 from pipeline.config.enums import Device
 from pipeline.config.run_dir import RunDir
-from pipeline.config.schema import DataConfig, RunConfig
+from pipeline.config.schema import RunConfig
 from pipeline.config.stage_table import CHAINABLE, stage_spec
 
 REPO = Path(__file__).resolve().parents[2]

@@ -70,7 +70,7 @@ class DPOStageConfig(StageConfig):
     max_length: int = 1024
     label_smoothing: float = 0.0
     # Forward each prompt once per pair in the policy and reference passes ([prompt, chosen, rejected] as one packed
-    # row with a shared-prefix mask; same numbers as per-row, pipeline/train/levers/shared_prefix_dpo.py); per-row where it
+    # row with a shared-prefix mask; same numbers as per-row, train/levers/shared_prefix_dpo.py); per-row where it
     # can't apply. On by default: exact (tests/test_shared_prefix_dpo.py), faster in every measurement (bench/README).
     shared_prefix: bool = True
     # Reference log-probs scored once per training row before training (TRL's precompute_ref_log_probs) instead of
@@ -109,10 +109,10 @@ class GRPOStageConfig(StageConfig):
     # Give zero loss to completions cut at max_completion_length.
     mask_truncated_completions: bool = False
     # Forward each prompt once per group in the log-prob passes (prompt + its completions as one packed row with a
-    # shared-prefix mask; same numbers as per-row, pipeline/train/levers/shared_prefix.py); per-row where it can't apply.
+    # shared-prefix mask; same numbers as per-row, train/levers/shared_prefix.py); per-row where it can't apply.
     shared_prefix: bool = False
     # Prefill each distinct prompt once in generation and copy its KV cache to its rows (same samples;
-    # pipeline/train/levers/prefill_once.py); transformers generation only, not under ZeRO-3. On by default: exact, and it
+    # train/levers/prefill_once.py); transformers generation only, not under ZeRO-3. On by default: exact, and it
     # only removes work (G-1 of every G prompt prefills) without adding memory.
     prefill_once: bool = True
     # Rows that finished leave the decode batch, so a step costs only the rows still generating (same distribution;

@@ -13,9 +13,9 @@ import operator
 import random
 from collections.abc import Callable
 
-from pipeline.config.schema import ArithmeticConfig
+from pipeline.config.data_schema import ArithmeticConfig
 from pipeline.data.errors import DataError
-from pipeline.data.sources import Record
+from pipeline.data.files import Record
 
 SOURCE = "builtin:arithmetic"
 OPS: dict[str, Callable[[int, int], int]] = {"+": operator.add, "-": operator.sub, "*": operator.mul}

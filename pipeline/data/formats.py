@@ -18,7 +18,7 @@ from pipeline.data.rows import _alpaca_prompt, _assistant, _from_messages, _labe
 from pipeline.data.seed_formats import CONVERTERS
 
 if TYPE_CHECKING:
-    from pipeline.config.schema import DataConfig
+    from pipeline.config.data_schema import DataConfig
 
 # question/answer columns are too common to mean GSM8K: that format is used only when data.format says so.
 _EXPLICIT_ONLY = (DataFormat.gsm8k,)

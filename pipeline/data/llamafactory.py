@@ -23,7 +23,7 @@ from pipeline.data.errors import BadRow
 from pipeline.data.registry import Entry
 
 if TYPE_CHECKING:
-    from pipeline.config.schema import DataConfig
+    from pipeline.config.data_schema import DataConfig
 
 Message = dict[str, Any]
 Converter = Callable[[dict[str, Any]], dict[str, Any]]

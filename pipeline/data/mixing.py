@@ -9,7 +9,7 @@ from pipeline.config.stage_table import RowShape
 from pipeline.data.registry import dataset_names, registry_problems
 
 if TYPE_CHECKING:
-    from pipeline.config.schema import DataConfig, MixSourceConfig
+    from pipeline.config.data_schema import DataConfig, MixSourceConfig
 
 T = TypeVar("T")
 
@@ -35,7 +35,7 @@ def interleave(sources: list[list[T]], seed: int) -> list[T]:
 
 def mix_sources(data: DataConfig) -> list[MixSourceConfig]:
     """data.mix, or one source per registry name of data.dataset."""
-    from pipeline.config.schema import MixSourceConfig
+    from pipeline.config.data_schema import MixSourceConfig
 
     return list(data.mix) or [MixSourceConfig(dataset=name) for name in dataset_names(data)]
 

@@ -21,7 +21,7 @@ from pipeline.rewards.mcq import extract_letter
 if TYPE_CHECKING:
     import datasets
 
-    from pipeline.config.schema import DataConfig
+    from pipeline.config.data_schema import DataConfig
 
 
 def write_predictions(data: DataConfig, run_dir: Path | RunDir, eval_rows: datasets.Dataset | None) -> Path | None:

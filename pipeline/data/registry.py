@@ -22,7 +22,7 @@ from pipeline.config.stage_table import STAGES, RowShape
 from pipeline.data.errors import DataError
 
 if TYPE_CHECKING:
-    from pipeline.config.schema import DataConfig
+    from pipeline.config.data_schema import DataConfig
 
 INFO_FILE = "dataset_info.json"
 FORMATTINGS = ("alpaca", "sharegpt")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.data.errors import BadRow, DataError
 
 if TYPE_CHECKING:
-    from pipeline.config.schema import DataConfig
+    from pipeline.config.data_schema import DataConfig
 
 Message = dict[str, str]
 ROLES = ("system", "user", "assistant")

@@ -26,7 +26,7 @@ from pipeline.data.registry import parse_entry
 from pipeline.rewards.answer import extract_boxed
 
 if TYPE_CHECKING:
-    from pipeline.config.schema import DataConfig
+    from pipeline.config.data_schema import DataConfig
 
 LETTERS = ("A", "B", "C", "D")
 # speaker -> LLaMA-Factory's default tag

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.config.run_dir import RunDir, write_json_atomic
-from pipeline.data import load_stage_data
+from pipeline.data.loader import load_stage_data
 from pipeline.tools.options import parse_options
 from pipeline.tools.tuned import RunDirError, final_dir, load_tuned, load_untuned, run_config
 from pipeline.train.observe.heldout import heldout_accuracy

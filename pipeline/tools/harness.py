@@ -179,7 +179,7 @@ def _prepare_tasks(run_dir: Path, cfg: RunConfig, tasks: list[str], folder: Path
 def _heldout_rows(run_dir: Path, cfg: RunConfig, opts: dict) -> tuple[list[dict], str | None]:
     from dataclasses import replace
 
-    from pipeline.data import load_stage_data
+    from pipeline.data.loader import load_stage_data
 
     if opts.get("eval_path"):
         cfg = replace(cfg, data=replace(cfg.data, eval_path=opts["eval_path"], eval_split=None, eval_size=0))

@@ -30,9 +30,10 @@ from typing import Any
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
+from pipeline.config.data_schema import DataConfig
 from pipeline.config.run_dir import replacing
-from pipeline.config.schema import DataConfig, RewardConfig
-from pipeline.data import load_stage_data
+from pipeline.config.schema import RewardConfig
+from pipeline.data.loader import load_stage_data
 from pipeline.rewards import build_reward_funcs, score_completions
 from pipeline.tools.tuned import RunDirError, load_plain, load_tuned, run_config
 from pipeline.train.observe.heldout import generate_texts

@@ -1,9 +1,9 @@
 """Score a JSONL file of prompts and completions with reward terms, offline, and print per-term statistics: check a
 reward (a judge's parser, a reward model's scale, a code test) before training with it.
 
-    python -m pipeline.score rows.jsonl reward=correctness_format
-    python -m pipeline.score rows.jsonl reward=model reward.terms.rm.model=outputs/rm/RUN out=scored.jsonl
-    python -m pipeline.score rows.jsonl reward=judge reward.terms.judge.url=http://127.0.0.1:8000/v1 \
+    python -m pipeline.tools.score rows.jsonl reward=correctness_format
+    python -m pipeline.tools.score rows.jsonl reward=model reward.terms.rm.model=outputs/rm/RUN out=scored.jsonl
+    python -m pipeline.tools.score rows.jsonl reward=judge reward.terms.judge.url=http://127.0.0.1:8000/v1 \
         reward.terms.judge.model=tiny reward.terms.judge.max_concurrency=16
 
 Each row has `prompt` (text or chat messages) and `completion` (text or messages); every other field is a data
@@ -129,7 +129,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.score", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.score", description=__doc__.splitlines()[0])
     parser.add_argument("file", type=Path, help="JSONL: prompt, completion and data columns per line")
     parser.add_argument("options", nargs="*", help=f"reward=NAME, reward.KEY=VALUE, key=value: {', '.join(OPTIONS)}")
     args = parser.parse_args(argv)

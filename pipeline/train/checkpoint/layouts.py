@@ -1,4 +1,4 @@
-"""What a complete checkpoint holds, for every layout the Trainer writes (pipeline.resume marks and checks them).
+"""What a complete checkpoint holds, for every layout the Trainer writes (resume.py marks and checks them).
 
 - One process or DDP: weights (model or LoRA adapter), `optimizer.pt`, `scheduler.pt`, `trainer_state.json`, and
   the RNG states: `rng_state.pth`, or `rng_state_<rank>.pth` from every rank.

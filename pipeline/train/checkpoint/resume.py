@@ -2,7 +2,7 @@
 checkpoint on SIGTERM/SIGINT.
 
 The Trainer writes `checkpoints/checkpoint-N/` file by file (model, optimizer, scheduler, RNG states, trainer
-state; under DeepSpeed a `global_stepN/` folder of per-rank ZeRO shards -- see pipeline/train/checkpoint/layouts.py). A process
+state; under DeepSpeed a `global_stepN/` folder of per-rank ZeRO shards -- see checkpoint/layouts.py). A process
 killed half-way leaves a folder that *looks* like a checkpoint; so only a folder holding `checkpoint_complete.json`
 -- written last, by rank 0, by rename, after every rank has written its own files, listing every file of every rank
 and its size -- counts as complete. Resuming checks the listed sizes again, so a truncated file is reported by name

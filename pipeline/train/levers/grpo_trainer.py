@@ -25,7 +25,7 @@ from trl import GRPOTrainer
 
 from pipeline.train.levers.compact_decoding import drop_finished_rows
 from pipeline.train.levers.fast_sampling import inverse_cdf_sampling
-from pipeline.train.levers.merged_lora import merged_lora, mergeable
+from pipeline.train.levers.merged_lora import mergeable, merged_lora
 from pipeline.train.levers.prefill_once import prefill_once
 from pipeline.train.levers.shared_prefix import SaysOnce, blocker, group_micro_batches, packed_logps, regroup_blocker
 from pipeline.train.levers.trim_padding import trim_padding

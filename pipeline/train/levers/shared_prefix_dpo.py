@@ -69,8 +69,8 @@ class SharedPrefixDPOTrainer(DPOTrainer):
             yield
             return
         num, size = packed.input_ids.shape
-        self.says("packed", f"each prompt forwarded once per pair ({len(rows)} rows -> {num} packed rows of {size} tokens "
-                  "in the first such forward)")
+        self.says("packed", f"each prompt forwarded once per pair ({len(rows)} rows -> {num} packed rows of "
+                           f"{size} tokens in the first such forward)")
         with _rerouted(scorers, rows, packed):
             yield
 

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from pipeline.config.enums import OnBadRow
 from pipeline.config.frozen import thawed
 from pipeline.config.plan import RunPlan
-from pipeline.data import StageData, load_stage_data
+from pipeline.data.loader import StageData, load_stage_data
 from pipeline.train.checkpoint.resume import resolve_resume
 from pipeline.train.model.build import build_model, check_device, explain_load_error, load_tokenizer, model_dir
 from pipeline.train.model.build import partitioned as is_sharded

@@ -44,7 +44,7 @@ def training_args(plan: RunPlan) -> dict[str, Any]:
         "logging_steps": stage.logging_steps,
         "save_strategy": "steps" if stage.save_steps > 0 else "no",
         "save_steps": stage.save_steps if stage.save_steps > 0 else 500,
-        # pipeline.train.checkpoint.resume keeps the newest checkpoint.keep complete checkpoints (the Trainer's own rotation
+        # checkpoint/resume.py keeps the newest checkpoint.keep complete checkpoints (the Trainer's own rotation
         # cannot tell a half-written checkpoint from a complete one).
         "save_total_limit": None,
         # SFT/DPO batches carry input_ids to count; GRPO counts its own tokens.
@@ -61,7 +61,7 @@ def training_args(plan: RunPlan) -> dict[str, Any]:
         # CUDA-only levers, refused elsewhere by validation (pipeline/config/gpu_levers.py)
         "use_liger_kernel": hw.liger_kernel,
         "tf32": True if hw.tf32 else None,
-        # a rank waiting longer than this on a collective fails (pipeline.train.runtime.distributed names it) instead of hanging
+        # a rank waiting longer than this on a collective fails (runtime/distributed.py names it) instead of hanging
         "ddp_timeout": hw.collective_timeout_s,
         # the zero profile's JSON; its "auto" values are filled from the values above, so they cannot disagree
         "deepspeed": _deepspeed_config(plan),
