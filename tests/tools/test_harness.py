@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, offline_env
+from tests.helpers.runs import REPO, offline_env
 
 MCQ = REPO / "tests" / "fixtures" / "formats" / "mcq.tsv"
 GSM8K = REPO / "tests" / "fixtures" / "formats" / "gsm8k.jsonl"

@@ -16,7 +16,7 @@ import openai
 import pytest
 import torch
 
-from tests.server_process import server
+from tests.helpers.servers import server
 
 CHAT = [{"role": "user", "content": "What is 2 + 3?"}]
 

@@ -1,0 +1,22 @@
+"""Our layouts against TRL's per-row path: one tolerance, one comparison, both paths on one trainer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+RTOL = 1e-5
+
+
+def both_paths(trainer, run) -> tuple:
+    """run(trainer) with the per-row path (TRL's own method) and with the shared-prefix path."""
+    results = []
+    for shared in (False, True):
+        trainer.levers = dataclasses.replace(trainer.levers, shared_prefix=shared)
+        results.append(run(trainer))
+    return tuple(results)
+
+
+def assert_same(shared: torch.Tensor, per_row: torch.Tensor) -> None:
+    torch.testing.assert_close(shared, per_row, rtol=RTOL, atol=RTOL * float(per_row.abs().max()))

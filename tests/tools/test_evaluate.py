@@ -1,0 +1,50 @@
+"""The tools for a finished run: evaluate (alone and compare=base), export (LoRA and QLoRA merge), chat.
+
+Runs are real 2-step trainings of the tiny model; the tools run as the user starts them (python -m ...)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.tools.evaluate import _write_outputs, is_mcq
+from tests.helpers.runs import run_tool
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_evaluate_compare_base_matches_the_runs_own_measurements(lora_run: Path) -> None:
+    proc = run_tool("evaluate", str(lora_run), "compare=base", cwd=lora_run.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "base" in proc.stdout and "tuned" in proc.stdout and "accuracy" in proc.stdout
+    report = json.loads((lora_run / "eval" / "eval.json").read_text())
+    summary = json.loads((lora_run / "summary.json").read_text())
+    assert report["problems"] == 8 and list(report["models"]) == ["base", "tuned"]
+    assert report["models"]["tuned"]["accuracy"] == summary["accuracy_after"]
+    assert report["models"]["base"]["accuracy"] == summary["accuracy_before"]
+    # Reloaded from disk, greedy: the same completions the run itself produced before and after training.
+    rows = jsonl(lora_run / "eval" / "predictions.jsonl")
+    after, before = jsonl(lora_run / "samples/eval_after.jsonl"), jsonl(lora_run / "samples/eval_before.jsonl")
+    assert [r["tuned_completion"] for r in rows] == [r["completion"] for r in after]
+    assert [r["base_completion"] for r in rows] == [r["completion"] for r in before]
+    assert any(r["tuned_completion"] != r["base_completion"] for r in rows), "the adapter was not applied"
+
+
+def test_evaluate_refuses_an_unfinished_run_and_bad_options(lora_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text((lora_run / "config.yaml").read_text())
+    proc = run_tool("evaluate", str(tmp_path))
+    assert proc.returncode == 1 and "did not finish" in proc.stderr and "resume=auto" in proc.stderr
+    proc = run_tool("evaluate", str(lora_run), "limt=3")
+    assert proc.returncode == 1 and "unknown option 'limt=3'" in proc.stderr
+
+
+def test_mcq_scoring_and_csv_predictions(tmp_path: Path) -> None:
+    assert is_mcq("mcq", ["1"]) and is_mcq("auto", ["A", "d "]) and not is_mcq("auto", ["A", "12"])
+    _write_outputs(tmp_path, {"models": {}}, [{"prompt": "q", "answer": "B", "tuned_completion": "B",
+                                               "tuned_correct": True}], mcq=True)
+    assert (tmp_path / "predictions.csv").read_text().splitlines() == [
+        "prompt,answer,tuned_completion,tuned_correct", "q,B,B,True"
+    ]
+    assert (tmp_path / "eval.json").exists()
