@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.runs import REPO, offline_env, train_tiny
+from tests.helpers.runs import E2E_FIXTURES, REPO, offline_env, train_tiny
 
 E2E_DIR = REPO / "tests" / "e2e"
-# a finished run through pipeline/run.py, or 2-rank launches: a test using one is end-to-end wherever it lives
-E2E_FIXTURES = {"tiny_run", "lora_run", "deepspeed_ops"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -27,6 +27,7 @@ def dry(out: Path, *only: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.e2e  # the dry check trains through pipeline/run.py
 def test_dry_gpu_check_one_step_writes_its_table(tmp_path: Path) -> None:
     proc = dry(tmp_path, "sft_bf16")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -50,6 +51,7 @@ def test_a_run_past_its_time_box_is_killed_and_recorded() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_dry_gpu_check_runs_every_step(tmp_path: Path) -> None:
     proc = dry(tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

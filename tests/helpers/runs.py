@@ -20,6 +20,16 @@ FIXTURES = REPO / "tests" / "fixtures"
 # session and every rank, under the repo's git-ignored .cache/.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 
+# Fixtures that give a finished run through pipeline/run.py, or build for 2-rank launches: a test using one is an
+# end-to-end test wherever it lives (tests/conftest.py marks it e2e; tests/sanity/test_layout.py relies on it).
+E2E_FIXTURES = frozenset({"tiny_run", "lora_run", "deepspeed_ops"})
+# What starts pipeline/run.py (or a 2-rank launch of it) from a test: a test calling one is end-to-end.
+PIPELINE_STARTERS = {
+    "tests.helpers.runs": {"run_pipeline", "train_tiny"},
+    "tests.helpers.resume": {"start"},
+    "tests.helpers.distributed": {"launch", "RUN"},
+}
+
 # Small, fast settings for the tiny random model; each e2e run stays a few seconds after imports.
 TINY = [
     "model=tiny",

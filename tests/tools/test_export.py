@@ -48,6 +48,7 @@ def test_export_merges_lora_and_refuses_to_overwrite(lora_run: Path) -> None:
     assert (out / "model.safetensors").stat().st_mtime_ns != stamp
 
 
+@pytest.mark.e2e  # trains its own QLoRA run through pipeline/run.py
 def test_export_qlora_merges_into_the_dequantized_base(tmp_path: Path) -> None:
     run_dir = train(tmp_path, "quant=nf4")
     out = tmp_path / "merged"
