@@ -78,7 +78,7 @@ class TrainOn(str, Enum):
     last_assistant = "last_assistant"  # the final reply only; earlier ones are context
 
 
-# ---- loss and sampling names of TRL's trainers (tests/test_trl_fields.py checks them against the installed TRL) --
+# ---- loss and sampling names of TRL's trainers (tests/config/test_trl_fields.py checks them against installed TRL)
 
 
 class GRPOLoss(str, Enum):

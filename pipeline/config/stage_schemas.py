@@ -71,7 +71,8 @@ class DPOStageConfig(StageConfig):
     label_smoothing: float = 0.0
     # Forward each prompt once per pair in the policy and reference passes ([prompt, chosen, rejected] as one packed
     # row with a shared-prefix mask; same numbers as per-row, train/levers/shared_prefix_dpo.py); per-row where it
-    # can't apply. On by default: exact (tests/test_shared_prefix_dpo.py), faster in every measurement (bench/README).
+    # can't apply. On by default: exact (tests/train/levers/test_shared_prefix_dpo.py), faster in every measurement
+    # (bench/README).
     shared_prefix: bool = True
     # Reference log-probs scored once per training row before training (TRL's precompute_ref_log_probs) instead of
     # in every step: null = when a single-process run reads its rows more than once (then fewer reference forwards;

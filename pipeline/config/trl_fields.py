@@ -2,7 +2,7 @@
 
 Importing a TRL config class pulls in torch and transformers (~9 s measured on 2 cores); validation must stay
 light, so the field names of a config dataclass (and the values of a transformers enum) are read with `ast` from
-the installed files, following base classes across modules. tests/test_trl_fields.py checks the result against
+the installed files, following base classes across modules. tests/config/test_trl_fields.py checks the result against
 `dataclasses.fields` of the real classes, so a layout change in TRL fails a test instead of passing silently.
 """
 

@@ -5,7 +5,7 @@
 What it covers: the llama, qwen2 and qwen3 architectures with a BPE (GPT-2 style) tokenizer, every tensor in F32
 (no quantization: llama.cpp's `llama-quantize` makes Q4/Q8 files from this one). Names follow gguf's own
 TensorNameMap. llama's Q/K weights are permuted to GGUF's rotary layout, as llama.cpp's converter does (transformers
-permutes them back when loading); qwen2/qwen3 use the layout as is. Checked by tests/test_gguf_export.py: llama
+permutes them back when loading); qwen2/qwen3 use the layout as is. Checked by tests/tools/test_gguf.py: llama
 and qwen2 load back in transformers with identical logits. Limit: transformers' GGUF loader reads no head_dim
 for qwen3 and assumes Qwen3Config's 128 (the real Qwen3 models' value), so a qwen3 model with another head_dim --
 the tiny test model has 16 -- is written correctly (llama.cpp reads attention.key_length) but does not load back

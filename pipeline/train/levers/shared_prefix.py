@@ -16,8 +16,9 @@ said once in the log: image inputs, MoE auxiliary loss, an attention implementat
 (flash-attention, flex, paged), sliding-window layers, non-CPU devices (the FlexAttention block-mask path is not
 built yet), or a chunk in which no prompt repeats (nothing to save).
 
-Exactness: with no dropout, the same numbers up to float summation order (fp32: ~1e-7, tests/test_shared_prefix.py);
-with dropout, the same distribution (different draws, as between any two runs).
+Exactness: with no dropout, the same numbers up to float summation order (fp32: ~1e-7,
+tests/train/levers/test_shared_prefix.py); with dropout, the same distribution (different draws, as between any two
+runs).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ The per-row path stays where the layout does not apply, said once in the log: th
 devices), prompt-learning PEFT (virtual tokens shift the rows), or a batch not laid out as [prompt, completion].
 
 Exactness: with no dropout, the same numbers up to float summation order (fp32: ~1e-7,
-tests/test_shared_prefix_dpo.py).
+tests/train/levers/test_shared_prefix_dpo.py).
 """
 
 from __future__ import annotations
