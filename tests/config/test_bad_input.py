@@ -1,9 +1,9 @@
 """Bad input, one table: each case is something a user really gets wrong, fed through the real code path, and the
 error must name where (file:line / row / key), what (the field) and the fix -- or, when the user asked to skip bad
-rows, a counted drop. README's "Bad input" table lists the same cases.
+rows, a counted drop. README's "Bad input" table lists the same cases (those that need a run are in
+tests/e2e/test_bad_input.py).
 
-Row-level data cases are covered exhaustively in test_data.py; here each kind appears once, end to end.
-"""
+Row-level data cases are covered exhaustively in tests/data/; here each kind appears once."""
 
 from __future__ import annotations
 

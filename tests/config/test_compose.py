@@ -1,4 +1,5 @@
-"""Composition of every config option, the YAML comment rule, and the CLI's compose-time failures."""
+"""Composition of every config option and the stage x peft x quant matrix, the embedded default, top-level and
+column overrides, RUN_ID, and the cross-field rules."""
 
 from __future__ import annotations
 

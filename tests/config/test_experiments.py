@@ -1,9 +1,5 @@
-"""Every seed recipe as an experiment: it composes and validates as shipped (hub names are not touched), its
-recipe values are the seed's, and it runs 2 steps on the tiny model through pipeline/run.py with its data
-pointed at a small fixture (hub names) and small lengths/batches.
-
-Smoke times per experiment (2 CPU cores, incl. ~8 s of imports per process) are in the README "Experiments".
-"""
+"""Every seed recipe as an experiment: it composes and validates as shipped (hub names are not touched) and with its
+smoke settings, and its recipe values are the seed's (the 2-step runs are in tests/e2e/test_experiments.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Secrets stay in the environment: HF_TOKEN / WANDB_API_KEY canaries never reach .hydra/, logs, TensorBoard,
-samples or checkpoints; tokens cannot be passed as overrides; checkpoint code never runs unless the model config
-turns trust_remote_code on."""
+"""Secrets in the config: ordinary overrides pass the secret check, trust_remote_code is off in every model option,
+and code shipped with a checkpoint never runs (the run-dir canaries are in tests/e2e/test_secrets.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""pipeline.data: sources, format detection, stage views, bad rows, eval split-off, built-in arithmetic."""
+"""Bad rows: each kind raises naming the row, the field and the fix, or is skipped and counted; empty data, the
+location per file type, broken templates, missing files and unsupported suffixes."""
 
 from __future__ import annotations
 

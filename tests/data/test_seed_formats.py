@@ -1,7 +1,6 @@
 """The seed write-ups' data formats, each from a small fixture file, through `load_stage_data` as a run reads them:
-sharegpt, LLaMA-Factory DPO, GSM8K, s1K, MCQ TSV (cleaning counted), scored groups; plus the existing formats
-(alpaca, messages, prompt/completion, preference) for the stages the experiments use, few-shot prompts, and hub
-names loaded offline from a local copy."""
+sharegpt, LLaMA-Factory DPO, GSM8K, s1K, MCQ TSV (cleaning counted), scored groups; few-shot prompts, SFT on
+preference pairs, and hub names loaded offline from a local copy."""
 
 from __future__ import annotations
 

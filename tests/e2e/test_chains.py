@@ -1,5 +1,5 @@
-"""KTO, ORPO, SimPO, the reward model and a three-step chain: 2 real TRL steps each on model=tiny, through
-pipeline/run.py in a subprocess, on the built-in arithmetic data; the run dir is read back."""
+"""Chains through pipeline/run.py on model=tiny: three steps with a reward model in the middle, GRPO rewarded by the
+reward model an earlier step trained, and a reference to a later step refused."""
 
 from __future__ import annotations
 

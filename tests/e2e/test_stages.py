@@ -1,7 +1,7 @@
-"""Each stage runs a few steps through pipeline/run.py on the tiny model; the run dir is read back.
+"""Each stage runs a few steps through pipeline/run.py on the tiny model; the run dir is read back: SFT, DPO, GRPO
+(LoRA, full, nf4) and KTO, ORPO, SimPO and the reward model with a stage.trl field reaching TRL.
 
-These are real TRL trainers in a subprocess, exactly as a user starts them; nothing is mocked.
-"""
+These are real TRL trainers in a subprocess, exactly as a user starts them; nothing is mocked."""
 
 from __future__ import annotations
 

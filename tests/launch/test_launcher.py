@@ -1,4 +1,5 @@
-"""Launch commands, hostfiles, rank argv fix-ups, dry runs and the per-GPU memory estimate (no processes started)."""
+"""Launch commands and rank argv fix-ups: deepspeed, torchrun and accelerate commands, one pinned output dir, rank-0
+files and logs, the launched world against the profile (no processes started)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests for pipeline.rewards: answer extraction, numeric scoring, format/length rewards, registry."""
+"""Answer rewards: answer extraction, number parsing, correctness (exact and equal scores, conversational
+completions, TRL's keyword arguments, a missing answer column) and is_correct."""
 
 from __future__ import annotations
 

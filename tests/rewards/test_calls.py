@@ -1,5 +1,5 @@
 """How terms are called: async and batched custom functions, errors that name the term and the row, on_error=zero,
-and the code execution reward's limits (a loop, an allocation, a sleep, the network, an early exit)."""
+wrong shapes and types."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The reward-model term on a tiny sequence-classification model built in code (SmolLM2's tokenizer), and one GRPO
-run of the tiny policy on a reward model, an LLM judge (the stand-in endpoint) and an async function at once."""
+"""The reward-model term on a tiny sequence-classification model built in code (SmolLM2's tokenizer): batched scores,
+a RewardTrainer LoRA run dir, refused classifiers and validation (GRPO on it: tests/e2e/test_rewards.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The tools for a finished run: evaluate (alone and compare=base), export (LoRA and QLoRA merge), chat.
+"""evaluate on a finished run: compare=base matches the run's own measurements, an unfinished run and bad options
+are refused, MCQ scoring and CSV predictions.
 
-Runs are real 2-step trainings of the tiny model; the tools run as the user starts them (python -m ...)."""
+The run is a real 2-step training of the tiny model; the tool runs as the user starts it (python -m ...)."""
 
 from __future__ import annotations
 

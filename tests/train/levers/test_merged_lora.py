@@ -1,6 +1,5 @@
-"""GRPO speed-ups (pipeline/train/levers/merged_lora.py, fast_sampling.py, trim_padding.py) must not change what is
-trained: merged-LoRA generation restores the weights exactly, inverse-CDF sampling draws the same distribution,
-and trimmed micro-batches give TRL's own loss."""
+"""Merged-LoRA generation (pipeline/train/levers/merged_lora.py) generates like the adapter and restores the
+weights exactly, also when generation fails."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Offline group preference: the listwise hinge loss against hand-computed values, the DPO-pairs fallback, the
-batching of groups, and a short real run on the tiny model whose loss goes down."""
+"""Offline group preference: the listwise hinge loss against hand-computed values, the smoothed max, the DPO-pairs
+fallback, the implicit reward, the batching of groups and tokenizing a group (the real run:
+tests/e2e/test_group_pref.py)."""
 
 from __future__ import annotations
 
