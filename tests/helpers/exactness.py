@@ -10,10 +10,14 @@ RTOL = 1e-5
 
 
 def both_paths(trainer, run) -> tuple:
-    """run(trainer) with the per-row path (TRL's own method) and with the shared-prefix path."""
+    """run(trainer) with the per-row path (TRL's own method) and with the shared-prefix path: the GRPO trainer's
+    switch is in its `levers`, the DPO trainer's is its own `shared_prefix`."""
     results = []
     for shared in (False, True):
-        trainer.levers = dataclasses.replace(trainer.levers, shared_prefix=shared)
+        if hasattr(trainer, "levers"):
+            trainer.levers = dataclasses.replace(trainer.levers, shared_prefix=shared)
+        else:
+            trainer.shared_prefix = shared
         results.append(run(trainer))
     return tuple(results)
 
