@@ -7,10 +7,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from pipeline.launch.launcher import free_port
 from tests.helpers.runs import REPO, offline_env
 
 
+@pytest.mark.e2e  # a 2-rank launch (torch.distributed.run)
 def test_a_model_converted_after_the_process_group_started_is_refused_not_left_empty(tmp_path: Path) -> None:
     """Once a process group runs, transformers' save_pretrained writes only on rank 0: rank 1 converting the random
     model must fail loudly (prepare() converts before the group starts) instead of publishing an empty folder."""

@@ -10,6 +10,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from pipeline.launch.launcher import free_port
 from tests.helpers.runs import REPO, offline_env
 
@@ -30,6 +32,7 @@ def test_a_lock_left_by_a_killed_extension_build_is_named_before_the_ranks_wait_
     assert f"{old} is 60 min old" in caplog.text and "delete that file" in caplog.text
 
 
+@pytest.mark.e2e  # a 2-rank launch (torch.distributed.run)
 def test_a_rank_left_waiting_fails_naming_itself_and_where(tmp_path) -> None:
     """Real gloo, 2 ranks: rank 1 never joins rank 0's barrier; rank 0 fails after the time-out instead of hanging."""
     script = tmp_path / "wait.py"
