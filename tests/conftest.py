@@ -51,3 +51,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache for converted/random models across the session's runs."""
     return tmp_path_factory.mktemp("model_cache")
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny reward model in a folder, one per test module (tests/rewards/test_model.py, tests/e2e/test_rewards.py)."""
+    from tests.helpers.tiny_models import tiny_rm  # torch: not at collection (see deepspeed_ops)
+
+    return tiny_rm(tmp_path_factory.mktemp("rm") / "model")

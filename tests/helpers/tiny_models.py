@@ -1,7 +1,9 @@
-"""The tiny model built in code (Qwen3, hidden 32, 2 layers), with or without a LoRA adapter, and the real SmolLM2
-tokenizer shipped in pipeline/assets; no hub."""
+"""The tiny model built in code (Qwen3, hidden 32, 2 layers), with or without a LoRA adapter, a tiny Llama reward
+model saved to a folder, and the real SmolLM2 tokenizer shipped in pipeline/assets; no hub."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from transformers import Qwen3Config
@@ -33,6 +35,20 @@ def tiny_lora_model(vocab: int = 128) -> torch.nn.Module:
             if "lora_B" in name:  # B starts at zero; a trained-looking adapter makes the merge visible
                 param.normal_(std=0.05)
     return model
+
+
+def tiny_rm(path: Path, num_labels: int = 1) -> Path:
+    """A tiny Llama sequence classifier (seed 0) with the SmolLM2 tokenizer, saved in path: a reward model."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, num_labels=num_labels,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
 
 
 def repeated_prompts() -> tuple[torch.Tensor, torch.Tensor]:

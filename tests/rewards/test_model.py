@@ -7,32 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+from transformers import AutoTokenizer
 
 from pipeline.config.checks import to_run_config
 from pipeline.rewards import RewardSetupError, build_reward_funcs
 from pipeline.rewards.model import load_reward_model, scored_text
-from tests.helpers.runs import REPO, compose_config
+from tests.helpers.runs import compose_config
+from tests.helpers.tiny_models import TOKENIZER, tiny_rm
 
-TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
 PROMPTS = [[{"role": "user", "content": f"What is {a} + {a}?"}] for a in (1, 22, 333, 4444, 5, 66)]
 COMPLETIONS = [[{"role": "assistant", "content": text}] for text in ("2", "44", "It is 666.", "8888", "9", "")]
-
-
-def tiny_rm(path: Path, num_labels: int = 1) -> Path:
-    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, num_labels=num_labels,
-                         pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def rm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_rm(tmp_path_factory.mktemp("rm") / "model")
 
 
 def rm_scores(path: Path | str, prompts=PROMPTS, completions=COMPLETIONS, **fields) -> list[float]:
