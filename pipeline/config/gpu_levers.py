@@ -5,8 +5,8 @@
     hw.tf32                    TF32 tensor-core matmuls for the fp32 parts (Ampere and newer)
     hw.continuous_batching     GRPO generation through transformers' paged continuous batching (no vLLM)
 
-None of them has been measured on a GPU here (no GPU was lent to this project); README "GPU levers" says when each
-is expected to help. Light imports only: this runs before torch loads.
+None of them has been measured on a GPU here (no GPU was lent to this project); docs/scaling.md "GPU levers" says
+when each is expected to help. Light imports only: this runs before torch loads.
 """
 
 from __future__ import annotations
