@@ -24,6 +24,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from pipeline.config.run_dir import RunDir, replacing
+from pipeline.config.user_errors import UserError
 from pipeline.train.checkpoint import layouts
 from pipeline.train.runtime.distributed import any_rank, barrier
 from pipeline.train.trl_surface import load_checkpoint_weights
@@ -34,7 +35,7 @@ MARKER = "checkpoint_complete.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint named by `resume=` cannot be used; the message names the file and the fix."""
 
 
