@@ -279,6 +279,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
 
 def register_configs() -> None:
     """Store every schema so option files can start with `defaults: [base_<x>, _self_]`."""
+    from pipeline.config.help import register_help
+
+    register_help()  # `--help` fills Hydra's help template from conf/ (hydra.help.template in conf/config.yaml)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RunConfig)
     for group, nodes in SCHEMAS.items():
