@@ -16,22 +16,14 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from pipeline.config.argv import open_trl_keys, quote_name_lists, rank_argv, strip_launcher_args  # noqa: E402
+from pipeline.config.argv import fix_up_argv  # noqa: E402
 from pipeline.config.logs import apply_log_level, hide_unrequested_wandb  # noqa: E402
 from pipeline.config.option_names import fill_option_names  # noqa: E402
 from pipeline.config.plan import plan_run  # noqa: E402
 from pipeline.config.schema import register_configs  # noqa: E402
-from pipeline.config.secrets import refuse_secret_overrides  # noqa: E402
 from pipeline.config.user_errors import RUN_HINT, reported  # noqa: E402
 from pipeline.launch.launcher import dispatch  # noqa: E402
 from pipeline.launch.sweep import refused_in_sweep  # noqa: E402
-
-strip_launcher_args(sys.argv)
-quote_name_lists(sys.argv)
-open_trl_keys(sys.argv)
-refuse_secret_overrides(sys.argv)
-rank_argv(sys.argv)
-register_configs()
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -56,5 +48,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    with reported(sys.argv, hint=RUN_HINT):  # compose errors (unknown option, typo'd key) happen before main's body
+    # refused overrides and compose errors (unknown option, typo'd key) come before main's body: reported here
+    with reported(sys.argv, hint=RUN_HINT):
+        fix_up_argv(sys.argv)
+        register_configs()
         main()
