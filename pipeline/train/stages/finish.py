@@ -14,7 +14,9 @@ from typing import Any
 from transformers import Trainer
 
 from pipeline.config.plan import RunPlan
+from pipeline.config.run_dir import partial_of
 from pipeline.data.predictions import write_predictions
+from pipeline.train.checkpoint.disk import checkpoint_bytes, checkpoint_writes, needed_bytes, warn_if_short
 from pipeline.train.checkpoint.resume import SignalCheckpoint, already_done, load_finished
 from pipeline.train.checkpoint.saving import save_model_dir
 from pipeline.train.levers.lean_lm_head import lean_lm_head
@@ -40,7 +42,11 @@ def train(plan: RunPlan, trainer: Trainer, prep: Prepared) -> None:
     if already_done(checkpoint, cfg.max_steps):
         load_finished(trainer, checkpoint)
         return
-    with lean_lm_head(cfg.hw.lean_lm_head):
+    model_bytes, optimizer_bytes = checkpoint_bytes(trainer.model, prep.tokenizer)
+    if plan.dir.writes:  # early, with the numbers: not at the first checkpoint, minutes or hours in
+        warn_if_short(run_dir, needed_bytes(model_bytes, optimizer_bytes, cfg.stage.save_steps, cfg.max_steps,
+                                            cfg.checkpoint.keep))
+    with checkpoint_writes(run_dir, model_bytes + optimizer_bytes), lean_lm_head(cfg.hw.lean_lm_head):
         trainer.train(resume_from_checkpoint=checkpoint)
     stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, SignalCheckpoint)), None)
     if stopper is not None and stopper.received is not None:
@@ -66,7 +72,8 @@ def finish(plan: RunPlan, trainer: Trainer, prep: Prepared, extra: dict[str, Any
     cfg, run_dir = plan.cfg, plan.run_dir
     train_seconds = time.time() - prep.started
     # final/ never holds half a model (pipeline.train.checkpoint.saving)
-    final = save_model_dir(plan.dir, trainer, prep.tokenizer, plan.dir.final)
+    with checkpoint_writes(run_dir, checkpoint_bytes(trainer.model, prep.tokenizer)[0], partial_of(plan.dir.final)):
+        final = save_model_dir(plan.dir, trainer, prep.tokenizer, plan.dir.final)
     after = stage_accuracy(plan, trainer.model, prep.tokenizer, prep.data.eval_prompts, "after")
     # e.g. the MCQ recipe's id,answer submission file, from the held-out completions just written
     write_predictions(cfg.data, plan.dir, prep.data.eval_prompts)
