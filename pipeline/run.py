@@ -17,10 +17,11 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from pipeline.config.argv import fix_up_argv  # noqa: E402
-from pipeline.config.logs import apply_log_level, hide_unrequested_wandb  # noqa: E402
+from pipeline.config.logs import apply_log_level  # noqa: E402
 from pipeline.config.option_names import fill_option_names  # noqa: E402
 from pipeline.config.plan import plan_run  # noqa: E402
 from pipeline.config.schema import register_configs  # noqa: E402
+from pipeline.config.unused_libraries import hide_unused_libraries  # noqa: E402
 from pipeline.config.user_errors import RUN_HINT, reported  # noqa: E402
 from pipeline.launch.launcher import dispatch  # noqa: E402
 from pipeline.launch.sweep import refused_in_sweep  # noqa: E402
@@ -41,7 +42,7 @@ def main(cfg: DictConfig) -> None:
         # A dry run prints and stops; a multi-process profile started plainly re-launches through its launcher.
         if dispatch(cfg, plan, list(hydra_cfg.overrides.task)):
             return
-        hide_unrequested_wandb(plan.cfg.logging)
+        hide_unused_libraries(plan)  # before TRL is imported: no deepspeed/bitsandbytes/wandb a run does not use
         from pipeline.train.stages import run_stage  # why: torch and TRL load only when a stage really runs
 
         run_stage(plan)
