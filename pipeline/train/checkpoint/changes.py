@@ -1,8 +1,9 @@
 """Resuming with a changed recipe: the config a checkpoint was trained with (<run>/config.yaml, written by the run
-before training) against this run's, key by key. Each difference is listed and the resume refused, unless
-`resume.allow_changes=true`; then the log says which new values take effect and which the restored state overrides.
+before training) against this run's, key by key. Each difference in what is learned is listed and the resume
+refused, unless `resume.allow_changes=true`; then the log says which new values take effect and which the restored
+state overrides. Keys that change only what is recorded (checkpoint cadence, logging, evaluation) change freely.
 
-What a resume restores (transformers' Trainer, `_load_optimizer_and_scheduler`): the optimizer's state_dict, whose
+What a resume restores (transformers' Trainer loading the optimizer and scheduler): the optimizer's state_dict, whose
 param_groups carry lr, initial_lr, weight_decay and the Adam betas/eps, and the scheduler's, whose base_lrs are the
 checkpoint's learning rate. The scheduler's shape (its lambda, warmup, total steps) is rebuilt from the new config
 and applied at the restored step; everything else (batch, rewards, data, eval, max_steps...) is read anew.
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # Bookkeeping that differs between the first run and its resume by design.
 IGNORED = ("resume", "run_id", "output_dir", "dry_run", "checkpoint.allow_changes")
+# What is recorded, not what is learned: changed freely on resume (said in one info line), never refused.
+RECORDING = ("stage.save_steps", "checkpoint.", "logging.", "eval.", "paths.", "stage.eval_max_new_tokens",
+             "hw.eval_batch")
 # key -> why the new value does not apply: the restored optimizer/scheduler state holds the old one.
 RESTORED = {
     "stage.learning_rate": "the restored scheduler keeps the checkpoint's base learning rate",
@@ -73,6 +77,10 @@ def check_resume_changes(checkpoint: str, current: dict[str, Any], allow: bool) 
     if not source.is_file():
         return
     changed = differences(OmegaConf.to_container(OmegaConf.load(source)), current)
+    recording = {k: changed.pop(k) for k in list(changed) if k.startswith(RECORDING)}
+    if recording:
+        log.info("resume: changed, and taking effect (checkpoints, logging, evaluation only):\n%s",
+                 "\n".join(_line(k, *v) for k, v in recording.items()))
     if not changed:
         return
     where = f"{Path(checkpoint).name} was trained with (its run's {source})"

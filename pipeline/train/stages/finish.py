@@ -20,6 +20,7 @@ from pipeline.train.checkpoint.disk import checkpoint_bytes, checkpoint_writes, 
 from pipeline.train.checkpoint.resume import SignalCheckpoint, already_done, load_finished
 from pipeline.train.checkpoint.saving import save_model_dir
 from pipeline.train.levers.lean_lm_head import lean_lm_head
+from pipeline.train.observe.console import console, end_block, install_console
 from pipeline.train.observe.eval_callback import best_checkpoint
 from pipeline.train.observe.heldout import stage_accuracy
 from pipeline.train.observe.monitoring import best_metrics, final_metrics
@@ -42,6 +43,7 @@ def train(plan: RunPlan, trainer: Trainer, prep: Prepared) -> None:
     if already_done(checkpoint, cfg.max_steps):
         load_finished(trainer, checkpoint)
         return
+    install_console(trainer, plan.dir.writes)  # one line per logging step instead of the Trainer's printed dict
     model_bytes, optimizer_bytes = checkpoint_bytes(trainer.model, prep.tokenizer)
     if plan.dir.writes:  # early, with the numbers: not at the first checkpoint, minutes or hours in
         warn_if_short(run_dir, needed_bytes(model_bytes, optimizer_bytes, cfg.stage.save_steps, cfg.max_steps,
@@ -113,7 +115,7 @@ def finish(plan: RunPlan, trainer: Trainer, prep: Prepared, extra: dict[str, Any
     plan.dir.write_json(plan.dir.summary, summary)
     if plan.dir.writes:  # the figures and the closing report come from rank 0 alone
         plot_run(run_dir)
-        _report(summary)
+        console().info(end_block(summary, trainer.state.log_history, plan.stage.policy))
     return summary
 
 
@@ -134,15 +136,3 @@ def _train_runtime(trainer: Trainer, fallback: float) -> float:
         if "train_runtime" in entry:
             return float(entry["train_runtime"])
     return fallback
-
-
-
-def _report(summary: dict[str, Any]) -> None:
-    before, after = summary["accuracy_before"], summary["accuracy_after"]
-    lines = [f"{summary['stage']} finished: {summary['steps']} steps in {summary['wall_time_s']:.0f} s "
-             f"({summary['seconds_per_step']:.2f} s/step)"]
-    if before is not None and after is not None:
-        lines.append(f"held-out accuracy: {before:.1%} before -> {after:.1%} after "
-                     f"({summary['eval_problems']} problems)")
-    lines.append(f"model: {summary['final_dir']}")
-    log.info("\n".join(lines))

@@ -31,6 +31,13 @@ def test_differences_are_dotted_and_skip_bookkeeping() -> None:
     assert differences(OLD, {**OLD, "run_id": "other", "resume": "auto"}) == {}
 
 
+def test_checkpoint_and_logging_keys_change_freely(tmp_path: Path, caplog) -> None:
+    new = {**OLD, "stage": {**OLD["stage"], "save_steps": 2}, "logging": {"level": "debug"}}
+    with caplog.at_level(logging.INFO, logger="pipeline.train.checkpoint.changes"):
+        check_resume_changes(checkpoint(tmp_path), new, allow=False)
+    assert "stage.save_steps: None -> 2" in caplog.text and "logging.level" in caplog.text
+
+
 def test_refused_with_every_difference_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ResumeChangeError) as raised:
         check_resume_changes(checkpoint(tmp_path), changed(learning_rate=0.5), allow=False)
