@@ -123,7 +123,7 @@ def checkpoint_writes(run_dir: Path, estimate: int, partial: Path | None = None)
             raise DiskWriteError(f"cannot write into {root} ({_first_line(err)}); {kept}. Fix: make {run_dir} "
                                  "writable (or use another output_dir), then resume with resume=auto.") from err
         needed = dir_bytes(complete[-1]) if complete else estimate
-        raise DiskWriteError(f"the disk is full while writing into {root} ({_first_line(err)}); {kept}. "
+        raise DiskWriteError(f"the disk holding {run_dir} is full ({_first_line(err)}); {kept}. "
                              f"{needed / MB:.1f} MB needed, {free_bytes(root) / MB:.1f} MB free in {run_dir}; resume "
                              "with resume=auto after freeing space.") from err
 
