@@ -16,41 +16,41 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from pipeline.config.argv import open_trl_keys, quote_name_lists, rank_argv, strip_launcher_args  # noqa: E402
-from pipeline.config.logs import apply_log_level, hide_unrequested_wandb  # noqa: E402
+from pipeline.config.argv import fix_up_argv  # noqa: E402
+from pipeline.config.logs import apply_log_level  # noqa: E402
+from pipeline.config.option_names import fill_option_names  # noqa: E402
 from pipeline.config.plan import plan_run  # noqa: E402
 from pipeline.config.schema import register_configs  # noqa: E402
-from pipeline.config.secrets import refuse_secret_overrides  # noqa: E402
+from pipeline.config.unused_libraries import hide_unused_libraries  # noqa: E402
+from pipeline.config.user_errors import RUN_HINT, reported  # noqa: E402
 from pipeline.launch.launcher import dispatch  # noqa: E402
 from pipeline.launch.sweep import refused_in_sweep  # noqa: E402
-
-strip_launcher_args(sys.argv)
-quote_name_lists(sys.argv)
-open_trl_keys(sys.argv)
-refuse_secret_overrides(sys.argv)
-rank_argv(sys.argv)
-register_configs()
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    # Hydra's runtime dir is output_dir for a single run and the job's own subdir in a --multirun sweep.
-    hydra_cfg = HydraConfig.get()
-    try:
-        plan = plan_run(cfg, Path(hydra_cfg.runtime.output_dir))  # checks every rule before torch is imported
-    except ValueError as err:
-        if refused_in_sweep(err, Path(hydra_cfg.runtime.output_dir)):  # the sweep records it, goes on
+    hydra_cfg = HydraConfig.get()  # its runtime dir: output_dir for a single run, the job's subdir in a sweep
+    with reported(debug=str(cfg.logging.level).lower() == "debug", hint=RUN_HINT):  # caught here, before Hydra
+        fill_option_names(cfg, hydra_cfg.runtime.choices)  # a user's option file may leave name: ???
+        try:
+            plan = plan_run(cfg, Path(hydra_cfg.runtime.output_dir))  # checks every rule before torch is imported
+        except ValueError as err:
+            if refused_in_sweep(err, Path(hydra_cfg.runtime.output_dir)):  # the sweep records it, goes on
+                return
+            raise
+        apply_log_level(plan.cfg.logging)
+        # A dry run prints and stops; a multi-process profile started plainly re-launches through its launcher.
+        if dispatch(cfg, plan, list(hydra_cfg.overrides.task)):
             return
-        raise
-    apply_log_level(plan.cfg.logging)
-    # A dry run prints and stops; a multi-process profile started plainly re-launches through its launcher.
-    if dispatch(cfg, plan, list(hydra_cfg.overrides.task)):
-        return
-    hide_unrequested_wandb(plan.cfg.logging)
-    from pipeline.train.stages import run_stage  # why: torch and TRL load only when a stage really runs
+        hide_unused_libraries(plan)  # before TRL is imported: no deepspeed/bitsandbytes/wandb a run does not use
+        from pipeline.train.stages import run_stage  # why: torch and TRL load only when a stage really runs
 
-    run_stage(plan)
+        run_stage(plan)
 
 
 if __name__ == "__main__":
-    main()
+    # refused overrides and compose errors (unknown option, typo'd key) come before main's body: reported here
+    with reported(sys.argv, hint=RUN_HINT):
+        fix_up_argv(sys.argv)
+        register_configs()
+        main()

@@ -59,3 +59,21 @@ def open_trl_keys(argv: list[str]) -> None:
     for i, arg in enumerate(argv[1:], 1):
         if _TRL_KEY.match(arg):
             argv[i] = "++" + arg
+
+
+def alias_resume_keys(argv: list[str]) -> None:
+    """`resume.allow_changes=v` -> `checkpoint.allow_changes=v`: `resume` is a string (auto | PATH), so it cannot
+    hold a key of its own; the spelling that reads naturally beside `resume=auto` is accepted on the command line."""
+    for i, arg in enumerate(argv[1:], 1):
+        if arg.lstrip("+").startswith("resume.allow_changes="):
+            argv[i] = "checkpoint.allow_changes=" + arg.partition("=")[2]
+
+
+def fix_up_argv(argv: list[str]) -> None:
+    """Every fix-up, in order: the launcher's --local_rank goes first, credentials are refused before Hydra could
+    write them to .hydra/overrides.yaml, and rank_argv's additions come last."""
+    from pipeline.config.secrets import refuse_secret_overrides
+
+    for fix_up in (strip_launcher_args, quote_name_lists, open_trl_keys, alias_resume_keys, refuse_secret_overrides,
+                   rank_argv):
+        fix_up(argv)

@@ -31,13 +31,14 @@ from pipeline.config.hostfile import hostfile_problems
 from pipeline.config.schema import RunConfig
 from pipeline.config.stage_table import STAGES, UnknownStageError, stage_spec
 from pipeline.config.trl_checks import name_problems, trl_problems
+from pipeline.config.user_errors import UserError
 from pipeline.data.mixing import mix_problems
 from pipeline.data.registry import registry_problems
 from pipeline.data.sources import peek_columns
 from pipeline.rewards import KINDS, UnknownRewardError, get_reward, reward_names, term_function, term_problems
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The composed config is well-typed but inconsistent."""
 
 

@@ -6,11 +6,12 @@ import re
 
 from pipeline.config.derived import resolve
 from pipeline.config.schema import RunConfig
+from pipeline.config.user_errors import UserError
 
 HOST_LINE = re.compile(r"^(?P<host>[^\s=]+)\s+slots=(?P<slots>\d+)$")
 
 
-class HostfileError(ValueError):
+class HostfileError(UserError, ValueError):
     """A hostfile that is missing or has a line DeepSpeed would reject or misread."""
 
 

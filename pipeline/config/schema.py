@@ -200,6 +200,10 @@ class CheckpointConfig(Schema):
     keep: int = 2
     # SIGTERM/SIGINT finish the current step, save a checkpoint and exit (Slurm sends SIGTERM before killing).
     save_on_signal: bool = True
+    # Resume even though this run's config differs from the checkpoint's (each difference is listed, and which
+    # ones the restored optimizer/scheduler state overrides, e.g. learning_rate); false refuses. On the command line
+    # also `resume.allow_changes=true` (resume itself is a string: auto | PATH).
+    allow_changes: bool = False
     # Metric that picks <run>/best/ (needs eval.every_steps > 0), as logged: eval/accuracy, eval/pass@k, eval/maj@k,
     # eval/<reward term>, eval/loss (SFT, DPO), eval/rewards/accuracies (DPO); null = eval/accuracy when the
     # held-out rows have answers, else eval/loss.
@@ -279,6 +283,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
 
 def register_configs() -> None:
     """Store every schema so option files can start with `defaults: [base_<x>, _self_]`."""
+    from pipeline.config.help import register_help
+
+    register_help()  # `--help` fills Hydra's help template from conf/ (hydra.help.template in conf/config.yaml)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RunConfig)
     for group, nodes in SCHEMAS.items():

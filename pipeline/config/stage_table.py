@@ -22,6 +22,7 @@ from pipeline.config.stage_schemas import (
     SFTStageConfig,
     SimPOStageConfig,
 )
+from pipeline.config.user_errors import UserError
 
 
 class RowShape(str, Enum):
@@ -120,7 +121,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
 CHAINABLE = tuple(name for name, s in STAGES.items() if s.chainable)
 
 
-class UnknownStageError(KeyError, ValueError):
+class UnknownStageError(UserError, KeyError, ValueError):
     def __str__(self) -> str:
         return str(self.args[0])
 

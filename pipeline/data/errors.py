@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pipeline.config.user_errors import UserError
+
 # Bad rows listed in full when a source stops the run; the rest are counted per reason.
 SHOWN_BAD_ROWS = 20
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data problem: "<location>: field '<field>': <problem>. Fix: <fix>"."""
 
     def __init__(

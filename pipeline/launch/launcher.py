@@ -111,7 +111,9 @@ def relaunch(plan: RunPlan, overrides: list[str]) -> None:
     print(f"re-launching {plan.world_size} processes: {shlex.join(command)}", flush=True)
     proc = subprocess.run(executable(command), env=env, check=False)
     if proc.returncode:
-        raise SystemExit(f"{command[0]} exited with {proc.returncode}: see the ranks' output above.")
+        # the ranks have printed their own error (a user error's block, or a traceback); keep the launcher's code
+        print(f"{command[0]} exited with {proc.returncode}: see the ranks' output above.", file=sys.stderr)
+        raise SystemExit(proc.returncode)
 
 
 def single_process_env(plan: RunPlan) -> None:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pipeline.config.user_errors import UserError
 from pipeline.rewards.registry import (
     KINDS,
     RewardFunc,
@@ -68,7 +69,7 @@ def score_completions(funcs: list[RewardFunc], weights: list[float], prompts: li
     return per_term, totals
 
 
-class RewardError(RuntimeError):
+class RewardError(UserError, RuntimeError):
     """A reward term could not score its batch: names the term, the row and the cause."""
 
 

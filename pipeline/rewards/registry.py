@@ -11,12 +11,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.config.user_errors import UserError
+
 RewardFunc = Callable[..., list[float | None]]
 
 REWARDS: dict[str, RewardFunc] = {}
 
 
-class UnknownRewardError(KeyError, ValueError):
+class UnknownRewardError(UserError, KeyError, ValueError):
     """Raised for a reward name that is not registered."""
 
     def __str__(self) -> str:

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import torch
 
+from pipeline.config.user_errors import reported
 from pipeline.tools.options import flag, parse_options
 from pipeline.tools.serve import run_server
 from pipeline.tools.tuned import RunDirError, load_model_or_run
@@ -94,4 +95,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with reported():  # a user error: one block on stderr, exit 2
+        main()

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.config.run_dir import RunDir, write_json_atomic
+from pipeline.config.user_errors import reported
 from pipeline.data.loader import load_stage_data
 from pipeline.tools.options import parse_options
 from pipeline.tools.tuned import RunDirError, final_dir, load_tuned, load_untuned, run_config
@@ -135,4 +136,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with reported():  # a user error: one block on stderr, exit 2
+        main()

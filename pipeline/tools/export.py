@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline.config.enums import QuantMethod
 from pipeline.config.run_dir import RunDir, replacing
+from pipeline.config.user_errors import UserError, reported
 from pipeline.tools.gguf_export import GGUFExportError, write_gguf
 from pipeline.tools.tuned import RunDirError, final_dir, is_adapter, load_base, run_config
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("safetensors", "gguf")
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The export cannot be written as asked; the message says how to proceed."""
 
 
@@ -90,4 +91,5 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    main()
+    with reported():  # a user error: one block on stderr, exit 2
+        main()

@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.config.user_errors import UserError
+
 ARCHS = {"llama": "LLAMA", "qwen2": "QWEN2", "qwen3": "QWEN3"}
 GGUF_NAME = "model.gguf"
 
 
-class GGUFExportError(RuntimeError):
+class GGUFExportError(UserError, RuntimeError):
     """The model cannot be written as GGUF by this writer; the message says why."""
 
 

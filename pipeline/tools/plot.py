@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.run_dir import RunDir, write_json_atomic
+from pipeline.config.user_errors import reported
 from pipeline.train.observe.monitoring import best_metrics, final_metrics, read_metrics
 from pipeline.train.observe.plots import plot_run
 
@@ -44,4 +45,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with reported():  # a user error: one block on stderr, exit 2
+        main()

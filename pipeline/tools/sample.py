@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from pipeline.config.data_schema import DataConfig
 from pipeline.config.run_dir import replacing
 from pipeline.config.schema import RewardConfig
+from pipeline.config.user_errors import reported
 from pipeline.data.loader import load_stage_data
 from pipeline.rewards import build_reward_funcs, score_completions
 from pipeline.tools.tuned import RunDirError, load_plain, load_tuned, run_config
@@ -133,4 +134,5 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    main()
+    with reported():  # a user error: one block on stderr, exit 2
+        main()

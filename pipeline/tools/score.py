@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.user_errors import reported
 from pipeline.tools.options import parse_options
 
 OPTIONS = {"limit": int, "batch_size": int, "out": str}
@@ -150,4 +151,5 @@ if __name__ == "__main__":
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    main()
+    with reported():  # a user error: one block on stderr, exit 2
+        main()

@@ -24,6 +24,7 @@ import webbrowser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config.user_errors import reported
 from pipeline.tools.options import parse_options
 
 if TYPE_CHECKING:
@@ -138,4 +139,5 @@ def _numeric(name: str) -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    with reported():  # a user error: one block on stderr, exit 2
+        main()

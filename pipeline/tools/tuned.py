@@ -16,10 +16,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from pipeline.config.run_dir import RunDir, partial_of
 from pipeline.config.schema import QuantConfig, RunConfig
 from pipeline.config.stage_table import UnknownStageError, stage_spec
+from pipeline.config.user_errors import UserError
 from pipeline.train.model.build import build_model, load_tokenizer
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError, ValueError):
     """The directory is not a finished run; the message says what is missing and what to do."""
 
 
@@ -89,7 +90,12 @@ def load_tuned(run_dir: Path, cfg: RunConfig | None = None, which: str = "final"
 
 def load_plain(location: str | Path) -> tuple[Any, Any]:
     """(model, tokenizer) of an export, any transformers model directory, or a hub id; fp32, eval mode."""
-    model = AutoModelForCausalLM.from_pretrained(str(location), dtype="float32").eval()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(location), dtype="float32").eval()
+    except OSError as err:  # neither a folder with a model nor a hub id this machine can load
+        raise RunDirError(f"{location}: not a run directory, a model directory or a loadable hub id ({err}). Fix: "
+                          "give outputs/<stage>/<run_id>, an export directory, or a hub id that is cached (offline) "
+                          "or reachable.") from err
     return model, AutoTokenizer.from_pretrained(str(location))
 
 

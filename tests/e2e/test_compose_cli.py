@@ -15,8 +15,8 @@ from tests.helpers.runs import REPO, offline_env
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("stage=bogus", "Could not find 'stage/bogus'"),
-        ("stage.num_generation=4", "Key 'num_generation' not in 'GRPOStageConfig'"),
+        ("stage=bogus", "stage=bogus: no such option (no conf/stage/bogus.yaml). Fix: one of chain, dpo"),
+        ("stage.num_generation=4", "stage.num_generation: no such key in GRPOStageConfig. Fix: check the spelling"),
         ("stage.learning_rate=fast", "could not be converted to Float"),
         ("hw.precision=bf17", "expected one of [fp32, bf16, fp16]"),
         ("data.on_bad_row=ignore", "expected one of [error, skip]"),

@@ -110,7 +110,7 @@ def test_which_best_without_best_names_the_fix(evaluated_run: Path, tmp_path: Pa
     shutil.copy(evaluated_run / "config.yaml", tmp_path / "config.yaml")
     (tmp_path / "final").mkdir()
     proc = run_tool("evaluate", str(tmp_path), "which=best")
-    assert proc.returncode == 1 and "kept no best model" in proc.stderr and "eval.every_steps=N" in proc.stderr
+    assert proc.returncode == 2 and "kept no best model" in proc.stderr and "eval.every_steps=N" in proc.stderr
     with pytest.raises(RunDirError, match="kept no best model. Fix: train with eval.every_steps=N"):
         export_run(tmp_path, which="best")
     with pytest.raises(RunDirError, match="which=last: use which=final"):

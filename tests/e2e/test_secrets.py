@@ -42,6 +42,6 @@ def test_a_token_cannot_be_given_as_an_override(tmp_path: Path) -> None:
     cases = [([f"+hf_token={secret}"], {}), ([f"run_id={secret}"], {"WANDB_API_KEY": secret})]
     for overrides, env in cases:
         proc = run_pipeline(["model=tiny", *overrides, f"output_dir={run_dir}"], cwd=tmp_path, **env)
-        assert proc.returncode == 1 and "carry a credential" in proc.stderr and "export it" in proc.stderr
+        assert proc.returncode == 2 and "carry a credential" in proc.stderr and "export it" in proc.stderr
         # Refused before Hydra writes anything.
         assert not run_dir.exists()

@@ -36,9 +36,9 @@ def test_evaluate_compare_base_matches_the_runs_own_measurements(lora_run: Path)
 def test_evaluate_refuses_an_unfinished_run_and_bad_options(lora_run: Path, tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text((lora_run / "config.yaml").read_text())
     proc = run_tool("evaluate", str(tmp_path))
-    assert proc.returncode == 1 and "did not finish" in proc.stderr and "resume=auto" in proc.stderr
+    assert proc.returncode == 2 and "did not finish" in proc.stderr and "resume=auto" in proc.stderr
     proc = run_tool("evaluate", str(lora_run), "limt=3")
-    assert proc.returncode == 1 and "unknown option 'limt=3'" in proc.stderr
+    assert proc.returncode == 2 and "unknown option 'limt=3'" in proc.stderr
 
 
 def test_mcq_scoring_and_csv_predictions(tmp_path: Path) -> None:

@@ -73,6 +73,6 @@ def test_a_failing_reward_stops_with_the_term_and_row_not_a_traceback(tmp_path: 
     rows = write(tmp_path / "rows.jsonl", [{"prompt": "p", "completion": "a"}, {"prompt": "q", "completion": "x"}])
     target = "reward.terms.correctness._target_=tests.helpers.rewards.breaks_on_x"
     proc = cli(str(rows), "reward=correctness", target, cwd=REPO)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert ("reward term 'correctness' failed on row 1 of 2 (prompt 'q', completion 'x'): ZeroDivisionError"
             in proc.stderr)

@@ -24,6 +24,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from pipeline.config.run_dir import RunDir, replacing
+from pipeline.config.user_errors import UserError
 from pipeline.train.checkpoint import layouts
 from pipeline.train.runtime.distributed import any_rank, barrier
 from pipeline.train.trl_surface import load_checkpoint_weights
@@ -34,7 +35,7 @@ MARKER = "checkpoint_complete.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint named by `resume=` cannot be used; the message names the file and the fix."""
 
 
@@ -65,7 +66,7 @@ def resolve_resume(resume: str | None, run_dir: Path, world_size: int = 1) -> st
         return None
     if resume == "auto":
         complete = [p for p in checkpoints(run_dir) if is_complete(p)]
-        _discard_incomplete(run_dir, after=step_of(complete[-1]) if complete else -1)
+        discard_incomplete(run_dir, after=step_of(complete[-1]) if complete else -1)
         if not complete:
             log.info("resume=auto: no complete checkpoint in %s, starting from step 0", checkpoint_root(run_dir))
             return None
@@ -149,7 +150,7 @@ def rotate(run_dir: Path, keep: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _discard_incomplete(run_dir: Path, after: int) -> None:
+def discard_incomplete(run_dir: Path, after: int) -> None:
     # A half-written checkpoint-N would be written over by the resumed run, mixing old and new files.
     for path in checkpoints(run_dir):
         if not is_complete(path) and step_of(path) > after:

@@ -39,6 +39,7 @@ from pipeline.config.derived import world_size
 from pipeline.config.enums import Device, ModelSource, PeftMethod, Precision, QuantMethod
 from pipeline.config.run_dir import replacing
 from pipeline.config.schema import HwConfig, ModelConfig, PeftConfig, QuantConfig, RunConfig
+from pipeline.config.user_errors import UserError
 from pipeline.train.model.templates import configure_chat_template
 
 log = logging.getLogger(__name__)
@@ -270,7 +271,7 @@ def keep_cpu_4bit_layout(model: PreTrainedModel) -> None:
 
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """The model or tokenizer could not be loaded; the message names model.path and the fix."""
 
 

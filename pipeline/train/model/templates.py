@@ -22,6 +22,7 @@ from typing import Any
 from pipeline.config.chat_templates import chat_template_path
 from pipeline.config.enums import TrainOn
 from pipeline.config.schema import ModelConfig
+from pipeline.config.user_errors import UserError
 
 _PROBE_TOOL = "probe_tool_schema"
 _PROBE_CALL = "probe_tool_call"
@@ -29,7 +30,7 @@ _TOOLS_FIX = ("set model.chat_template=qwen2.5 (shipped: Qwen2.5-style tool call
               "renders `tools` and each message's `tool_calls` (the Qwen2.5 / Qwen3 templates do)")
 
 
-class ChatTemplateError(ValueError):
+class ChatTemplateError(UserError, ValueError):
     """The chat template cannot render what the data holds; the message says why and the fix."""
 
 
@@ -47,7 +48,7 @@ def configure_chat_template(tokenizer: Any, model: ModelConfig) -> None:
     tokenizer.chat_template = text
 
 
-class NoChatTemplateError(ValueError):
+class NoChatTemplateError(UserError, ValueError):
     """The tokenizer carries no chat template, so turns cannot be formatted."""
 
 

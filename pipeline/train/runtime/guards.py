@@ -12,8 +12,10 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from pipeline.config.user_errors import UserError
 
-class NonFiniteLossError(RuntimeError):
+
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss (and so the gradients) became NaN or inf; the optimizer step was not taken."""
 
 

@@ -14,10 +14,13 @@ from typing import Any
 from transformers import Trainer
 
 from pipeline.config.plan import RunPlan
+from pipeline.config.run_dir import partial_of
 from pipeline.data.predictions import write_predictions
+from pipeline.train.checkpoint.disk import checkpoint_bytes, checkpoint_writes, needed_bytes, warn_if_short
 from pipeline.train.checkpoint.resume import SignalCheckpoint, already_done, load_finished
 from pipeline.train.checkpoint.saving import save_model_dir
 from pipeline.train.levers.lean_lm_head import lean_lm_head
+from pipeline.train.observe.console import console, end_block, install_console
 from pipeline.train.observe.eval_callback import best_checkpoint
 from pipeline.train.observe.heldout import stage_accuracy
 from pipeline.train.observe.monitoring import best_metrics, final_metrics
@@ -40,7 +43,12 @@ def train(plan: RunPlan, trainer: Trainer, prep: Prepared) -> None:
     if already_done(checkpoint, cfg.max_steps):
         load_finished(trainer, checkpoint)
         return
-    with lean_lm_head(cfg.hw.lean_lm_head):
+    install_console(trainer, plan.dir.writes)  # one line per logging step instead of the Trainer's printed dict
+    model_bytes, optimizer_bytes = checkpoint_bytes(trainer.model, prep.tokenizer)
+    if plan.dir.writes:  # early, with the numbers: not at the first checkpoint, minutes or hours in
+        warn_if_short(run_dir, needed_bytes(model_bytes, optimizer_bytes, cfg.stage.save_steps, cfg.max_steps,
+                                            cfg.checkpoint.keep))
+    with checkpoint_writes(run_dir, model_bytes + optimizer_bytes), lean_lm_head(cfg.hw.lean_lm_head):
         trainer.train(resume_from_checkpoint=checkpoint)
     stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, SignalCheckpoint)), None)
     if stopper is not None and stopper.received is not None:
@@ -66,7 +74,8 @@ def finish(plan: RunPlan, trainer: Trainer, prep: Prepared, extra: dict[str, Any
     cfg, run_dir = plan.cfg, plan.run_dir
     train_seconds = time.time() - prep.started
     # final/ never holds half a model (pipeline.train.checkpoint.saving)
-    final = save_model_dir(plan.dir, trainer, prep.tokenizer, plan.dir.final)
+    with checkpoint_writes(run_dir, checkpoint_bytes(trainer.model, prep.tokenizer)[0], partial_of(plan.dir.final)):
+        final = save_model_dir(plan.dir, trainer, prep.tokenizer, plan.dir.final)
     after = stage_accuracy(plan, trainer.model, prep.tokenizer, prep.data.eval_prompts, "after")
     # e.g. the MCQ recipe's id,answer submission file, from the held-out completions just written
     write_predictions(cfg.data, plan.dir, prep.data.eval_prompts)
@@ -106,7 +115,7 @@ def finish(plan: RunPlan, trainer: Trainer, prep: Prepared, extra: dict[str, Any
     plan.dir.write_json(plan.dir.summary, summary)
     if plan.dir.writes:  # the figures and the closing report come from rank 0 alone
         plot_run(run_dir)
-        _report(summary)
+        console().info(end_block(summary, trainer.state.log_history, plan.stage.policy))
     return summary
 
 
@@ -127,15 +136,3 @@ def _train_runtime(trainer: Trainer, fallback: float) -> float:
         if "train_runtime" in entry:
             return float(entry["train_runtime"])
     return fallback
-
-
-
-def _report(summary: dict[str, Any]) -> None:
-    before, after = summary["accuracy_before"], summary["accuracy_after"]
-    lines = [f"{summary['stage']} finished: {summary['steps']} steps in {summary['wall_time_s']:.0f} s "
-             f"({summary['seconds_per_step']:.2f} s/step)"]
-    if before is not None and after is not None:
-        lines.append(f"held-out accuracy: {before:.1%} before -> {after:.1%} after "
-                     f"({summary['eval_problems']} problems)")
-    lines.append(f"model: {summary['final_dir']}")
-    log.info("\n".join(lines))

@@ -19,6 +19,7 @@ from pipeline.config.enums import OnBadRow
 from pipeline.config.frozen import thawed
 from pipeline.config.plan import RunPlan
 from pipeline.data.loader import StageData, load_stage_data
+from pipeline.train.checkpoint.changes import check_resume_changes
 from pipeline.train.checkpoint.resume import resolve_resume
 from pipeline.train.model.build import build_model, check_device, explain_load_error, load_tokenizer, model_dir
 from pipeline.train.model.build import partitioned as is_sharded
@@ -56,7 +57,11 @@ def prepare(plan: RunPlan) -> Prepared:
     set_seed(cfg.seed)
     # A bad resume=PATH (or one written by another number of DeepSpeed ranks) fails now, before data and model load.
     checkpoint = resolve_resume(cfg.resume, plan.run_dir, plan.world_size)
-    plan.dir.write_text(plan.dir.config, OmegaConf.to_yaml(OmegaConf.structured(thawed(cfg))))
+    config_text = OmegaConf.to_yaml(OmegaConf.structured(thawed(cfg)))
+    if checkpoint is not None:  # against the config.yaml the checkpoint's run wrote, before it is replaced here
+        check_resume_changes(checkpoint, OmegaConf.to_container(OmegaConf.create(config_text)),
+                             cfg.checkpoint.allow_changes)
+    plan.dir.write_text(plan.dir.config, config_text)
     data = load_stage_data(cfg.data, cfg.stage.name, cfg.seed)
     log.info("data %s: %d training rows%s", cfg.data.name, len(data.train),
              f", {len(data.eval_prompts)} held-out problems" if data.eval_prompts is not None else "")

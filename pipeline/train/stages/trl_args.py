@@ -5,11 +5,12 @@ the same way (model, data, tokenizer, LoRA config, our callbacks).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import timedelta
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainingArguments
 
 from pipeline.config.enums import Device, Precision
 from pipeline.config.frozen import thawed
@@ -56,8 +57,7 @@ def training_args(plan: RunPlan) -> dict[str, Any]:
         "use_cpu": hw.device == Device.cpu,
         "bf16": hw.precision == Precision.bf16,
         "fp16": hw.precision == Precision.fp16,
-        "gradient_checkpointing": hw.gradient_checkpointing,
-        "gradient_checkpointing_kwargs": {"use_reentrant": False} if hw.gradient_checkpointing else None,
+        **_checkpointing(hw.gradient_checkpointing),
         # CUDA-only levers, refused elsewhere by validation (pipeline/config/gpu_levers.py)
         "use_liger_kernel": hw.liger_kernel,
         "tf32": True if hw.tf32 else None,
@@ -66,6 +66,15 @@ def training_args(plan: RunPlan) -> dict[str, Any]:
         # the zero profile's JSON; its "auto" values are filled from the values above, so they cannot disagree
         "deepspeed": _deepspeed_config(plan),
     }
+
+
+def _checkpointing(on: bool) -> dict[str, Any]:
+    """hw.gradient_checkpointing under the name this transformers knows: 5.x renamed it activation_checkpointing
+    (the old name still works but warns FutureWarning on every run); older versions know only the old one."""
+    kwargs = {"use_reentrant": False} if on else None
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)}:
+        return {"activation_checkpointing": on, "activation_checkpointing_kwargs": kwargs}
+    return {"gradient_checkpointing": on, "gradient_checkpointing_kwargs": kwargs}
 
 
 def trl_args(plan: RunPlan, **stage_args: Any) -> dict[str, Any]:
