@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+_START_TIMEOUT_S = 60  # a forkserver child importing a heavy module on a loaded machine
+
 
 class TimedOut(Exception):
     """The call ran past its time limit."""
@@ -57,10 +59,16 @@ def run_in_process(fn: Callable, args: tuple, kwargs: dict, timeout: float | Non
     child.start()
     sender.close()
     try:
-        if not receiver.poll(timeout):
-            raise TimedOut
+        # the child's start (a fresh interpreter importing the tool's module) is not the tool's time: the limit
+        # runs from the child's "started" message
+        if not receiver.poll(_START_TIMEOUT_S):
+            raise ChildFailed(f"the tool's process did not start within {_START_TIMEOUT_S} s")
         try:
             kind, payload = receiver.recv()
+            if kind == "started":
+                if not receiver.poll(timeout):
+                    raise TimedOut
+                kind, payload = receiver.recv()
         except EOFError:
             child.join(1)
             raise ChildFailed(f"the tool's process died without an answer (exit code {child.exitcode}: a memory "
@@ -78,6 +86,7 @@ def run_in_process(fn: Callable, args: tuple, kwargs: dict, timeout: float | Non
 def _child_call(sender: Any, fn: Callable, args: tuple, kwargs: dict, memory_mb: int | None) -> None:
     if memory_mb:
         resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
+    sender.send(("started", None))
     try:
         value = fn(*args, **kwargs)
     except BaseException as e:
