@@ -20,20 +20,17 @@ Every tool's JSON schema is built here, so a missing type hint or docstring fail
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pipeline.envs.limits import ToolLimits, ToolStats, limit_environment, limit_tool, tools_environment
+from pipeline.envs.loading import AgentSpecError, check_tool, import_path, resolve_path
+from pipeline.rewards.environment import EPISODE_REWARD
 
 BUILTIN_TOOLS = ("calculator", "python", "search")
 BUILTIN_ENVIRONMENTS = {"guess_number": "pipeline.envs.guess_number.GuessNumber"}
-
-
-class AgentSpecError(ValueError):
-    """A tool or environment that cannot be built; the message names it and the fix."""
 
 
 @dataclass
@@ -61,6 +58,16 @@ class AgentSpec:
                 raise AgentSpecError(f"limits: {e}; the keys are {[f.name for f in fields(ToolLimits)]}") from None
         return cls(**data)
 
+    @classmethod
+    def from_env(cls, env: Any, extra_tools: Sequence[Any] = ()) -> AgentSpec:
+        """The spec of the `env` config group (pipeline/config/env_schema.py) plus `stage.tools`."""
+        limits = ToolLimits(timeout_s=env.timeout_s, max_output_tokens=env.max_tool_output_tokens,
+                            isolation=env.isolation, memory_mb=env.memory_mb,
+                            max_calls_per_episode=env.max_calls_per_episode)
+        return cls(tools=[*env.tools, *extra_tools], environment=env.environment,
+                   environments=dict(env.environments), limits=limits,
+                   max_tool_calling_iterations=env.max_tool_calling_iterations)
+
 
 @dataclass
 class Agent:
@@ -75,8 +82,10 @@ class Agent:
         return {"tools": self.tools or None, "environment_factory": self.environment_factory}
 
 
-def build_agent(spec: AgentSpec | dict[str, Any], tokenizer: Any = None) -> Agent:
-    """Tools and environments of ``spec``, limited and checked; ``tokenizer`` counts output tokens."""
+def build_agent(spec: AgentSpec | dict[str, Any], tokenizer: Any = None, own_reward: bool = False) -> Agent:
+    """Tools and environments of ``spec``, limited and checked; ``tokenizer`` counts output tokens. ``own_reward``:
+    an environment's get_reward is hidden from TRL (which would add it under the class name at weight 1) and kept
+    for the `environment` reward term (pipeline/rewards/environment.py), named and weighted in reward.terms."""
     spec = spec if isinstance(spec, AgentSpec) else AgentSpec.from_dict(spec)
     if spec.environment is not None and spec.environments:
         raise AgentSpecError("set `environment` (one for every row) or `environments` (chosen per row by the "
@@ -85,17 +94,19 @@ def build_agent(spec: AgentSpec | dict[str, Any], tokenizer: Any = None) -> Agen
     tools = [build_tool(entry) for entry in spec.tools]
     named = {None: spec.environment} if spec.environment is not None else dict(spec.environments)
     classes = {name: _environment_class(entry) for name, entry in named.items()}
+    if own_reward:
+        classes = {name: _reward_kept(env_cls) for name, env_cls in classes.items()}
     # plain tools have no episode; a per-episode cap needs them on an environment instance
     fold = limits.max_calls_per_episode is not None and tools
     if fold and not classes:
         classes, named = {None: tools_environment(tools, limits, stats, tokenizer)}, {None: {}}
-        for method in _tool_methods(classes[None]):
+        for method in tool_methods(classes[None]):
             check_tool(method, f"tool {method.__name__}")
         return Agent([], classes[None], stats, spec.max_tool_calling_iterations)
     factories: dict[Any, Callable] = {}
     for name, env_cls in classes.items():
         limited = limit_environment(env_cls, limits, stats, tokenizer, extra_tools=tools if fold else ())
-        for method in _tool_methods(limited):
+        for method in tool_methods(limited):
             check_tool(method, f"environment {env_cls.__name__}, tool method {method.__name__}")
         kwargs = _kwargs(named[name])
         factories[name] = functools.partial(limited, **kwargs) if kwargs else limited
@@ -104,6 +115,22 @@ def build_agent(spec: AgentSpec | dict[str, Any], tokenizer: Any = None) -> Agen
         check_tool(tool, f"tool {tool.__name__}")
     factory = factories.get(None) if spec.environment is not None else (factories or None)
     return Agent(plain, factory, stats, spec.max_tool_calling_iterations)
+
+
+def environment_classes(spec: AgentSpec) -> list[type]:
+    """The environment classes ``spec`` names (imported, not instantiated): what validation checks."""
+    named = [spec.environment] if spec.environment is not None else list(spec.environments.values())
+    return [_environment_class(entry) for entry in named]
+
+
+def _reward_kept(env_cls: type) -> type:
+    """``env_cls`` with get_reward moved to EPISODE_REWARD, out of TRL's sight (None is not a function to it)."""
+    reward = getattr(env_cls, "get_reward", None)
+    if not callable(reward):
+        return env_cls
+    return type(env_cls.__name__, (env_cls,), {"get_reward": None, EPISODE_REWARD: reward,
+                                               "__module__": env_cls.__module__,
+                                               "__qualname__": env_cls.__qualname__, "__doc__": env_cls.__doc__})
 
 
 def build_tool(entry: Any) -> Callable:
@@ -144,8 +171,41 @@ def _builtin_tool(name: str, options: dict[str, Any]) -> Callable:
             raise AgentSpecError("the search tool needs a corpus. Fix: {name: search, corpus: path/to/docs.jsonl} "
                                  "(one {\"id\", \"title\", \"text\"} object per line)")
         from pipeline.envs.search import SearchIndex
+        options = {**options, "corpus": resolve_path(str(options["corpus"]))}
         return _construct(SearchIndex, options, "search tool").search
     raise AgentSpecError(f"unknown built-in tool {name!r}; the built-ins are {list(BUILTIN_TOOLS)}")
+
+
+def check_builtin(entry: Any) -> None:
+    """A built-in tool's (or a `_target_` factory's) options bind and its files exist; nothing is built."""
+    entry = {"name": entry} if isinstance(entry, str) else dict(entry)
+    if "_target_" in entry:
+        target = entry.pop("_target_")
+        _bind(import_path(target, "tool factory"), entry, f"tool factory {target}")
+        return
+    name = entry.pop("name", None)
+    if name == "calculator" and entry:
+        raise AgentSpecError(f"the calculator tool takes no options, got {sorted(entry)}")
+    if name == "python":
+        from pipeline.envs.python_tool import PythonTool
+        _bind(PythonTool, entry, "python tool")
+    elif name == "search":
+        from pipeline.envs.search import SearchIndex
+        _bind(SearchIndex, entry, "search tool")
+        corpus = resolve_path(str(entry.get("corpus", "")))
+        if not corpus.is_file():
+            raise AgentSpecError(f"search tool: corpus {entry.get('corpus')!r} is not a file. Fix: "
+                                 f"{{name: search, corpus: docs.jsonl}}, one {{\"id\", \"text\"}} object per line")
+    elif name not in BUILTIN_TOOLS:
+        raise AgentSpecError(f"a tool given as a dict needs `name` (one of {list(BUILTIN_TOOLS)}) or `_target_`, "
+                             f"got {entry}")
+
+
+def _bind(target: Any, options: dict[str, Any], what: str) -> None:
+    try:
+        inspect.signature(target).bind(**options)
+    except TypeError as e:
+        raise AgentSpecError(f"{what}: {e}; it takes {inspect.signature(target)}") from None
 
 
 def _environment_class(entry: Any) -> type:
@@ -180,71 +240,11 @@ def _kwargs(entry: Any) -> dict[str, Any]:
 
 
 def _construct(target: Callable, options: dict[str, Any], what: str) -> Any:
-    try:
-        inspect.signature(target).bind(**options)
-    except TypeError as e:
-        raise AgentSpecError(f"{what}: {e}; it takes {inspect.signature(target)}") from None
+    _bind(target, options, what)
     return target(**options)
 
 
-def _tool_methods(env_cls: type) -> list[Callable]:
+def tool_methods(env_cls: type) -> list[Callable]:
     instance = object.__new__(env_cls)  # methods bound without running __init__: only their schemas are read
     return [getattr(instance, name) for name, _ in inspect.getmembers(env_cls, predicate=inspect.isfunction)
             if not name.startswith("_") and name not in ("reset", "get_reward")]
-
-
-def import_path(path: str, what: str = "object") -> Any:
-    """``pkg.module.name`` (or ``pkg.module.obj.attr``): the longest importable module, then attributes."""
-    parts = path.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:split])
-        try:
-            obj: Any = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name and (module_name + ".").startswith(e.name + "."):
-                continue  # this prefix is not a module: try a shorter one
-            raise AgentSpecError(f"{what} {path}: importing {module_name} needs the missing module {e.name!r}. "
-                                 f"Fix: install it") from None
-        except ImportError as e:
-            raise AgentSpecError(f"{what} {path}: importing {module_name} failed: {e}") from None
-        try:
-            for attribute in parts[split:]:
-                obj = getattr(obj, attribute)
-        except AttributeError:
-            raise AgentSpecError(f"{what} {path}: module {module_name} has no {'.'.join(parts[split:])}. Fix: check "
-                                 f"the name (python -c 'import {module_name}; print(dir({module_name}))')") from None
-        return obj
-    raise AgentSpecError(f"{what} {path}: no module of that path can be imported. Fix: a dotted path "
-                         f"'package.module.name' importable from this environment (installed or on PYTHONPATH)")
-
-
-def check_tool(tool: Callable, label: str) -> dict[str, Any]:
-    """The JSON schema TRL will show the model; a tool it cannot be built for is refused with the fix."""
-    from transformers.utils import get_json_schema
-    from transformers.utils.chat_template_utils import DocstringParsingException, TypeHintParsingException
-
-    try:
-        return get_json_schema(tool)
-    except TypeHintParsingException as e:
-        raise AgentSpecError(f"{label}: {e}. Fix: give every argument a type hint (e.g. `expression: str`)") from None
-    except DocstringParsingException as e:
-        raise AgentSpecError(f"{label}: {e}. Fix: a Google-style docstring: a summary line, then `Args:` with one "
-                             f"`name: description` line per argument") from None
-
-
-def placeholder_rows(n: int, seed: int = 0, environment: str | list[str] | None = None,
-                     system: str | None = None) -> Any:
-    """``n`` rows for environments that write their own prompt in ``reset()``: a conversational prompt with an empty
-    user message (TRL appends the reset text to it; a plain-text prompt would fail there), a distinct ``seed`` per
-    row (reset gets it), and the ``environment`` column when several run at once (a list: the rows cycle through it).
-    """
-    import datasets
-
-    if n < 1:
-        raise ValueError(f"placeholder_rows needs n >= 1, got {n}")
-    prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": ""}]
-    rows = [{"prompt": prompt, "seed": seed + i} for i in range(n)]
-    if environment is not None:
-        names = [environment] if isinstance(environment, str) else list(environment)
-        rows = [{**row, "environment": names[i % len(names)]} for i, row in enumerate(rows)]
-    return datasets.Dataset.from_list(rows)

@@ -11,12 +11,18 @@ gives TRL's numbers (same distribution where it samples; tests/train/levers/ com
 | `_get_per_token_logps_and_entropies`     | shared_prefix: each prompt forwarded once per group                 |
 
 Which levers apply is decided once, when the trainer is built (`GRPOLevers.applicable`): vLLM generation skips the
-generation levers, ZeRO-3 skips the merge (a rank holds a shard of each weight) and the shared prefill.
+generation levers, ZeRO-3 skips the merge (a rank holds a shard of each weight) and the shared prefill. Runs with
+tools (TRL's multi-turn loop) keep the levers that score or sample the same tokens whatever they are -- the shared
+prefix (exact with TRL's tool_mask: tests/train/levers/test_tool_mask.py), merged LoRA, fast sampling, the lean LM
+head, trimmed padding -- and turn off the two that re-lay the generation batch's rows (prefill_once,
+drop_finished_rows), which are not proven on the follow-up turns TRL generates from each rollout's own history; one
+log line says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +37,9 @@ from pipeline.train.levers.shared_prefix import SaysOnce, blocker, group_micro_b
 from pipeline.train.levers.trim_padding import trim_padding
 from pipeline.train.trl_surface import reached
 
+log = logging.getLogger(__name__)
+# levers that re-lay the rows of a generation call; off in tool runs (see the module docstring)
+_OFF_WITH_TOOLS = ("prefill_once", "drop_finished_rows")
 
 @dataclass(frozen=True)
 class GRPOLevers:
@@ -47,23 +56,40 @@ class GRPOLevers:
         transformers_generation = not trainer.use_vllm
         zero3 = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
         model = trainer.accelerator.unwrap_model(trainer.model)
+        levers = self.without_row_layout_levers() if trainer.tools else self
         return dataclasses.replace(
-            self,
-            merge_lora=self.merge_lora and transformers_generation and mergeable(model, zero3),
-            fast_sampling=self.fast_sampling and transformers_generation,
+            levers,
+            merge_lora=levers.merge_lora and transformers_generation and mergeable(model, zero3),
+            fast_sampling=levers.fast_sampling and transformers_generation,
             # ZeRO-3 generates through gathered parameters of a wrapper the prefill would not go through
-            prefill_once=self.prefill_once and transformers_generation and not zero3,
-            drop_finished_rows=self.drop_finished_rows and transformers_generation,
+            prefill_once=levers.prefill_once and transformers_generation and not zero3,
+            drop_finished_rows=levers.drop_finished_rows and transformers_generation,
         )
+
+    def without_row_layout_levers(self) -> GRPOLevers:
+        """The levers of a tool run: those in _OFF_WITH_TOOLS turned off, said in one log line when any was on."""
+        asked = [name for name in _OFF_WITH_TOOLS if getattr(self, name)]
+        if asked:
+            log.info("tools: %s off for this run (they re-lay the rows of each generation call and are not proven on "
+                     "TRL's follow-up tool turns); shared_prefix, merged LoRA, fast sampling and the lean LM head "
+                     "stay (exact under TRL's tool_mask)", ", ".join(asked))
+        return dataclasses.replace(self, **dict.fromkeys(_OFF_WITH_TOOLS, False))
 
 
 class LeveredGRPOTrainer(GRPOTrainer):
     """TRL's GRPOTrainer whose generation, micro-batches and log-prob forwards go through the levers asked for."""
 
-    def __init__(self, *args: Any, levers: GRPOLevers | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, levers: GRPOLevers | None = None, tool_stats: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.levers = (levers or GRPOLevers()).applicable(self)
         self.says = SaysOnce("shared_prefix")
+        # pipeline/envs/limits.py's per-tool counters (calls, failures, timeouts, truncated), logged with each step
+        self.tool_stats = tool_stats
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.tool_stats is not None and self.model.training:
+            logs = {**logs, **self.tool_stats.metrics()}
+        super().log(logs, start_time)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         reached["compute_loss"] += 1
