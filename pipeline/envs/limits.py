@@ -95,6 +95,11 @@ class ToolStats:
         with self._lock:
             return ToolCounts(**asdict(self._counts.get(name, ToolCounts())))
 
+    def summary(self) -> dict[str, dict[str, int]]:
+        """{tool: {calls, failures, timeouts, truncated}}, totals since the start: summary.json's `tools`."""
+        with self._lock:
+            return {name: asdict(counts) for name, counts in sorted(self._counts.items())}
+
     def metrics(self, prefix: str = "tools") -> dict[str, float]:
         """`<prefix>/<tool>/calls|failures|timeouts|truncated`, totals since the start, for a logger."""
         with self._lock:

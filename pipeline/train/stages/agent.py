@@ -46,9 +46,16 @@ def agent_inputs(plan: RunPlan, prep: Prepared) -> AgentInputs | None:
     if cfg.env.placeholder_rows is not None:
         names = sorted(cfg.env.environments) or None
         prep.data.train = placeholder_rows(cfg.env.placeholder_rows, seed=cfg.seed, environment=names)
-    shown = [getattr(t, "__name__", "?") for t in agent.tools]
     log.info("env=%s: tools %s, environment %s, at most %s tool turns per episode, %s s per call, results cut to %s "
-             "tokens", cfg.env.name, shown or "none",
-             getattr(agent.environment_factory, "__name__", None) or cfg.env.environment or "none",
+             "tokens", cfg.env.name, [t.__name__ for t in agent.tools] or "none", _names(agent.environment_factory),
              cfg.env.max_tool_calling_iterations, cfg.env.timeout_s, cfg.env.max_tool_output_tokens)
     return AgentInputs(agent.trainer_kwargs(), cfg.env.max_tool_calling_iterations, agent.stats)
+
+
+def _names(factory: Any) -> str:
+    """The environment class(es) behind a factory (a class, a functools.partial of one, or {name: factory})."""
+    if factory is None:
+        return "none"
+    if isinstance(factory, dict):
+        return ", ".join(f"{name}={_names(f)}" for name, f in factory.items())
+    return getattr(getattr(factory, "func", factory), "__name__", repr(factory))

@@ -63,7 +63,8 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
     # reward models (reward.terms.*.model) score on this rank's training device, frozen, loaded at their first call
     place_reward_models(reward_funcs, trainer.accelerator.device)
     train(plan, trainer, prep)
-    return finish(plan, trainer, prep)
+    # summary.json: every tool's calls, failures, timeouts and truncated results over the run
+    return finish(plan, trainer, prep, {"tools": agent.stats.summary()} if agent else None)
 
 
 def generation_engine(stage: GRPOStageConfig) -> dict[str, Any]:
