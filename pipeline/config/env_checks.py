@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.config.chat_templates import chat_template_path
 from pipeline.config.enums import DataFormat
 from pipeline.config.schema import RunConfig
 from pipeline.config.stage_table import stage_spec
@@ -46,7 +47,23 @@ def env_problems(cfg: RunConfig) -> list[str]:
         problems.append(f"env={env.name}: {e}")
     problems += _data_problems(cfg)
     problems += _environment_reward_problems(cfg, classes)
+    problems += _template_problems(cfg)
     return problems
+
+
+def _template_problems(cfg: RunConfig) -> list[str]:
+    """A chat template file that never writes tool calls cannot render them or have them parsed (the tokenizer's
+    own template is only known once it loads: pipeline/envs/templates.py checks it then, with the same fix)."""
+    name = cfg.model.chat_template
+    try:
+        text = chat_template_path(name).read_text(encoding="utf-8") if name else None
+    except (ValueError, OSError):
+        return []  # the model checks report a template that is not there
+    if text is None or ("tool_calls" in text and "tools" in text):
+        return []
+    return [f"env={cfg.env.name} with model.chat_template={name}: the template renders no tools or tool calls, so "
+            "the model would never see the tools nor could its calls be parsed. Fix: model.chat_template=qwen2.5 "
+            "(shipped, Qwen2.5-style tool calls) or a template that renders `tools` and `tool_calls`."]
 
 
 def _limit_problems(env: Any) -> list[str]:

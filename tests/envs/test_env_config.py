@@ -85,6 +85,7 @@ def test_a_bad_tool_fails_naming_the_field_and_the_fix(tool_module: str, tool: s
     (["env=calculator", "env.memory_mb=256"], "env.memory_mb needs env.isolation=process"),
     (["env=search", "env.tools=[{name: search, corpus: /nowhere.jsonl}]"], "is not a file"),
     (["env=python", "env.tools=[{name: python, timeout: 3}]"], "python tool: got an unexpected keyword"),
+    (["env=calculator", "model.chat_template=chatml"], "the template renders no tools or tool calls"),
     (["env=calculator", "+stage.trl.max_tool_calling_iterations=2"], "env.max_tool_calling_iterations"),
 ])
 def test_bad_combinations_fail_before_anything_loads(overrides: list[str], message: str) -> None:
