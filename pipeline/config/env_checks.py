@@ -14,6 +14,7 @@ from pipeline.config.enums import DataFormat
 from pipeline.config.schema import RunConfig
 from pipeline.config.stage_table import stage_spec
 from pipeline.data.sources import peek_columns
+from pipeline.envs.rewards import EPISODE_REWARD_PATH
 
 _ISOLATION = ("thread", "process")
 
@@ -122,12 +123,12 @@ def _environment_reward_problems(cfg: RunConfig, classes: list[type]) -> list[st
     """An environment that scores its own episodes (get_reward) is scored through the `environment` term."""
     functions = _reward_functions(cfg)
     owning = [c.__name__ for c in classes if callable(getattr(c, "get_reward", None))]
-    if owning and "environment" not in functions:
+    if owning and EPISODE_REWARD_PATH not in functions:
         return [f"env={cfg.env.name}: {', '.join(owning)} scores its episodes (get_reward), but "
-                f"reward={cfg.reward.name} has no `environment` term to count it. Fix: reward=environment, or add "
-                "reward.terms.environment.weight=1.0 next to the other terms."]
-    if "environment" in functions and not owning:
-        return [f"reward={cfg.reward.name} has an `environment` term, but env={cfg.env.name} has no environment "
-                "with get_reward() to score it. Fix: an env with an environment (e.g. env=guess_number), or drop "
-                "the term."]
+                f"reward={cfg.reward.name} has no term to count it. Fix: reward=environment, or add "
+                f"'+reward.terms.environment={{_target_: {EPISODE_REWARD_PATH}}}' next to the other terms."]
+    if EPISODE_REWARD_PATH in functions and not owning:
+        return [f"reward={cfg.reward.name} scores {EPISODE_REWARD_PATH}, but env={cfg.env.name} has no "
+                "environment with get_reward() to score it. Fix: an env with an environment (e.g. "
+                "env=guess_number), or drop the term."]
     return []

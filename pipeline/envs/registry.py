@@ -27,7 +27,7 @@ from typing import Any
 
 from pipeline.envs.limits import ToolLimits, ToolStats, limit_environment, limit_tool, tools_environment
 from pipeline.envs.loading import AgentSpecError, check_tool, import_path, resolve_path
-from pipeline.rewards.environment import EPISODE_REWARD
+from pipeline.envs.rewards import EPISODE_REWARD
 
 BUILTIN_TOOLS = ("calculator", "python", "search")
 BUILTIN_ENVIRONMENTS = {"guess_number": "pipeline.envs.guess_number.GuessNumber"}
@@ -85,7 +85,7 @@ class Agent:
 def build_agent(spec: AgentSpec | dict[str, Any], tokenizer: Any = None, own_reward: bool = False) -> Agent:
     """Tools and environments of ``spec``, limited and checked; ``tokenizer`` counts output tokens. ``own_reward``:
     an environment's get_reward is hidden from TRL (which would add it under the class name at weight 1) and kept
-    for the `environment` reward term (pipeline/rewards/environment.py), named and weighted in reward.terms."""
+    for the `episode_reward` term (pipeline/envs/rewards.py), named and weighted in reward.terms."""
     spec = spec if isinstance(spec, AgentSpec) else AgentSpec.from_dict(spec)
     if spec.environment is not None and spec.environments:
         raise AgentSpecError("set `environment` (one for every row) or `environments` (chosen per row by the "

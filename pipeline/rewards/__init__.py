@@ -8,7 +8,6 @@ kind built from its own fields (judge, reward_model): `register_kind`.
 from pipeline.rewards import (  # noqa: F401  (they register)
     answer,
     code,
-    environment,
     format,
     judge,
     length,

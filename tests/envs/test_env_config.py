@@ -78,7 +78,7 @@ def test_a_bad_tool_fails_naming_the_field_and_the_fix(tool_module: str, tool: s
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["env=calculator", "stage=sft"], "run inside GRPO's rollouts only. Fix: env=none"),
-    (["env=guess_number", "reward=correctness"], "has no `environment` term to count it. Fix: reward=environment"),
+    (["env=guess_number", "reward=correctness"], "has no term to count it. Fix: reward=environment"),
     (["reward=environment", "env=calculator"], "env=calculator has no environment with get_reward()"),
     (["env=calculator", "env.placeholder_rows=8"], "without an environment"),
     (["env=calculator", "env.timeout_s=0"], "env.timeout_s=0.0: use a positive number"),

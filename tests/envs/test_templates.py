@@ -53,3 +53,14 @@ def test_a_call_that_did_not_parse_is_told_apart() -> None:
     assert malformed_tool_call({"role": "assistant", "content": '<tool_call>\n{"name": calc'})
     assert not malformed_tool_call({"role": "assistant", "content": "42"})
     assert not malformed_tool_call({"role": "assistant", "content": "", "tool_calls": [{"type": "function"}]})
+
+
+def test_malformed_calls_are_a_reward_term() -> None:
+    from pipeline.rewards import get_reward
+
+    score = get_reward("pipeline.envs.rewards.malformed_tool_calls")  # reward.terms.<name>._target_
+    good = [{"role": "assistant", "content": "", "tool_calls": [{"type": "function"}]},
+            {"role": "tool", "content": "42"}, {"role": "assistant", "content": "42"}]
+    bad = [{"role": "assistant", "content": '<tool_call>\n{"name": calc'},
+           {"role": "assistant", "content": "<tool_call>oops</tool_call>"}]
+    assert score(completions=[good, bad, "<tool_call>x"]) == [0.0, 2.0, 1.0]

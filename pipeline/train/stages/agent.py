@@ -17,6 +17,7 @@ from pipeline.config.plan import RunPlan
 from pipeline.envs.limits import ToolStats
 from pipeline.envs.loading import placeholder_rows
 from pipeline.envs.registry import AgentSpec, build_agent
+from pipeline.envs.rewards import EPISODE_REWARD_PATH
 from pipeline.envs.templates import ensure_response_schema
 from pipeline.rewards import term_function
 from pipeline.train.stages.prepare import Prepared
@@ -41,7 +42,7 @@ def agent_inputs(plan: RunPlan, prep: Prepared) -> AgentInputs | None:
     if not cfg.env.active and not stage_tools:
         return None
     ensure_response_schema(prep.tokenizer)
-    own_reward = "environment" in {term_function(name, term) for name, term in cfg.reward.terms.items()}
+    own_reward = EPISODE_REWARD_PATH in {term_function(name, term) for name, term in cfg.reward.terms.items()}
     agent = build_agent(AgentSpec.from_env(cfg.env, stage_tools), prep.tokenizer, own_reward=own_reward)
     if cfg.env.placeholder_rows is not None:
         names = sorted(cfg.env.environments) or None
