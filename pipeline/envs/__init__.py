@@ -8,7 +8,9 @@
     limits.py       limit_tool / limit_environment: time limit, output cut, call cap, faults as messages, counters
     isolation.py    where a limited call runs (thread or forkserver child)
     templates.py    ensure_response_schema(tokenizer): tool-call parsing for the templates we ship
-    registry.py     build_agent(spec): a config-like description -> GRPOTrainer's tools / environment_factory
+    registry.py     build_agent(spec): the env group (AgentSpec.from_env) -> GRPOTrainer's tools / environment_factory
+    loading.py      dotted paths, tool JSON schemas (checked before anything loads), pkg: paths, placeholder rows
+    rewards.py      episode_reward (an environment's get_reward as a reward term), malformed_tool_calls
     adapters/       environments of other libraries (OpenEnv)
 
 Nothing is imported here: each run pays only for the tools it uses.

@@ -47,6 +47,8 @@ def agent_inputs(plan: RunPlan, prep: Prepared) -> AgentInputs | None:
     if cfg.env.placeholder_rows is not None:
         names = sorted(cfg.env.environments) or None
         prep.data.train = placeholder_rows(cfg.env.placeholder_rows, seed=cfg.seed, environment=names)
+        # the data group's held-out problems are not this environment's task: no accuracy is reported for them
+        prep.data.eval_prompts, prep.accuracy_before = None, None
     log.info("env=%s: tools %s, environment %s, at most %s tool turns per episode, %s s per call, results cut to %s "
              "tokens", cfg.env.name, [t.__name__ for t in agent.tools] or "none", _names(agent.environment_factory),
              cfg.env.max_tool_calling_iterations, cfg.env.timeout_s, cfg.env.max_tool_output_tokens)
