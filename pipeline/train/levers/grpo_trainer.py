@@ -72,7 +72,8 @@ class GRPOLevers:
         if asked:
             log.info("tools: %s off for this run (they re-lay the rows of each generation call and are not proven on "
                      "TRL's follow-up tool turns); shared_prefix, merged LoRA, fast sampling and the lean LM head "
-                     "stay (exact under TRL's tool_mask)", ", ".join(asked))
+                     "stay (they score or sample every token alike; TRL's tool_mask then drops tool results from the "
+                     "loss)", ", ".join(asked))
         return dataclasses.replace(self, **dict.fromkeys(_OFF_WITH_TOOLS, False))
 
 
