@@ -5,17 +5,7 @@ heavy library is loaded. Add a reward: a module here with `@register_reward("nam
 kind built from its own fields (judge, reward_model): `register_kind`.
 """
 
-from pipeline.rewards import (  # noqa: F401  (they register)
-    answer,
-    code,
-    format,
-    judge,
-    length,
-    math_equiv,
-    mcq,
-    model,
-    xml,
-)
+from pipeline.rewards import answer, code, format, judge, length, math_equiv, mcq, model, xml  # noqa: F401  (they register)
 from pipeline.rewards.calls import (
     RewardError,
     RewardSetupError,
