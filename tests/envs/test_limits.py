@@ -8,7 +8,6 @@ import inspect
 import time
 
 import pytest
-from transformers import AutoTokenizer
 
 from pipeline.envs.limits import ToolError, ToolLimits, ToolStats, limit_environment, limit_tool, tools_environment
 from tests.conftest import REPO
@@ -86,6 +85,9 @@ def test_a_hanging_tool_in_a_process_is_killed_at_its_limit() -> None:
 
 
 def test_ten_megabytes_are_truncated_to_max_output_tokens_and_the_cut_is_said() -> None:
+    # imported here: the process-isolation test's child imports this module, and should start in well under a second
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     stats = ToolStats()
     tool = limit_tool(flood, ToolLimits(max_output_tokens=64), stats, tokenizer)
