@@ -13,6 +13,7 @@ import json
 import re
 
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoTokenizer, Qwen3ForCausalLM
 
 from pipeline.config.plan import plan_run
@@ -70,10 +71,13 @@ def test_scripted_tool_calls_run_are_counted_and_masked(tmp_path, monkeypatch) -
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["tools"] == {"calculate": {"calls": 16, "failures": 4, "timeouts": 0, "truncated": 0}}
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [row for row in logged if "tools/calculate/calls" in row and "loss" in row]  # per step, not the end
+    steps = [row for row in logged if "tools/calculate/calls" in row]
     assert [row["tools/calculate/calls"] for row in steps] == [8.0, 16.0]
     assert steps[-1]["tools/calculate/failures"] == 4.0
     assert steps[-1]["tools/failure_frequency"] == 0.25  # TRL's own count agrees
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("train/tools/calculate/failures")] == [2.0, 4.0]  # TensorBoard scalars
     # the calculator's answers were read back: 3 of 4 rollouts answer right
     assert steps[-1]["rewards/correctness/mean"] == 0.75
 

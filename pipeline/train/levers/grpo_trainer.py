@@ -88,7 +88,8 @@ class LeveredGRPOTrainer(GRPOTrainer):
         self.tool_stats = tool_stats
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.tool_stats is not None and self.model.training:
+        # each step's log, not evaluation's nor the end-of-training summary (which would repeat the last point)
+        if self.tool_stats is not None and self.model.training and "train_runtime" not in logs:
             logs = {**logs, **self.tool_stats.metrics()}
         super().log(logs, start_time)
 
