@@ -1,5 +1,6 @@
 """From a config-like description to what GRPOTrainer takes: ``tools=[...]`` and ``environment_factory=``.
 
+    agent = build_agent(AgentSpec.from_env(cfg.env, cfg.stage.tools), tokenizer)   # what the GRPO stage does
     agent = build_agent({"tools": ["calculator", "my_pkg.tools.lookup"],
                          "environment": {"_target_": "my_pkg.envs.Maze", "size": 5},
                          "limits": {"timeout_s": 5, "max_output_tokens": 256, "max_calls_per_episode": 8}},
@@ -14,7 +15,8 @@ builds one instance per rollout) or `{openenv: {env: ..., action: ..., tool_name
 `environment` runs one for every row; `environments: {name: ...}` several, chosen per row by its `environment` column.
 Every tool and environment method goes through limits.py; with `max_calls_per_episode` set, plain tools become
 methods of each environment (or of a per-rollout ToolBox), since only an environment instance knows its episode.
-Every tool's JSON schema is built here, so a missing type hint or docstring fails before training, naming the tool.
+Every tool's JSON schema is built here, so a missing type hint or docstring fails before training, naming the tool;
+validation (pipeline/config/env_checks.py) builds the same schemas earlier still, before anything loads.
 """
 
 from __future__ import annotations
