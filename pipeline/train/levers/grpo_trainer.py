@@ -13,10 +13,10 @@ gives TRL's numbers (same distribution where it samples; tests/train/levers/ com
 Which levers apply is decided once, when the trainer is built (`GRPOLevers.applicable`): vLLM generation skips the
 generation levers, ZeRO-3 skips the merge (a rank holds a shard of each weight) and the shared prefill. Runs with
 tools (TRL's multi-turn loop) keep the levers that score or sample the same tokens whatever they are -- the shared
-prefix (exact with TRL's tool_mask: tests/train/levers/test_tool_mask.py), merged LoRA, fast sampling, the lean LM
-head, trimmed padding -- and turn off the two that re-lay the generation batch's rows (prefill_once,
-drop_finished_rows), which are not proven on the follow-up turns TRL generates from each rollout's own history; one
-log line says so.
+prefix (exact with TRL's tool_mask: tests/train/levers/test_tool_mask.py), prefill_once (generate's own tokens on a
+follow-up turn's batch: test_prefill_tool_turns.py), merged LoRA, fast sampling, the lean LM head, trimmed padding --
+and turn off drop_finished_rows, whose own decode loop is not proven on the follow-up turns TRL generates from each
+rollout's history; one log line says so.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from pipeline.train.levers.trim_padding import trim_padding
 from pipeline.train.trl_surface import reached
 
 log = logging.getLogger(__name__)
-# levers that re-lay the rows of a generation call; off in tool runs (see the module docstring)
-_OFF_WITH_TOOLS = ("prefill_once", "drop_finished_rows")
+# levers not proven in TRL's tool loop; off in tool runs (see the module docstring)
+_OFF_WITH_TOOLS = ("drop_finished_rows",)
 
 @dataclass(frozen=True)
 class GRPOLevers:
@@ -70,10 +70,10 @@ class GRPOLevers:
         """The levers of a tool run: those in _OFF_WITH_TOOLS turned off, said in one log line when any was on."""
         asked = [name for name in _OFF_WITH_TOOLS if getattr(self, name)]
         if asked:
-            log.info("tools: %s off for this run (they re-lay the rows of each generation call and are not proven on "
-                     "TRL's follow-up tool turns); shared_prefix, merged LoRA, fast sampling and the lean LM head "
-                     "stay (they score or sample every token alike; TRL's tool_mask then drops tool results from the "
-                     "loss)", ", ".join(asked))
+            log.info("tools: %s off for this run (its own decode loop is not proven on TRL's follow-up tool turns); "
+                     "shared_prefix, prefill_once, merged LoRA, fast sampling and the lean LM head stay (they score "
+                     "or sample every token alike; TRL's tool_mask then drops tool results from the loss)",
+                     ", ".join(asked))
         return dataclasses.replace(self, **dict.fromkeys(_OFF_WITH_TOOLS, False))
 
 

@@ -1,6 +1,6 @@
 """The speed levers under TRL's tool_mask (multi-turn completions whose tool-result tokens are not the model's):
 the shared-prefix forwards give TRL's per-row loss and gradients on a batch with tool results, tool-result tokens get
-exactly zero gradient on both paths, and a tool run turns off the row-layout levers with one log line."""
+exactly zero gradient on both paths, and a tool run turns off drop_finished_rows with one log line."""
 
 from __future__ import annotations
 
@@ -129,13 +129,13 @@ def test_tool_result_tokens_get_zero_gradient(tmp_path, shared: bool) -> None:
     assert (logp_grad[tool] != 0).float().mean() > 0.9
 
 
-def test_a_tool_run_turns_the_row_layout_levers_off_with_one_log_line(tmp_path, caplog) -> None:
+def test_a_tool_run_turns_drop_finished_rows_off_with_one_log_line(tmp_path, caplog) -> None:
     asked = {"shared_prefix": True, "prefill_once": True, "drop_finished_rows": True, "fast_sampling": True}
     with caplog.at_level(logging.INFO, logger="pipeline.train.levers.grpo_trainer"):
         trainer = tool_trainer(tmp_path, **asked)
     said = [r.getMessage() for r in caplog.records if r.name == "pipeline.train.levers.grpo_trainer"]
-    assert len(said) == 1 and said[0].startswith("tools: prefill_once, drop_finished_rows off for this run")
-    assert trainer.levers == GRPOLevers(shared_prefix=True, fast_sampling=True)
+    assert len(said) == 1 and said[0].startswith("tools: drop_finished_rows off for this run")
+    assert trainer.levers == GRPOLevers(shared_prefix=True, prefill_once=True, fast_sampling=True)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="pipeline.train.levers.grpo_trainer"):
         plain = tool_trainer(tmp_path, tools=False, **asked)  # control: no tools, every lever stays
