@@ -26,6 +26,7 @@ from pipeline.config.enums import (
     Precision,
     QuantMethod,
 )
+from pipeline.config.env_checks import env_problems
 from pipeline.config.gpu_levers import lever_problems
 from pipeline.config.hostfile import hostfile_problems
 from pipeline.config.schema import RunConfig
@@ -79,6 +80,7 @@ def validate(cfg: RunConfig, produced: frozenset[str] = frozenset()) -> None:
         *_check_data(cfg),
         *template_problems(cfg.model.chat_template, cfg.model.chat_template_kwargs),
         *reward_problems(cfg, produced),
+        *env_problems(cfg),
         *_check_distributed(cfg),
     ]
     if problems:

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from pipeline.config.data_schema import DataConfig
 from pipeline.config.enums import Device
+from pipeline.config.env_schema import EnvConfig
 from pipeline.config.run_dir import RunDir
 from pipeline.config.schema import RunConfig
 from pipeline.config.stage_table import CHAINABLE, stage_spec
@@ -98,6 +99,8 @@ def chain_steps(cfg: RunConfig, run_dir: Path | None = None) -> list[RunConfig]:
             cfg,
             stage=getattr(cfg.stage, name),
             data=_data_for(cfg.data, cfg.stage.data.get(name, {})),
+            # tools run in GRPO's rollouts only: a chain's other steps (an SFT warm start) run without them
+            env=cfg.env if stage_spec(name).generates else EnvConfig(name="none"),
             output_dir=str(step_dir.root),
             init_from=init_from,
         )

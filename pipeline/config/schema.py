@@ -25,6 +25,7 @@ from pipeline.config.enums import (
     Precision,
     QuantMethod,
 )
+from pipeline.config.env_schema import EnvConfig
 from pipeline.config.frozen import Schema
 from pipeline.config.stage_table import stage_schemas
 
@@ -248,6 +249,8 @@ class RunConfig(Schema):
     zero: ZeroConfig = MISSING
     logging: LoggingConfig = MISSING
     paths: PathsConfig = MISSING
+    # Tools and environments of GRPO's rollouts (conf/env/, none by default).
+    env: EnvConfig = MISSING
     seed: int = 42
     # Positive: stop after this many optimizer steps (overrides stage.num_epochs).
     max_steps: int = -1
@@ -278,6 +281,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "zero": {"base_zero": ZeroConfig},
     "logging": {"base_logging": LoggingConfig},
     "paths": {"base_paths": PathsConfig},
+    "env": {"base_env": EnvConfig},
 }
 
 

@@ -123,6 +123,9 @@ class GRPOStageConfig(StageConfig):
     generation: GenerationEngine = GenerationEngine.transformers
     # Share of GPU memory vLLM reserves for its weights and KV cache in colocate mode.
     vllm_gpu_memory_utilization: float = 0.3
+    # Your own tools, on top of the env group's: dotted paths `pkg.module.function` to functions with type hints and
+    # a Google-style docstring (TRL shows the model their JSON schema); they run under the env group's limits.
+    tools: list[str] = field(default_factory=list)
 
 
 @dataclass

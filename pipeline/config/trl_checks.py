@@ -55,6 +55,7 @@ OWNED = {
     "use_transformers_continuous_batching": "hw.continuous_batching",
     "use_vllm": "stage.generation",
     "vllm_mode": "stage.generation",
+    "max_tool_calling_iterations": "env.max_tool_calling_iterations",
     # SFT: padding-free is decided from stage.padding_free and the rows' lengths
     "padding_free": "stage.padding_free",
 }

@@ -25,15 +25,16 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.rewards.registry import completion_text, register_reward
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _PYTHON_TAGS = {"", "python", "py", "python3"}
 
-# Runs in the child: limits first, then the network off, then the code and each test in one namespace.
-_HARNESS = r"""
+# Runs first in every child: limits, then the network off; it leaves `token` and `job` (the JSON on stdin) for the
+# harness after it. pipeline/envs/python_tool.py runs its own harness behind the same prelude.
+SANDBOX_PRELUDE = r"""
 import json, os, resource, sys
 token, cpu_s, memory_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
@@ -42,9 +43,13 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 import socket
 def _no_network(*args, **kwargs):
-    raise OSError("network access is disabled for reward code")
+    raise OSError("network access is disabled in this sandbox")
 socket.socket = socket.create_connection = socket.getaddrinfo = socket.socketpair = _no_network
 job = json.loads(sys.stdin.read())
+"""
+
+# The reward's harness: the code and each test in one namespace.
+_HARNESS = SANDBOX_PRELUDE + r"""
 report = sys.stdout
 sys.stdout = sys.stderr = open(os.devnull, "w")
 namespace = {"__name__": "__main__"}
@@ -76,27 +81,41 @@ def run_tests(code: str, tests: str | list[str], timeout_s: float = 5.0, memory_
     snippets = [tests] if isinstance(tests, str) else list(tests)
     if not snippets:
         return 0.0
+    report = run_sandboxed(_HARNESS, {"code": code, "tests": snippets}, timeout_s, memory_mb).report
+    return report["passed"] / len(snippets) if report else 0.0
+
+
+class Sandboxed(NamedTuple):
+    """What a sandboxed child left: its report (None when it wrote none) and whether the wall clock stopped it."""
+
+    report: dict[str, Any] | None
+    timed_out: bool
+
+
+def run_sandboxed(harness: str, job: dict[str, Any], timeout_s: float = 5.0, memory_mb: int = 512) -> Sandboxed:
+    """Runs ``harness`` (a script that starts with SANDBOX_PRELUDE) in a limited child with ``job`` as JSON on
+    stdin; the report is the JSON object on the line the harness wrote after ``token``."""
     token = secrets.token_hex(16)
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
     with tempfile.TemporaryDirectory(prefix="reward-code-") as cwd:
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", _HARNESS, token, str(max(1, round(timeout_s))), str(memory_mb)],
+                [sys.executable, "-I", "-c", harness, token, str(max(1, round(timeout_s))), str(memory_mb)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=cwd, env=env,
                 start_new_session=True)
         except OSError:
-            return 0.0
+            return Sandboxed(None, False)
         try:
-            out, _ = proc.communicate(json.dumps({"code": code, "tests": snippets}).encode(), timeout=timeout_s + 0.5)
+            out, _ = proc.communicate(json.dumps(job).encode(), timeout=timeout_s + 0.5)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            return 0.0
+            return Sandboxed(None, True)
         finally:
             _kill_group(proc)  # children the code started (a forked loop) die with it
     for line in out.decode(errors="replace").splitlines():
         if line.startswith(token):
-            return json.loads(line[len(token):])["passed"] / len(snippets)
-    return 0.0
+            return Sandboxed(json.loads(line[len(token):]), False)
+    return Sandboxed(None, False)
 
 
 @register_reward("passes_tests")

@@ -11,12 +11,18 @@ gives TRL's numbers (same distribution where it samples; tests/train/levers/ com
 | `_get_per_token_logps_and_entropies`     | shared_prefix: each prompt forwarded once per group                 |
 
 Which levers apply is decided once, when the trainer is built (`GRPOLevers.applicable`): vLLM generation skips the
-generation levers, ZeRO-3 skips the merge (a rank holds a shard of each weight) and the shared prefill.
+generation levers, ZeRO-3 skips the merge (a rank holds a shard of each weight) and the shared prefill. Runs with
+tools (TRL's multi-turn loop) keep the levers that score or sample the same tokens whatever they are -- the shared
+prefix (exact with TRL's tool_mask: tests/train/levers/test_tool_mask.py), prefill_once (generate's own tokens on a
+follow-up turn's batch: test_prefill_tool_turns.py), merged LoRA, fast sampling, the lean LM head, trimmed padding --
+and turn off drop_finished_rows, whose own decode loop is not proven on the follow-up turns TRL generates from each
+rollout's history; one log line says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +37,9 @@ from pipeline.train.levers.shared_prefix import SaysOnce, blocker, group_micro_b
 from pipeline.train.levers.trim_padding import trim_padding
 from pipeline.train.trl_surface import reached
 
+log = logging.getLogger(__name__)
+# levers not proven in TRL's tool loop; off in tool runs (see the module docstring)
+_OFF_WITH_TOOLS = ("drop_finished_rows",)
 
 @dataclass(frozen=True)
 class GRPOLevers:
@@ -47,23 +56,42 @@ class GRPOLevers:
         transformers_generation = not trainer.use_vllm
         zero3 = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
         model = trainer.accelerator.unwrap_model(trainer.model)
+        levers = self.without_row_layout_levers() if trainer.tools else self
         return dataclasses.replace(
-            self,
-            merge_lora=self.merge_lora and transformers_generation and mergeable(model, zero3),
-            fast_sampling=self.fast_sampling and transformers_generation,
+            levers,
+            merge_lora=levers.merge_lora and transformers_generation and mergeable(model, zero3),
+            fast_sampling=levers.fast_sampling and transformers_generation,
             # ZeRO-3 generates through gathered parameters of a wrapper the prefill would not go through
-            prefill_once=self.prefill_once and transformers_generation and not zero3,
-            drop_finished_rows=self.drop_finished_rows and transformers_generation,
+            prefill_once=levers.prefill_once and transformers_generation and not zero3,
+            drop_finished_rows=levers.drop_finished_rows and transformers_generation,
         )
+
+    def without_row_layout_levers(self) -> GRPOLevers:
+        """The levers of a tool run: those in _OFF_WITH_TOOLS turned off, said in one log line when any was on."""
+        asked = [name for name in _OFF_WITH_TOOLS if getattr(self, name)]
+        if asked:
+            log.info("tools: %s off for this run (its own decode loop is not proven on TRL's follow-up tool turns); "
+                     "shared_prefix, prefill_once, merged LoRA, fast sampling and the lean LM head stay (they score "
+                     "or sample every token alike; TRL's tool_mask then drops tool results from the loss)",
+                     ", ".join(asked))
+        return dataclasses.replace(self, **dict.fromkeys(_OFF_WITH_TOOLS, False))
 
 
 class LeveredGRPOTrainer(GRPOTrainer):
     """TRL's GRPOTrainer whose generation, micro-batches and log-prob forwards go through the levers asked for."""
 
-    def __init__(self, *args: Any, levers: GRPOLevers | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, levers: GRPOLevers | None = None, tool_stats: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.levers = (levers or GRPOLevers()).applicable(self)
         self.says = SaysOnce("shared_prefix")
+        # pipeline/envs/limits.py's per-tool counters (calls, failures, timeouts, truncated), logged with each step
+        self.tool_stats = tool_stats
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # each step's log, not evaluation's nor the end-of-training summary (which would repeat the last point)
+        if self.tool_stats is not None and self.model.training and "train_runtime" not in logs:
+            logs = {**logs, **self.tool_stats.metrics()}
+        super().log(logs, start_time)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         reached["compute_loss"] += 1

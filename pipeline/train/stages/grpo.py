@@ -17,6 +17,7 @@ from pipeline.config.plan import RunPlan
 from pipeline.config.stage_schemas import GenerationEngine, GRPOStageConfig
 from pipeline.rewards import build_reward_funcs, place_reward_models
 from pipeline.train.levers.grpo_trainer import GRPOLevers, LeveredGRPOTrainer
+from pipeline.train.stages.agent import agent_inputs
 from pipeline.train.stages.finish import finish, train
 from pipeline.train.stages.prepare import prepare, trainer_inputs
 from pipeline.train.stages.trl_args import trl_args
@@ -31,6 +32,8 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
                  "group's prompt is forwarded once", plan.micro_batch, cfg.hw.micro_batch, cfg.stage.num_generations)
     reward_funcs, weights = build_reward_funcs(cfg.reward.terms)
     prep = prepare(plan)
+    # tools and environments (env group, stage.tools) for TRL's own multi-turn loop; None: single-turn
+    agent = agent_inputs(plan, prep)
     stage = cfg.stage
     args = GRPOConfig(**trl_args(
         plan,
@@ -50,15 +53,18 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
         # transformers' paged continuous batching instead of generate() (CUDA only; slower on CPU, bench/README)
         use_transformers_continuous_batching=cfg.hw.continuous_batching,
         **generation_engine(stage),
+        **({"max_tool_calling_iterations": agent.max_tool_calling_iterations} if agent else {}),
     ))
     levers = GRPOLevers(merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
                         shared_prefix=stage.shared_prefix, prefill_once=stage.prefill_once,
                         drop_finished_rows=stage.drop_finished_rows)
-    trainer = LeveredGRPOTrainer(args=args, reward_funcs=reward_funcs, levers=levers, **trainer_inputs(plan, prep))
+    trainer = LeveredGRPOTrainer(args=args, reward_funcs=reward_funcs, levers=levers, **trainer_inputs(plan, prep),
+                                 **(agent.trainer_kwargs if agent else {}), tool_stats=agent.stats if agent else None)
     # reward models (reward.terms.*.model) score on this rank's training device, frozen, loaded at their first call
     place_reward_models(reward_funcs, trainer.accelerator.device)
     train(plan, trainer, prep)
-    return finish(plan, trainer, prep)
+    # summary.json: every tool's calls, failures, timeouts and truncated results over the run
+    return finish(plan, trainer, prep, {"tools": agent.stats.summary()} if agent else None)
 
 
 def generation_engine(stage: GRPOStageConfig) -> dict[str, Any]:
