@@ -34,7 +34,7 @@ def test_auto_follows_the_cpu(tmp_path, text: str, zero: int, want: Precision) -
 def test_the_cpu_profile_resolves_auto_before_anything_loads(monkeypatch, caplog, tmp_path, text, want) -> None:
     (tmp_path / "cpuinfo").write_text(text)
     monkeypatch.setattr(checks, "cpu_flags", lambda: cpu_flags(tmp_path / "cpuinfo"))
-    composed = compose_config(["hw=cpu", "model=tiny"])
+    composed = compose_config(["hw=cpu", "model=tiny", "hw.precision=auto"])
     assert composed.hw.precision == "auto"
     with caplog.at_level("INFO", logger="pipeline.config.checks"):
         assert to_run_config(composed).hw.precision == want
