@@ -14,8 +14,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.chat_templates import template_problems
+from pipeline.config.cpu_features import SLOW_BF16, ZERO_BF16, bf16_flag, choose_precision, cpu_flags
 from pipeline.config.data_formats import REQUIRED
-from pipeline.config.derived import chain_steps, ds_config_path, inside_launcher, split_batch, world_size
+from pipeline.config.derived import chain_steps, ds_config_path, inside_launcher, rank, split_batch, world_size
 from pipeline.config.enums import (
     DataFormat,
     Device,
@@ -44,8 +45,12 @@ class ConfigError(UserError, ValueError):
 
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
-    """Typed, validated and read-only view of a composed config."""
+    """Typed, validated and read-only view of a composed config; hw.precision=auto becomes what this machine has."""
     run_cfg = OmegaConf.to_object(cfg)
+    if run_cfg.hw.precision == Precision.auto:
+        run_cfg.hw.precision, why = choose_precision(run_cfg.hw.device, run_cfg.zero.stage, cpu_flags())
+        if rank() == 0:
+            logging.getLogger(__name__).info("hw.precision=auto -> %s", why)
     validate(run_cfg)
     return run_cfg
 
@@ -148,12 +153,15 @@ def _check_model_location(cfg: RunConfig) -> list[str]:
 
 def _check_hardware(cfg: RunConfig) -> list[str]:
     hw = cfg.hw
-    if hw.device == Device.cpu and hw.precision != Precision.fp32:
-        return [
-            f"hw.precision={hw.precision.value} is not supported with hw.device=cpu (hw={hw.name}): "
-            "set hw.precision=fp32, or pick a GPU profile."
-        ]
-    return []
+    if hw.device != Device.cpu or hw.precision == Precision.fp32:
+        return []
+    if hw.precision == Precision.bf16 and bf16_flag(cpu_flags()) and not cfg.zero.stage:
+        return []
+    why = "fp16 autocast is a GPU feature"
+    if hw.precision == Precision.bf16:
+        why = ZERO_BF16 if cfg.zero.stage else SLOW_BF16
+    return [f"hw.precision={hw.precision.value} with hw.device=cpu (hw={hw.name}): {why}. Fix: hw.precision=auto "
+            "(bf16 where the CPU has it, else fp32) or fp32, or pick a GPU profile."]
 
 
 def _check_generation(cfg: RunConfig) -> list[str]:

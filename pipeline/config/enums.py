@@ -22,6 +22,8 @@ class GenerationEngine(str, Enum):
 
 
 class Precision(str, Enum):
+    # auto: bf16 where the device computes it natively (CUDA; a CPU with avx512_bf16/AMX), else fp32
+    auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"

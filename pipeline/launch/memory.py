@@ -102,8 +102,8 @@ def estimate(plan: RunPlan) -> Estimate:
     half = hw.precision != Precision.fp32
     lora = cfg.peft.method == PeftMethod.lora
     trainable = lora_params(shapes, cfg.peft.r, cfg.peft.target_modules) if lora else shapes.params
-    # fp16 profiles load fp32 weights and train with autocast (pipeline.train.model.build.DTYPES)
-    dtype_bytes = 2 if hw.precision == Precision.bf16 else 4
+    # fp16 profiles, and bf16 on CPU, load fp32 weights and train with autocast (pipeline.train.model.build)
+    dtype_bytes = 2 if hw.precision == Precision.bf16 and hw.device == Device.cuda else 4
     weights = _weight_bytes(shapes, cfg.quant.method, dtype_bytes)
     grads = trainable * (4 if lora else dtype_bytes)
     optim = trainable * (12 if zero.stage and half else 2 * (4 if lora else dtype_bytes))

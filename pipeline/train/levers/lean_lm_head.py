@@ -13,7 +13,8 @@ a device without Triton two things make it slow, and both are fixed here for CPU
   TRL hands over (it is a scratch buffer: TRL overwrites it with the next projection, or reads the gradient back
   from it): 4-5 passes, no large allocation. Same formulas, same float32 arithmetic up to summation order.
 
-Cases the in-place versions do not cover (a softcapped or low-precision tile, the rarely used `is_top1` and
+A bf16 tile (bf16 autocast on CPU) is folded in a reused fp32 copy, as TRL's stand-ins fold `tile.float()`.
+Cases the in-place versions do not cover (a softcapped or fp16 tile, the rarely used `is_top1` and
 `log_sum_sq_probs` outputs, an entropy gradient) go to TRL's own stand-ins unchanged.
 
 Measured (SmolLM2's 576 x 49152 head, fp32, 2 cores; forward + backward of log-probs and entropy): 600 positions
@@ -52,13 +53,13 @@ def _forward_tile(tile: torch.Tensor, tile_stride: int, targets: torch.Tensor, r
                   HAS_LOG_SUM_SQ_PROBS: bool, HAS_MEAN_LOGITS: bool, HAS_IS_TOP1: bool, BLOCK_SIZE: int,  # noqa: N803
                   ) -> None:
     """TRL's `_forward_tile` (online log-sum-exp, target logit, entropy and mean-logit sums), in place in `tile`."""
-    if tile.dtype != torch.float32 or HAS_SOFTCAP or HAS_IS_TOP1 or HAS_LOG_SUM_SQ_PROBS:
+    if tile.dtype not in _FOLDED or HAS_SOFTCAP or HAS_IS_TOP1 or HAS_LOG_SUM_SQ_PROBS:
         return _TRL_FORWARD_TILE(tile, tile_stride, targets, running_max, sum_exp, x_sum_exp, sq_sum_exp, z_sum,
                                  max_before_target, target_logit, vocab_start, n_cols, logit_scale, softcap, inv_t,
                                  HAS_SOFTCAP, HAS_ENTROPY, HAS_LOG_SUM_SQ_PROBS, HAS_MEAN_LOGITS, HAS_IS_TOP1,
                                  BLOCK_SIZE)
     reached["_forward_tile"] += 1
-    z = tile
+    z = _fp32(tile)
     if logit_scale * inv_t != 1.0:
         z.mul_(logit_scale * inv_t)
     local = targets - vocab_start
@@ -93,7 +94,7 @@ def _backward_tile(tile: torch.Tensor, tile_stride: int, targets: torch.Tensor, 
                    n_cols: int, logit_scale: float, softcap: float, inv_t: float, HAS_SOFTCAP: bool,  # noqa: N803
                    HAS_LOGPROB_GRAD: bool, HAS_ENTROPY_GRAD: bool, BLOCK_SIZE: int) -> None:  # noqa: N803
     """TRL's `_backward_tile`: the logits' gradient g * (1[target] - p) * inv_t * logit_scale, into `tile`."""
-    if tile.dtype != torch.float32 or HAS_SOFTCAP or HAS_ENTROPY_GRAD:
+    if tile.dtype not in _FOLDED or HAS_SOFTCAP or HAS_ENTROPY_GRAD:
         return _TRL_BACKWARD_TILE(tile, tile_stride, targets, log_z, entropy, grad_logprobs, grad_entropy,
                                   vocab_start, n_cols, logit_scale, softcap, inv_t, HAS_SOFTCAP, HAS_LOGPROB_GRAD,
                                   HAS_ENTROPY_GRAD, BLOCK_SIZE)
@@ -101,15 +102,33 @@ def _backward_tile(tile: torch.Tensor, tile_stride: int, targets: torch.Tensor, 
     if not HAS_LOGPROB_GRAD:
         tile.zero_()
         return None
+    z = _fp32(tile)
     scale = logit_scale * inv_t
     if scale != 1.0:
-        tile.mul_(scale)
+        z.mul_(scale)
     grad = grad_logprobs * scale
-    tile.sub_(log_z.unsqueeze(-1)).exp_().mul_(-grad.unsqueeze(-1))  # -g * p
+    z.sub_(log_z.unsqueeze(-1)).exp_().mul_(-grad.unsqueeze(-1))  # -g * p
     local = targets - vocab_start
     rows = ((local >= 0) & (local < n_cols)).nonzero().squeeze(-1)
-    tile.index_put_((rows, local[rows]), grad[rows], accumulate=True)  # + g at each row's target
+    z.index_put_((rows, local[rows]), grad[rows], accumulate=True)  # + g at each row's target
+    if z is not tile:
+        tile.copy_(z)  # TRL multiplies the gradient back through the head from the tile it handed over
     return None
+
+
+# bf16 tiles come from a bf16-autocast projection (hw.precision=bf16 on CPU): folded in an fp32 copy, as TRL's own
+# stand-ins do (`tile.float()`), in one reused buffer instead of a fresh tile-sized tensor per call
+_FOLDED = (torch.float32, torch.bfloat16)
+_scratch: dict[Any, torch.Tensor] = {}
+
+
+def _fp32(tile: torch.Tensor) -> torch.Tensor:
+    """`tile` itself when it is fp32, else its values in a reused fp32 buffer of its shape."""
+    if tile.dtype == torch.float32:
+        return tile
+    if tile.device not in _scratch or _scratch[tile.device].numel() < tile.numel():
+        _scratch[tile.device] = torch.empty(tile.numel(), dtype=torch.float32, device=tile.device)
+    return _scratch[tile.device][: tile.numel()].view(tile.shape).copy_(tile)
 
 
 # rows of a tile exponentiated at a time for the entropy sum: at most 64 x 32768 floats = 8 MiB, kept between calls

@@ -160,7 +160,9 @@ def load_model(model: ModelConfig, quant: QuantConfig, hw: HwConfig, cache_dir: 
                auto_class: type = AutoModelForCausalLM) -> PreTrainedModel:
     """`auto_class` (causal LM, or sequence classification with one output for a reward model) from model_dir."""
     kwargs: dict = {
-        "dtype": DTYPES[hw.precision],
+        # bf16 on CPU is autocast over fp32 weights (the Trainer's bf16=True): LoRA, optimizer and master weights stay
+        # fp32, only the matmuls run in bf16
+        "dtype": torch.float32 if hw.device == Device.cpu else DTYPES[hw.precision],
         "attn_implementation": model.attn_implementation,
         "trust_remote_code": model.trust_remote_code,
     }

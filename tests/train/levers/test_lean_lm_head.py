@@ -29,13 +29,15 @@ def _fresh_statistics(n: int) -> list[torch.Tensor]:
             torch.zeros(n)]
 
 
-@pytest.mark.parametrize(("entropy", "mean_logits", "scale", "inv_t"),
-                         list(itertools.product([False, True], [False, True], [1.0, 0.5], [1.0, 1 / 0.7])))
-def test_forward_tile_accumulates_what_trls_does(entropy: bool, mean_logits: bool, scale: float,
-                                                 inv_t: float) -> None:
+@pytest.mark.parametrize(("entropy", "mean_logits", "scale", "inv_t", "dtype"),
+                         [(*flags, torch.float32) for flags in itertools.product([False, True], [False, True],
+                                                                                 [1.0, 0.5], [1.0, 1 / 0.7])]
+                         + [(True, True, 0.5, 1 / 0.7, torch.bfloat16)])
+def test_forward_tile_accumulates_what_trls_does(entropy: bool, mean_logits: bool, scale: float, inv_t: float,
+                                                 dtype: torch.dtype) -> None:
     torch.manual_seed(0)
     # two tiles of one row block, targets inside the first, the second and neither
-    tiles = [torch.randn(6, 40) * 4, torch.randn(6, 35) * 4]
+    tiles = [(torch.randn(6, 40) * 4).to(dtype), (torch.randn(6, 35) * 4).to(dtype)]
     targets = torch.tensor([3, 39, 40, 74, 80, 0])
     flags = {"HAS_ENTROPY": entropy, "HAS_MEAN_LOGITS": mean_logits}
     results = []
@@ -52,12 +54,14 @@ def test_forward_tile_accumulates_what_trls_does(entropy: bool, mean_logits: boo
     assert bool((ours[2] != 0).any()) == entropy and bool((ours[4] != 0).any()) == mean_logits
 
 
-@pytest.mark.parametrize(("scale", "inv_t", "with_grad"), [(1.0, 1.0, True), (0.5, 1 / 0.7, True), (1.0, 1.0, False)])
-def test_backward_tile_writes_trls_gradient(scale: float, inv_t: float, with_grad: bool) -> None:
+@pytest.mark.parametrize(("scale", "inv_t", "with_grad", "dtype"), [
+    (1.0, 1.0, True, torch.float32), (0.5, 1 / 0.7, True, torch.float32), (1.0, 1.0, False, torch.float32),
+    (0.5, 1 / 0.7, True, torch.bfloat16)])
+def test_backward_tile_writes_trls_gradient(scale: float, inv_t: float, with_grad: bool, dtype: torch.dtype) -> None:
     torch.manual_seed(1)
-    tile = torch.randn(5, 50) * 3
+    tile = (torch.randn(5, 50) * 3).to(dtype)
     targets = torch.tensor([0, 49, 50, 7, 120])  # tile covers vocabulary 0..49: the last two rows miss it
-    log_z = torch.logsumexp(tile * scale * inv_t, -1) + torch.rand(5)
+    log_z = torch.logsumexp(tile.float() * scale * inv_t, -1) + torch.rand(5)
     grad = torch.randn(5)
     results = []
     for fold in (lean._backward_tile, lean._TRL_BACKWARD_TILE):
@@ -74,9 +78,9 @@ def test_cases_it_does_not_cover_go_to_trls_own_tiles(monkeypatch: pytest.Monkey
     monkeypatch.setattr(lean, "_TRL_FORWARD_TILE", lambda *a: calls.append("forward"))
     monkeypatch.setattr(lean, "_TRL_BACKWARD_TILE", lambda *a: calls.append("backward"))
     tile, n = torch.randn(2, 8), torch.zeros(2)
-    # a bf16 tile, a softcapped one, the is_top1 output
+    # an fp16 tile, a softcapped one, the is_top1 output
     for low, softcap, top1 in ((True, False, False), (False, True, False), (False, False, True)):
-        lean._forward_tile(tile.bfloat16() if low else tile, 8, n.long(), *_fresh_statistics(2), 0, 8, 1.0, 30.0,
+        lean._forward_tile(tile.half() if low else tile, 8, n.long(), *_fresh_statistics(2), 0, 8, 1.0, 30.0,
                            1.0, softcap, True, False, False, top1, 1024)
     lean._backward_tile(tile, 8, n.long(), n, n, n, n, 0, 8, 1.0, 1.0, 1.0, False, True, True, 1024)
     assert calls == ["forward", "forward", "forward", "backward"]
