@@ -89,7 +89,7 @@ def test_run_id_from_environment_names_the_run_dir(monkeypatch: pytest.MonkeyPat
 
 
 CROSS_FIELD = [
-    (["hw.precision=bf16"], "hw.precision=bf16 is not supported with hw.device=cpu"),
+    (["hw.precision=fp16"], "hw.precision=fp16 with hw.device=cpu (hw=cpu): fp16 autocast is a GPU feature"),
     (["quant=nf4", "peft=full"], "quant=nf4 with peft=full"),
     (["stage.batch_size=30"], "stage.batch_size=30 (completions per step) is not divisible by"),
     (["stage.num_generations=1"], "stage.num_generations=1"),
@@ -118,7 +118,7 @@ def test_validation_fails_before_torch_is_imported() -> None:
         "from tests.helpers.runs import compose_config\n"
         "from pipeline.config.checks import to_run_config, ConfigError\n"
         "try:\n"
-        "    to_run_config(compose_config(['hw.precision=bf16', 'stage=dpo', 'data=jsonl',\n"
+        "    to_run_config(compose_config(['hw.precision=fp16', 'stage=dpo', 'data=jsonl',\n"
         "                                  'data.path=tests/fixtures/config/prompt_answer.jsonl']))\n"
         "except ConfigError as e:\n"
         "    print('REFUSED', e)\n"

@@ -9,7 +9,7 @@ from pipeline.config import checks
 from pipeline.config.checks import ConfigError, to_run_config
 from pipeline.config.cpu_features import choose_precision, cpu_flags
 from pipeline.config.enums import Device, Precision
-from tests.conftest import compose_config
+from tests.helpers.runs import compose_config
 
 EPYC = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 vaes\n\nprocessor\t: 1\n"
 OLDER = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n"

@@ -18,7 +18,7 @@ from tests.helpers.runs import REPO, offline_env
         ("stage=bogus", "stage=bogus: no such option (no conf/stage/bogus.yaml). Fix: one of chain, dpo"),
         ("stage.num_generation=4", "stage.num_generation: no such key in GRPOStageConfig. Fix: check the spelling"),
         ("stage.learning_rate=fast", "could not be converted to Float"),
-        ("hw.precision=bf17", "expected one of [fp32, bf16, fp16]"),
+        ("hw.precision=bf17", "expected one of [auto, fp32, bf16, fp16]"),
         ("data.on_bad_row=ignore", "expected one of [error, skip]"),
     ],
 )
