@@ -253,9 +253,11 @@ def _materialise(model: ModelConfig, target: Path) -> None:
                 raise ValueError(f"model={model.name}: source=random needs model.arch.model_type (e.g. qwen3).")
             arch = dict(model.arch)
             config = AutoConfig.for_model(arch.pop("model_type"), **arch)
-            # Fixed seed: every run (and every rank) of a random model starts from the same weights.
-            torch.manual_seed(0)
-            AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(partial)
+            # Fixed seed: every run (and every rank) of a random model starts from the same weights; in a forked RNG,
+            # so the run's own seeded draws (a reward head's init, sampling) do not depend on whether it was cached
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(partial)
         if not (partial / "config.json").exists():
             # transformers' save_pretrained writes on rank 0 only once a process group runs
             raise RuntimeError(f"model={model.name}: converting it into {target} wrote nothing (this is rank "
