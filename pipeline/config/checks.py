@@ -14,9 +14,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.chat_templates import template_problems
-from pipeline.config.cpu_features import SLOW_BF16, ZERO_BF16, bf16_flag, choose_precision, cpu_flags
 from pipeline.config.data_formats import REQUIRED
-from pipeline.config.derived import chain_steps, ds_config_path, inside_launcher, rank, split_batch, world_size
+from pipeline.config.derived import chain_steps, ds_config_path, inside_launcher, split_batch, world_size
 from pipeline.config.enums import (
     DataFormat,
     Device,
@@ -24,12 +23,12 @@ from pipeline.config.enums import (
     KTOLoss,
     ModelSource,
     PeftMethod,
-    Precision,
     QuantMethod,
 )
 from pipeline.config.env_checks import env_problems
 from pipeline.config.gpu_levers import lever_problems
 from pipeline.config.hostfile import hostfile_problems
+from pipeline.config.precision import precision_problems, resolve_auto
 from pipeline.config.schema import RunConfig
 from pipeline.config.stage_table import STAGES, UnknownStageError, stage_spec
 from pipeline.config.trl_checks import name_problems, trl_problems
@@ -47,10 +46,7 @@ class ConfigError(UserError, ValueError):
 def to_run_config(cfg: DictConfig) -> RunConfig:
     """Typed, validated and read-only view of a composed config; hw.precision=auto becomes what this machine has."""
     run_cfg = OmegaConf.to_object(cfg)
-    if run_cfg.hw.precision == Precision.auto:
-        run_cfg.hw.precision, why = choose_precision(run_cfg.hw.device, run_cfg.zero.stage, cpu_flags())
-        if rank() == 0:
-            logging.getLogger(__name__).info("hw.precision=auto -> %s", why)
+    resolve_auto(run_cfg)
     validate(run_cfg)
     return run_cfg
 
@@ -77,7 +73,7 @@ def validate(cfg: RunConfig, produced: frozenset[str] = frozenset()) -> None:
         *_check_eval(cfg),
         *_check_model(cfg),
         *_check_model_location(cfg),
-        *_check_hardware(cfg),
+        *precision_problems(cfg),
         *lever_problems(cfg),
         *_check_generation(cfg),
         *_check_quantization(cfg),
@@ -149,19 +145,6 @@ def _check_model_location(cfg: RunConfig) -> list[str]:
                 f"folder, or a hub id like Qwen/Qwen2.5-0.5B-Instruct."]
     # Anything else is a hub id: whether it can be fetched is only known when loading (validation stays offline).
     return []
-
-
-def _check_hardware(cfg: RunConfig) -> list[str]:
-    hw = cfg.hw
-    if hw.device != Device.cpu or hw.precision == Precision.fp32:
-        return []
-    if hw.precision == Precision.bf16 and bf16_flag(cpu_flags()) and not cfg.zero.stage:
-        return []
-    why = "fp16 autocast is a GPU feature"
-    if hw.precision == Precision.bf16:
-        why = ZERO_BF16 if cfg.zero.stage else SLOW_BF16
-    return [f"hw.precision={hw.precision.value} with hw.device=cpu (hw={hw.name}): {why}. Fix: hw.precision=auto "
-            "(bf16 where the CPU has it, else fp32) or fp32, or pick a GPU profile."]
 
 
 def _check_generation(cfg: RunConfig) -> list[str]:

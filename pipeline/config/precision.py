@@ -1,4 +1,5 @@
-"""Which precision a CPU run trains in, from the CPU's own instruction flags (read at run time: the machines a run
+"""Which precision a run trains in (hw.precision=auto resolved, and the combinations refused): on CPU from its own
+instruction flags (read at run time: the machines a run
 lands on differ, and one machine's measurement says nothing about the next).
 
 With avx512_bf16 or AMX, bf16 matmuls run at several times fp32's rate (AMD EPYC with avx512_bf16, 2 threads: a
@@ -10,8 +11,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from pipeline.config.derived import rank
 from pipeline.config.enums import Device, Precision
+
+if TYPE_CHECKING:
+    from pipeline.config.schema import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,3 +56,24 @@ def choose_precision(device: Device, zero_stage: int, flags: frozenset[str]) -> 
         return Precision.bf16, (f"bf16 autocast: this CPU has {flag}; weights, LoRA adapters and optimizer state stay "
                                 "fp32, and so does the log-softmax over the LM head's logits")
     return Precision.fp32, f"fp32: this CPU has neither {' nor '.join(BF16_FLAGS)} ({SLOW_BF16})"
+
+
+def resolve_auto(cfg: RunConfig) -> None:
+    """hw.precision=auto becomes what this machine has, said once (rank 0); downstream sees only fp32/bf16/fp16."""
+    if cfg.hw.precision == Precision.auto:
+        cfg.hw.precision, why = choose_precision(cfg.hw.device, cfg.zero.stage, cpu_flags())
+        if rank() == 0:
+            log.info("hw.precision=auto -> %s", why)
+
+
+def precision_problems(cfg: RunConfig) -> list[str]:
+    hw = cfg.hw
+    if hw.device != Device.cpu or hw.precision == Precision.fp32:
+        return []
+    if hw.precision == Precision.bf16 and bf16_flag(cpu_flags()) and not cfg.zero.stage:
+        return []
+    why = "fp16 autocast is a GPU feature"
+    if hw.precision == Precision.bf16:
+        why = ZERO_BF16 if cfg.zero.stage else SLOW_BF16
+    return [f"hw.precision={hw.precision.value} with hw.device=cpu (hw={hw.name}): {why}. Fix: hw.precision=auto "
+            "(bf16 where the CPU has it, else fp32) or fp32, or pick a GPU profile."]
