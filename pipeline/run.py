@@ -14,6 +14,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from pipeline.config.argv import fix_up_argv  # noqa: E402
@@ -42,7 +43,8 @@ def main(cfg: DictConfig) -> None:
         # A dry run prints and stops; a multi-process profile started plainly re-launches through its launcher.
         if dispatch(cfg, plan, list(hydra_cfg.overrides.task)):
             return
-        hide_unused_libraries(plan)  # before TRL is imported: no deepspeed/bitsandbytes/wandb a run does not use
+        # before TRL is imported: no deepspeed/bitsandbytes/wandb a run does not use
+        hide_unused_libraries(plan, sweep=hydra_cfg.mode == RunMode.MULTIRUN)
         from pipeline.train.stages import run_stage  # why: torch and TRL load only when a stage really runs
 
         run_stage(plan)

@@ -21,6 +21,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+@pytest.fixture(autouse=True)
+def no_traceback_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entry points called in-process (reported()) record the traceback choice in os.environ for the ranks they
+    launch; without this, one such test decides for every pipeline subprocess the later tests start."""
+    for name in ("PIPELINE_TRACEBACK", "HYDRA_FULL_ERROR"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def deepspeed_ops() -> None:
     """DeepSpeed's CPU all-reduce extension, built once before the first multi-process test.

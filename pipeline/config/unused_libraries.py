@@ -45,8 +45,12 @@ def uses_bitsandbytes(plan: RunPlan) -> bool:
     return any(wants(p) for p in (plan, *plan.steps))
 
 
-def hide_unused_libraries(plan: RunPlan) -> None:
+def hide_unused_libraries(plan: RunPlan, sweep: bool = False) -> None:
+    """`sweep`: Hydra runs a local sweep's jobs one after another in this process, and a later job may need what
+    this one does not (quant=none,nf4): nothing but wandb is kept out then."""
     hide_unrequested_wandb(plan.cfg.logging)
+    if sweep:
+        return
     if not uses_deepspeed(plan):
         _hide("deepspeed")
     if not uses_bitsandbytes(plan):

@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-STATE = {"requests": 0, "inflight": 0, "max_inflight": 0, "authorized": 0, "seen": set()}
+# in flight per mode: a slow request a timed-out client left behind must not count against another test's "ok" ones
+STATE = {"requests": 0, "inflight": {}, "max_inflight": {}, "authorized": 0, "seen": set()}
 LOCK = threading.Lock()
 OPTS: dict[str, str] = {}
 
@@ -44,13 +45,14 @@ class Handler(BaseHTTPRequestHandler):
         text = request["messages"][-1]["content"]
         with LOCK:
             STATE["requests"] += 1
-            STATE["inflight"] += 1
-            STATE["max_inflight"] = max(STATE["max_inflight"], STATE["inflight"])
+            mode = request["model"]
+            STATE["inflight"][mode] = STATE["inflight"].get(mode, 0) + 1
+            STATE["max_inflight"][mode] = max(STATE["max_inflight"].get(mode, 0), STATE["inflight"][mode])
         try:
-            self._answer(request["model"], text)
+            self._answer(mode, text)
         finally:
             with LOCK:
-                STATE["inflight"] -= 1
+                STATE["inflight"][mode] -= 1
 
     def _answer(self, mode: str, text: str) -> None:
         found = re.search(r"<<(-?[\d.]+)>>", text)
