@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.runs import E2E_FIXTURES, REPO, offline_env, train_tiny
+# Before anything imports torch (the test modules, and every run the tests start, inherit os.environ): xdist's
+# workers share the cores, and at torch's default of one OpenMP thread per core, two workers' runs put four
+# spinning threads on two cores -- a tiny run's two SFT steps took 26-64 s that way on a loaded 2-core box, 8-15 s
+# with one thread each. A test that wants more threads still sets OMP_NUM_THREADS itself.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
+
+from tests.helpers.runs import E2E_FIXTURES, REPO, offline_env, train_tiny  # noqa: E402
 
 E2E_DIR = REPO / "tests" / "e2e"
 

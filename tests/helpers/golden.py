@@ -18,20 +18,24 @@ import tempfile
 from pathlib import Path
 
 from tests.helpers.runs import FIXTURES, REPO, TINY, run_pipeline
+from tests.helpers.stage_checks import TRL_PASS_THROUGH
 
 GOLDEN = REPO / "tests" / "e2e" / "golden_runs.json"
 # fp32 on CPU is deterministic on one machine; another CPU's kernels (AVX-512 vs AVX2 sums) move the last digits
 RTOL, ATOL = 1e-3, 1e-6
-COMMON = [*(a for a in TINY if not a.startswith("max_steps=")), "max_steps=3", "seed=0", "hw.precision=fp32"]
+# one torch thread whatever the worker count: KTO's step-3 KL moves 1.3e-3 relative between one and two threads
+COMMON = [*(a for a in TINY if not a.startswith("max_steps=")), "max_steps=3", "seed=0", "hw.precision=fp32",
+          "hw.torch_threads=1"]
 STAGES = {
     "sft": [],
     "dpo": [],
     "grpo": ["reward=shaped", "reward.terms.length.kwargs.target=24", "stage.batch_size=8", "stage.num_generations=4",
              "stage.max_completion_length=8"],
-    "kto": [],
-    "orpo": [],
-    "simpo": [],
-    "rm": [],
+    # each with a stage.trl pass-through field, which tests/helpers/stage_checks.py finds in the trainer's args
+    "kto": [TRL_PASS_THROUGH["kto"][0]],
+    "orpo": [TRL_PASS_THROUGH["orpo"][0]],
+    "simpo": [TRL_PASS_THROUGH["simpo"][0]],
+    "rm": [TRL_PASS_THROUGH["rm"][0], "stage.heldout_pairs=16"],
     "group_pref": ["data=jsonl", "data.path=" + str((FIXTURES / "formats" / "scored_groups.jsonl").relative_to(REPO)),
                    "stage.batch_size=4", "stage.max_length=64"],
 }
@@ -42,10 +46,11 @@ def overrides(stage: str) -> list[str]:
     return [f"stage={stage}", *COMMON, *STAGES[stage]]
 
 
-def run(stage: str, tmp: Path) -> list[dict[str, float]]:
-    """The pinned metrics of each training step the run logged (metrics.jsonl), in step order."""
+def run(stage: str, tmp: Path, cache: Path | None = None) -> list[dict[str, float]]:
+    """The pinned metrics of each training step the run (in tmp/STAGE) logged (metrics.jsonl), in step order."""
     run_dir = tmp / stage
-    proc = run_pipeline([*overrides(stage), f"output_dir={run_dir}", f"paths.cache_dir={tmp / 'cache'}"], cwd=REPO)
+    proc = run_pipeline([*overrides(stage), f"output_dir={run_dir}", f"paths.cache_dir={cache or tmp / 'cache'}"],
+                        cwd=REPO)
     assert proc.returncode == 0, f"{stage} run failed:\n{proc.stderr[-3000:]}"
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [{"step": r["step"], **{k: v for k, v in r.items() if k in PINNED or k.startswith("rewards/")}}
