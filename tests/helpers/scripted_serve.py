@@ -8,7 +8,9 @@ model's own tokens.
 What it replies (the prompt as the chat template rendered it):
 - a tool result in the last turn: "The answer is <result>." if the earlier call and its result were rendered as
   the qwen2.5 template writes them, else "RENDERED WRONG";
+- tools offered and "LOOP" anywhere in the prompt: a call, whatever came before (a model that never stops calling);
 - tools offered and "BROKEN" in the question: a tool call whose JSON is cut off (malformed);
+- tools offered and "BAD ARGUMENT" in the question: a call with an argument calculate does not take;
 - tools offered and "TWO" in the question: two calls; otherwise with tools offered: one calculate("2 + 3") call.
 """
 
@@ -23,17 +25,22 @@ import torch
 
 CALL = '<tool_call>\n{{"name": "calculate", "arguments": {{"expression": "{0}"}}}}\n</tool_call>'
 BROKEN = '<tool_call>\n{"name": "calculate", "arguments": {"expression": \n</tool_call>'
+BAD_ARGUMENT = '<tool_call>\n{"name": "calculate", "arguments": {"expr": "2 + 3"}}\n</tool_call>'
 
 
 def scripted_reply(prompt: str) -> str | None:
     """The reply for a rendered prompt, or None: the model's own."""
     last = prompt.rsplit("<|im_start|>", 2)[-2] if prompt.count("<|im_start|>") >= 2 else prompt
+    if "<tools>" in prompt and "LOOP" in prompt:
+        return CALL.format("2 + 3")
     result = re.search(r"<tool_response>\n(.*?)\n</tool_response>", last, re.DOTALL)
     if result:
-        rendered = CALL.format("2 + 3") in prompt
+        rendered = any(call in prompt for call in (CALL.format("2 + 3"), BAD_ARGUMENT))
         return f"The answer is {result.group(1)}." if rendered else "RENDERED WRONG"
     if "<tools>" not in prompt:
         return None
+    if "BAD ARGUMENT" in last:
+        return BAD_ARGUMENT
     if "BROKEN" in last:
         return BROKEN
     if "TWO" in last:
