@@ -60,6 +60,8 @@ def chat(model: Any, tokenizer: Any, stdin: TextIO, stdout: TextIO, max_new_toke
     start = [{"role": "system", "content": system}] if system else []
     history = list(start)
     interactive = stdin.isatty()
+    if tools is not None and tools.observation:  # the environment's opening, which the model reads too
+        stdout.write(f"environment> {tools.observation}\n")
     while True:
         if interactive:
             stdout.write("you> ")
@@ -75,6 +77,8 @@ def chat(model: Any, tokenizer: Any, stdin: TextIO, stdout: TextIO, max_new_toke
             if tools is not None:
                 tools.reset()  # a new conversation is a new episode
             stdout.write("(conversation cleared)\n")
+            if tools is not None and tools.observation:
+                stdout.write(f"environment> {tools.observation}\n")
             continue
         if tools is None:
             history.append({"role": "user", "content": text})

@@ -23,7 +23,7 @@ from typing import Any
 from pipeline.config.user_errors import UserError
 from pipeline.envs.limits import ToolError, ToolStats
 from pipeline.envs.loading import check_tool
-from pipeline.envs.registry import AgentSpec, build_agent
+from pipeline.envs.registry import Agent, AgentSpec, build_agent
 
 
 class ChatToolsError(UserError, ValueError):
@@ -82,6 +82,12 @@ def run_tools(run_dir: Path, tokenizer: Any, max_calls: int | None = None, envir
     if (problem := tool_support(tokenizer)) is not None:
         raise ChatToolsError(f"{problem}. Or chat without them: tools=off.")
     agent = build_agent(AgentSpec.from_env(cfg.env, stage_tools), tokenizer)
+    calls = max_calls if max_calls is not None else (cfg.env.max_tool_calling_iterations or 4)
+    return chat_tools(agent, calls, environment)
+
+
+def chat_tools(agent: Agent, max_calls: int, environment: str | None = None) -> ChatTools:
+    """An agent's tools for one chat, reset for its first conversation; `environment` picks one of several."""
     factory = agent.environment_factory
     if isinstance(factory, dict):  # several environments, picked per training row: the chat needs one
         if environment not in factory:
@@ -91,10 +97,9 @@ def run_tools(run_dir: Path, tokenizer: Any, max_calls: int | None = None, envir
     elif environment is not None:
         raise ChatToolsError(f"environment={environment}: the run has no environments to choose from. Fix: leave "
                              "it out.")
-    calls = max_calls if max_calls is not None else (cfg.env.max_tool_calling_iterations or 4)
-    if calls < 1:
-        raise ChatToolsError(f"max_tool_calls={calls}: use a positive number, or tools=off.")
-    tools = ChatTools(factory, agent.tools, calls, agent.stats)
+    if max_calls < 1:
+        raise ChatToolsError(f"max_tool_calls={max_calls}: use a positive number, or tools=off.")
+    tools = ChatTools(factory, agent.tools, max_calls, agent.stats)
     tools.reset()
     return tools
 
