@@ -130,3 +130,19 @@ def test_a_template_that_drops_tools_is_refused_with_the_fix() -> None:
     assert problem and "drops the tool schemas" in problem and "model.chat_template=qwen2.5" in problem
     own.chat_template = (REPO / "pipeline" / "assets" / "chat_templates" / "qwen2.5.jinja").read_text()
     assert tool_support(own) is None
+
+
+def test_openai_messages_become_the_templates_turns() -> None:
+    from pipeline.tools.serving.schemas import ChatRequest
+    from pipeline.tools.serving.tool_calls import template_turns
+
+    call = {"id": "call_7", "type": "function", "function": {"name": "calculate", "arguments": '{"expression": "1"}'}}
+    body = ChatRequest.model_validate({"model": "m", "messages": [
+        {"role": "developer", "content": "Be terse."}, *ASK,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_7", "content": [{"type": "text", "text": "1"}]}]})
+    assert template_turns(body.messages) == [
+        {"role": "system", "content": "Be terse."}, *ASK,
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "call_7", "type": "function", "function": {"name": "calculate", "arguments": {"expression": "1"}}}]},
+        {"role": "tool", "content": "1", "tool_call_id": "call_7", "name": "calculate"}]
