@@ -2,6 +2,7 @@
 
     ensure_response_schema(tokenizer)   # before GRPOTrainer(..., tools=...); idempotent
     malformed_tool_call(message)        # an assistant turn that tried to call a tool and was not parsed
+    parse_reply(tokenizer, text, prefix) # generated text -> {role, content, tool_calls?} (serve, chat)
 
 TRL 1.16 parses a completion into tool calls only through ``tokenizer.response_template`` (transformers >= 5.13;
 ``response_schema`` before), and sets one itself (`add_response_schema`) only when the template string equals one
@@ -69,3 +70,33 @@ def malformed_tool_call(message: dict[str, Any]) -> bool:
     content = message.get("content")
     text = content if isinstance(content, str) else json.dumps(content, default=str)
     return message.get("role") == "assistant" and not message.get("tool_calls") and "<tool_call>" in text
+
+
+def parse_reply(tokenizer: Any, text: str, prefix: str, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Generated ``text`` as an assistant message, through the response template TRL parses rollouts with (set by
+    ensure_response_schema first): ``{"role", "content", "tool_calls"?}``, each call ``{"type": "function",
+    "function": {"name": str, "arguments": dict}}``. A call that does not parse (bad JSON, no name, arguments that
+    are not an object) leaves the whole text as plain content, as TRL's fallback does: the caller never sees half a
+    call. ``prefix`` is the rendered prompt (the parser needs the assistant turn's opening)."""
+    kwargs = {"tools": tools} if tools else {}
+    try:
+        parsed = tokenizer.parse_response(text, prefix=prefix, **kwargs)
+        calls = [_checked_call(call) for call in parsed.get("tool_calls") or []]
+    except Exception:  # the parser's JSON errors, a region cut short by max_tokens, shapes of our own check
+        return {"role": "assistant", "content": text}
+    if not calls:  # a plain reply stays exactly as generated (reasoning and all)
+        return {"role": "assistant", "content": text}
+    content = parsed.get("content")
+    return {"role": "assistant", "content": content.strip() if isinstance(content, str) else "", "tool_calls": calls}
+
+
+def _checked_call(call: Any) -> dict[str, Any]:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+        raise ValueError(f"not a tool call: {call!r}")
+    arguments = function.get("arguments", {})
+    if isinstance(arguments, str):  # a template that writes arguments as a JSON string
+        arguments = json.loads(arguments)
+    if not isinstance(arguments, dict):
+        raise ValueError(f"tool call arguments are not a JSON object: {arguments!r}")
+    return {"type": "function", "function": {"name": function["name"], "arguments": arguments}}

@@ -12,6 +12,13 @@ def flag(value: str) -> bool:
     return value == "true"
 
 
+def on_off(value: str) -> bool:
+    """on/off (true/false too), for switches such as tools=off."""
+    if value not in ("on", "off", "true", "false"):
+        raise ValueError(value)
+    return value in ("on", "true")
+
+
 def parse_options(pairs: list[str], options: dict[str, Callable[[str], object]]) -> dict[str, object]:
     opts: dict[str, object] = {}
     for pair in pairs:
@@ -21,6 +28,7 @@ def parse_options(pairs: list[str], options: dict[str, Callable[[str], object]])
         try:
             opts[key] = options[key](value)
         except ValueError:
-            kind = "true or false" if options[key] is flag else getattr(options[key], "__name__", "a valid value")
+            named = {flag: "true or false", on_off: "on or off"}
+            kind = named.get(options[key]) or getattr(options[key], "__name__", "a valid value")
             raise SystemExit(f"{key}={value!r}: expected {kind}.") from None
     return opts

@@ -9,7 +9,8 @@ Routes: /v1/models, /v1/chat/completions and /v1/completions (stream=true for se
 /stats (batching counters) and the chat page at /. Concurrent requests are decoded together in padded batches
 (max_batch=, batch_wait_ms=); temperature 0 or absent is greedy, `seed` makes sampling repeatable, `n` choices
 are sampled in one batch, `logprobs` (chat: true + top_logprobs; completions: an int) and `echo` (the prompt's
-own log-probs, what lm-evaluation-harness's loglikelihood tasks send) are served. The model is named
+own log-probs, what lm-evaluation-harness's loglikelihood tasks send) are served, and so are `tools` (OpenAI
+tool_calls out, role=tool results back in; serving/tool_calls.py). The model is named
 <stage>-<run id> unless name= says otherwise. Binds 127.0.0.1 unless host= says otherwise: there is no TLS, so put
 a proxy in front before exposing it."""
 

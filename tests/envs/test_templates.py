@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 from trl.chat_template_utils import parse_response, qwen2_5_chat_template, qwen3_template
 
 from pipeline.envs.calculator import calculate
-from pipeline.envs.templates import ResponseSchemaError, ensure_response_schema, malformed_tool_call
+from pipeline.envs.templates import ResponseSchemaError, ensure_response_schema, malformed_tool_call, parse_reply
 from tests.helpers.runs import REPO
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
@@ -64,3 +64,31 @@ def test_malformed_calls_are_a_reward_term() -> None:
     bad = [{"role": "assistant", "content": '<tool_call>\n{"name": calc'},
            {"role": "assistant", "content": "<tool_call>oops</tool_call>"}]
     assert score(completions=[good, bad, "<tool_call>x"]) == [0.0, 2.0, 1.0]
+
+
+CALL = '<tool_call>\n{"name": "calculate", "arguments": {"expression": "6 * 7"}}\n</tool_call>'
+
+
+@pytest.mark.parametrize(("text", "content", "calls"), [
+    (CALL, "", [{"expression": "6 * 7"}]),
+    (f"Let me compute.\n{CALL}\n{CALL}", "Let me compute.", [{"expression": "6 * 7"}] * 2),
+    ("42, no tool needed", "42, no tool needed", None),
+    # malformed: cut-off JSON, no name, arguments that are not an object, a call cut short by max_tokens
+    ('<tool_call>\n{"name": "calculate", "arguments": {"expression": \n</tool_call>', None, None),
+    ('<tool_call>\n{"nam": "calculate", "arguments": {}}\n</tool_call>', None, None),
+    ('<tool_call>\n{"name": "calculate", "arguments": ["6 * 7"]}\n</tool_call>', None, None),
+    ('<tool_call>\n{"name": "calc', None, None),
+])
+def test_replies_parse_into_calls_or_stay_plain_text(text: str, content: str | None, calls: list | None) -> None:
+    """What serve and chat read out of a reply: the calls through TRL's response template, or the whole text
+    untouched when any call in it is malformed (never half a call)."""
+    tokenizer = ensure_response_schema(tokenizer_with((TEMPLATES / "qwen2.5.jinja").read_text()))
+    prefix = tokenizer.apply_chat_template([{"role": "user", "content": "6 * 7?"}], tools=[calculate],
+                                           add_generation_prompt=True, tokenize=False)
+    message = parse_reply(tokenizer, text, prefix)
+    if calls is None:
+        assert message == {"role": "assistant", "content": text}
+    else:
+        assert message["content"] == content
+        assert [c["function"]["arguments"] for c in message["tool_calls"]] == calls
+        assert {c["function"]["name"] for c in message["tool_calls"]} == {"calculate"}

@@ -22,10 +22,10 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_exten
 
 # Fixtures that give a finished run through pipeline/run.py, or build for 2-rank launches: a test using one is an
 # end-to-end test wherever it lives (tests/conftest.py marks it e2e; tests/sanity/test_layout.py relies on it).
-E2E_FIXTURES = frozenset({"tiny_run", "lora_run", "deepspeed_ops"})
+E2E_FIXTURES = frozenset({"tiny_run", "lora_run", "tool_run", "deepspeed_ops"})
 # What starts pipeline/run.py (or a 2-rank launch of it) from a test: a test calling one is end-to-end.
 PIPELINE_STARTERS = {
-    "tests.helpers.runs": {"run_pipeline", "train_tiny"},
+    "tests.helpers.runs": {"run_pipeline", "train_tiny", "train_tiny_tools"},
     "tests.helpers.resume": {"start"},
     "tests.helpers.distributed": {"launch", "RUN"},
 }
@@ -67,6 +67,17 @@ def train_tiny(tmp: Path, *extra: str) -> Path:
     run_dir = tmp / "run"
     # A high lr so the adapter visibly changes the outputs after 2 steps.
     proc = run_pipeline([*TINY, "stage=sft", "stage.batch_size=8", "stage.learning_rate=5e-2", *extra,
+                         f"output_dir={run_dir}", f"paths.cache_dir={tmp / 'cache'}"], cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def train_tiny_tools(tmp: Path) -> Path:
+    """A finished 2-step GRPO run of the tiny model with env=calculator and the shipped qwen2.5 template (what a
+    tool run saves: config.yaml naming its tools, a tokenizer whose template renders them) in tmp/run."""
+    run_dir = tmp / "run"
+    proc = run_pipeline([*TINY, "stage=grpo", "stage.batch_size=4", "stage.num_generations=4",
+                         "stage.max_completion_length=8", "model.chat_template=qwen2.5", "env=calculator",
                          f"output_dir={run_dir}", f"paths.cache_dir={tmp / 'cache'}"], cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir

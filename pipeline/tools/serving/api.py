@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hmac
 import html
 import json
@@ -25,7 +26,8 @@ from pipeline.tools.serving.batcher import Batcher
 from pipeline.tools.serving.decode import Delta, Done, Event, Failed, Prompt, Row, TokenLogprob
 from pipeline.tools.serving.responses import Choice, Shape, TokenNames, error_body, sse
 from pipeline.tools.serving.schemas import ChatRequest, CompletionRequest, FieldError
-from pipeline.train.model.templates import prompt_ids
+from pipeline.tools.serving.tool_calls import ToolReplies, template_turns, tool_support, uses_tools
+from pipeline.train.model.templates import chat_text, prompt_ids
 
 # sequences (prompts x n) one request may ask for; each is a row of some batch
 MAX_ROWS = 256
@@ -68,6 +70,8 @@ def create_app(served: Served) -> FastAPI:
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorized)])
     names = TokenNames(served.tokenizer)
+    # Asked on the first request with tools, not at start: it imports TRL (its response templates).
+    tool_problem = functools.cache(lambda: tool_support(served.tokenizer))
 
     @v1.get("/models")
     def models() -> dict[str, Any]:
@@ -81,11 +85,21 @@ def create_app(served: Served) -> FastAPI:
         if served.tokenizer.chat_template is None:
             raise ApiError(400, "this model's tokenizer has no chat template. Fix: send raw text to "
                            "/v1/completions.", param="messages")
+        tools = body.tool_schemas()
+        if (tools or uses_tools(body.messages)) and (problem := tool_problem()) is not None:
+            raise ApiError(400, problem, param="tools" if tools else "messages")
         try:
-            ids = prompt_ids(served.tokenizer, [m.as_turn() for m in body.messages])
+            turns = template_turns(body.messages)
+        except FieldError as err:
+            raise ApiError(400, str(err), param=err.field) from None
+        try:
+            ids = prompt_ids(served.tokenizer, turns, tools=tools)
         except Exception as err:  # the template's own checks, e.g. roles that do not alternate
             raise ApiError(400, f"messages: the chat template refused them: {err}", param="messages") from None
-        shape = Shape(served.model_id, chat=True, names=names, logprobs=body.logprob_count(), n=body.n)
+        replies = ToolReplies(served.tokenizer, chat_text(served.tokenizer, turns, tools=tools, generation_prompt=True),
+                              tools, parallel=body.parallel_tool_calls is not False) if tools else None
+        shape = Shape(served.model_id, chat=True, names=names, logprobs=body.logprob_count(), n=body.n,
+                      replies=replies)
         return await _answer(served, body, [ids], shape, "messages")
 
     @v1.post("/completions", response_model=None)

@@ -105,6 +105,8 @@ class Shape:
     names: TokenNames | None = None
     logprobs: int | None = None
     n: int = 1
+    # a ToolReplies (serving/tool_calls.py) when tools were offered: it reads tool calls out of each answer
+    replies: Any = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex[:24]}")
@@ -126,7 +128,11 @@ class Shape:
             choice: dict[str, Any] = {"index": c.index, "finish_reason": c.done.finish_reason,
                                       "logprobs": self._logprobs(c.tokens)}
             if self.chat:
-                choice["message"] = {"role": "assistant", "content": text}
+                choice["message"] = self.replies.message(text) if self.replies else {"role": "assistant",
+                                                                                     "content": text}
+                # a call cut short by max_tokens does not parse, so "length" stays "length"
+                if choice["message"].get("tool_calls") and c.done.finish_reason == "stop":
+                    choice["finish_reason"] = "tool_calls"
             else:
                 choice["text"] = text
             out.append(choice)

@@ -1,21 +1,25 @@
 """Request bodies of the OpenAI API as far as this server implements it, checked strictly: a wrong type is a 400
 naming the field, never a silent coercion ("0.5" is not a temperature). A field this server cannot honour is a 400
-saying so when it asks for something (response_format json_object, a non-zero presence_penalty, tools, ...);
-fields that change nothing in the answer (user, metadata, store, ...) are accepted."""
+saying so when it asks for something (response_format json_object, a non-zero presence_penalty, a forced
+tool_choice, ...); fields that change nothing in the answer (user, metadata, store, ...) are accepted. Tools and
+tool calls are OpenAI's shapes here; serving/tool_calls.py turns them into the chat template's."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_STOPS = 4  # as OpenAI
 MAX_N = 16
 # OpenAI's legacy completions allow 5; vLLM, which evaluation harnesses also target, 20
 MAX_LOGPROBS = 20
 # fields OpenAI defines that would change the answer; each value listed here asks for nothing and is accepted
-UNSUPPORTED = {"presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "logit_bias": ({},), "tools": ([],),
-               "functions": ([],), "tool_choice": ("none", "auto"), "suffix": ("",)}
+UNSUPPORTED = {"presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "logit_bias": ({},),
+               "functions": ([],), "function_call": ("none", "auto"), "suffix": ("",)}
+# what tool_choice may ask: no constrained decoding here, so a call cannot be forced ("required", a named function)
+TOOL_CHOICES = ("auto", "none")
 
 
 class FieldError(ValueError):
@@ -34,9 +38,50 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
+class FunctionCall(_Body):
+    name: str = Field(min_length=1)
+    # a JSON object, as a string (OpenAI's form)
+    arguments: str
+
+    @field_validator("arguments")
+    @classmethod
+    def _json_object(cls, value: str) -> str:
+        try:
+            parsed = json.loads(value or "{}")
+        except json.JSONDecodeError as err:
+            raise ValueError(f"not JSON ({err})") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("must be a JSON object, e.g. '{\"expression\": \"2 + 3\"}'")
+        return value
+
+
+class ToolCall(_Body):
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionSpec(_Body):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    # JSON Schema of the arguments
+    parameters: dict[str, Any] | None = None
+    # OpenAI's structured-output promise; without constrained decoding nothing changes, so it is accepted as a hint
+    strict: bool | None = None
+
+
+class ToolSpec(_Body):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
 class Message(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # None only on an assistant turn that calls tools (what OpenAI sends back)
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    # which call a role=tool message answers
+    tool_call_id: str | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -49,9 +94,15 @@ class Message(_Body):
             return "".join(p["text"] for p in value)
         return value
 
-    def as_turn(self) -> dict[str, str]:
-        # Chat templates know system, user and assistant; OpenAI's newer "developer" role is the system prompt.
-        return {"role": "system" if self.role == "developer" else self.role, "content": self.content}
+    @model_validator(mode="after")
+    def _fields_of_the_role(self) -> Message:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (it may be null only on an assistant message with tool_calls)")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError(f"tool_calls belong on assistant messages, not {self.role!r} ones")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a role=tool message needs tool_call_id: the id of the call it answers")
+        return self
 
 
 class _Generation(_Body):
@@ -104,11 +155,33 @@ class ChatRequest(_Generation):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    # functions the model may call, rendered into the prompt by the chat template
+    tools: list[ToolSpec] | None = None
+    # "auto" (or absent): the model decides; "none": tools are not offered this turn
+    tool_choice: str | dict[str, Any] | None = None
+    # false: at most one call per answer (the first the model wrote)
+    parallel_tool_calls: bool | None = None
 
     def check(self) -> None:
         super().check()
         if self.top_logprobs is not None and not self.logprobs:
             raise FieldError("top_logprobs", "needs logprobs=true. Fix: send logprobs=true with it")
+        if self.tool_choice is not None and self.tool_choice not in TOOL_CHOICES:
+            raise FieldError("tool_choice", f"{self.tool_choice!r} is not supported: this server has no constrained "
+                             "decoding, so it cannot force a tool call. Fix: tool_choice='auto' (the model decides; "
+                             "ask for the call in the prompt) or 'none'")
+        if self.stream and self.offers_tools():
+            raise FieldError("stream", "streaming with tools is not supported: a tool call is parsed from the whole "
+                             "answer. Fix: stream=false, or tool_choice='none'")
+
+    def offers_tools(self) -> bool:
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def tool_schemas(self) -> list[dict[str, Any]] | None:
+        """The tools as chat templates take them (transformers' JSON-schema form), or None when none are offered."""
+        if not self.offers_tools():
+            return None
+        return [tool.model_dump(exclude_none=True) for tool in self.tools or ()]
 
     def token_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

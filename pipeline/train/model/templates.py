@@ -5,6 +5,7 @@ path from turns to text and token ids, tool rendering, and the per-token loss ma
     chat_text(tokenizer, turns, tools=..., generation_prompt=True)  # the text the model reads
     prompt_ids(tokenizer, turns)                   # its token ids, ending where the assistant's reply starts
     check_tool_rendering(tokenizer, rows)          # tool-call rows on a template that drops tools: refused
+    check_renders_tools(tokenizer)                 # the same probe for serve and chat
     rows = assistant_token_rows(rows, tokenizer, TrainOn.all_assistant)  # {input_ids, assistant_masks}
 
 Assistant tokens are found by rendering: the text of turns [0, k) with the generation prompt ends where reply k
@@ -98,8 +99,13 @@ def has_tools(rows: Any) -> bool:
 
 def check_tool_rendering(tokenizer: Any, rows: Any) -> None:
     """Rows with tools or tool calls need a template that writes both; one that drops them is refused."""
-    if not has_tools(rows):
-        return
+    if has_tools(rows):
+        check_renders_tools(tokenizer, "the training rows hold tool calls", " (the model would learn empty replies)")
+
+
+def check_renders_tools(tokenizer: Any, why: str = "tools are given", consequence: str = "") -> None:
+    """The template writes tool schemas and assistant tool calls (probed by rendering both); ChatTemplateError
+    saying `why` they are needed and the fix, if not. Training rows, serve and chat ask the same question."""
     schema = {"type": "function", "function": {"name": _PROBE_TOOL, "description": "probe",
                                                "parameters": {"type": "object", "properties": {}}}}
     call = {"type": "function", "function": {"name": _PROBE_CALL, "arguments": "{}"}}
@@ -112,8 +118,8 @@ def check_tool_rendering(tokenizer: Any, rows: Any) -> None:
     dropped = [what for what, name in (("the tool schemas", _PROBE_TOOL), ("the tool calls", _PROBE_CALL))
                if name not in text]
     if dropped:
-        raise ChatTemplateError(f"the training rows hold tool calls, but the chat template drops "
-                                f"{' and '.join(dropped)} (the model would learn empty replies). Fix: {_TOOLS_FIX}.")
+        raise ChatTemplateError(f"{why}, but the chat template drops {' and '.join(dropped)}{consequence}. "
+                                f"Fix: {_TOOLS_FIX}.")
 
 
 def is_multi_turn(rows: Any) -> bool:
