@@ -125,7 +125,7 @@ def run_job(plan: Any, body: Callable[[], None]) -> float | None:
             raise TrialFailed(str(err)) from err
         if optimiser:  # a missing key is missing in every trial: the study ends, with the fix
             raise
-        log.warning("no objective for this job (the grid sweeper does not need one): %s", err)
+        log.info("no objective for this job (the grid sweeper does not need one): %s", err)
         return None
     log.info("objective %s=%.6g (job %s)", found.name, found.value, hydra_cfg.job.num)
     return found.value

@@ -95,3 +95,20 @@ def test_each_node_s_task_runs_the_profile_s_launcher_for_its_ranks(node_1: None
     assert shlex.join(launch_command(accelerate, [])).startswith(
         "accelerate launch --multi_gpu --num_processes 16 --num_machines 2 --machine_rank 1 "
         "--main_process_ip gpu07 --main_process_port 17345 ")
+
+
+def test_slurm_option_file_takes_nodes_and_gpus_from_the_profile() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.config.schema import register_configs
+    from tests.helpers.runs import CONF
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        # a key the plugin's schema lacks would fail here: the option file only sets submitit_slurm's own keys
+        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm", "hw=2x8xh100"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 8, 1)
+    assert str(launcher.submitit_folder).endswith("/.submitit/%j")
