@@ -33,6 +33,7 @@ from pipeline.config.objective import (
     objective_mode,
     objective_name,
     read_objective,
+    register_direction,
 )
 from pipeline.config.run_dir import RunDir
 
@@ -93,6 +94,8 @@ def check_objective(cfg: Any, sweeper: Any) -> None:
             f"the sweep optimises {name}, which only a run that evaluates during training has, and "
             "eval.every_steps=0. Fix: eval.every_steps=N (> 0), or sweep.objective=KEY for a number every run "
             "has (train_loss, reward, accuracy_after).")
+    # a job submitit starts is a fresh process: Hydra restores its own singletons there, not OmegaConf's resolvers
+    register_direction()
     wanted, told = direction(cfg.sweep, cfg.checkpoint), sweeper.get("direction")
     told = getattr(told, "name", told)
     if isinstance(told, str) and told != wanted:
