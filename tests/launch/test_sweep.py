@@ -157,3 +157,19 @@ def test_summary_has_the_objective_column_and_names_the_best_trial(tmp_path: Pat
     # higher is better for a reward: the other end
     cfg = compose_config(["sweep.objective=train_loss", "sweep.mode=max"])
     assert best_trial(collect(tmp_path, cfg.sweep, cfg.checkpoint))["job"] == 0
+
+
+def test_a_fresh_job_process_reads_the_study_s_direction(tmp_path: Path) -> None:
+    """A job submitit starts unpickles Hydra's singletons but not OmegaConf's resolvers: the check registers it."""
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.config.schema import register_configs
+    from tests.helpers.runs import CONF
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hparams_search=grpo_optuna"], return_hydra_config=True)
+    job = plan(tmp_path)  # composing registers it again: clear it after
+    OmegaConf.clear_resolver("sweep_direction")
+    check_objective(job.cfg, cfg.hydra.sweeper)
+    assert cfg.hydra.sweeper.direction == "maximize"
