@@ -108,7 +108,11 @@ def check_objective(cfg: Any, sweeper: Any) -> None:
 def run_job(plan: Any, body: Callable[[], None]) -> float | None:
     """Run the job (`body`); in a sweep, return its objective. Outside a sweep (or in a dry run): None."""
     hydra_cfg, cfg = HydraConfig.get(), plan.cfg
-    optimiser = optimising(hydra_cfg) and not cfg.dry_run
+    if optimising(hydra_cfg) and cfg.dry_run:  # a dry run has no objective: one trial's report, then stop
+        body()
+        print("dry_run=true in a study: the first trial's plan is above; no trial trains.", flush=True)
+        raise SystemExit(0)
+    optimiser = optimising(hydra_cfg)
     if optimiser:
         check_objective(cfg, hydra_cfg.sweeper)
     try:

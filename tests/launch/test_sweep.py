@@ -173,3 +173,12 @@ def test_a_fresh_job_process_reads_the_study_s_direction(tmp_path: Path) -> None
     OmegaConf.clear_resolver("sweep_direction")
     check_objective(job.cfg, cfg.hydra.sweeper)
     assert cfg.hydra.sweeper.direction == "maximize"
+
+
+def test_a_dry_run_of_a_study_reports_one_trial_and_stops(tmp_path: Path, as_job) -> None:
+    # otherwise Optuna would count n_trials dry runs as failed trials and end on "no completed trials"
+    as_job(hydra_cfg(OPTUNA))
+    ran = []
+    with pytest.raises(SystemExit) as stop:
+        run_job(plan(tmp_path, "dry_run=true"), lambda: ran.append(1))
+    assert stop.value.code == 0 and ran == [1]
