@@ -136,3 +136,9 @@ class CPOLoss(str, Enum):
     ipo = "ipo"
     simpo = "simpo"
     alphapo = "alphapo"  # simpo with cpo_alpha=0
+
+
+class ObjectiveMode(str, Enum):
+    # sweep.mode: whether a sweep's objective is better lower (min) or higher (max)
+    min = "min"
+    max = "max"

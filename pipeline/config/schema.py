@@ -28,6 +28,7 @@ from pipeline.config.enums import (
 from pipeline.config.env_schema import EnvConfig
 from pipeline.config.frozen import Schema
 from pipeline.config.stage_table import stage_schemas
+from pipeline.config.sweep_schema import SweepConfig
 
 
 @dataclass
@@ -56,7 +57,6 @@ class ModelConfig(Schema):
     # Variables the template reads, e.g. {enable_thinking: false} for Qwen3; baked into the template, so the
     # exported tokenizer renders the same. Not a struct node, so the command line can add any name.
     chat_template_kwargs: dict[str, Any] = field(default_factory=lambda: DictConfig({}, flags={"struct": False}))
-
 
 
 @dataclass
@@ -268,6 +268,7 @@ class RunConfig(Schema):
     resume: str | None = None
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -288,8 +289,10 @@ SCHEMAS: dict[str, dict[str, type]] = {
 def register_configs() -> None:
     """Store every schema so option files can start with `defaults: [base_<x>, _self_]`."""
     from pipeline.config.help import register_help
+    from pipeline.config.objective import register_direction
 
     register_help()  # `--help` fills Hydra's help template from conf/ (hydra.help.template in conf/config.yaml)
+    register_direction()  # conf/hparams_search/: Optuna's direction follows sweep.mode
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RunConfig)
     for group, nodes in SCHEMAS.items():

@@ -23,6 +23,7 @@ from pipeline.config.derived import REPO
 from pipeline.config.enums import Launcher
 from pipeline.config.plan import RunPlan
 from pipeline.launch.memory import memory_report
+from pipeline.launch.slurm import check_allocation, launcher_in_allocation, rendezvous, slurm_node
 
 SCRIPT = REPO / "pipeline" / "run.py"
 # Set in the children of a re-launch: a launcher that starts a process without rank variables must not loop.
@@ -47,16 +48,18 @@ def script_path() -> str:
 def launch_command(plan: RunPlan, overrides: list[str], port: int | None = None) -> list[str]:
     """The command a person would type to start this run on all ranks (the head is the friendly launcher name)."""
     hw = plan.cfg.hw
-    addr = os.environ.get("MASTER_ADDR", hw.master_addr)
-    port = port or int(os.environ.get("MASTER_PORT", hw.master_port))
-    node_rank = os.environ.get("NODE_RANK", "0")
+    # inside a Slurm allocation (a sweep job sent by hydra/launcher=slurm) the node's place comes from SLURM_*
+    slurm = slurm_node(os.environ)
+    addr, env_port, node_rank = rendezvous(slurm, os.environ, hw.master_addr, hw.master_port)
+    port = port or env_port
+    launcher = launcher_in_allocation(slurm, hw.launcher)
     script = script_path()
-    if hw.launcher == Launcher.deepspeed:
+    if launcher == Launcher.deepspeed:
         head = ["deepspeed"]
         if hw.hostfile:
             head += ["--hostfile", hw.hostfile, "--num_nodes", str(hw.num_nodes)]
         head += ["--num_gpus", str(hw.num_processes), "--master_port", str(port)]
-    elif hw.launcher == Launcher.torchrun:
+    elif launcher == Launcher.torchrun:
         head = ["torchrun", "--nnodes", str(hw.num_nodes), "--nproc_per_node", str(hw.num_processes),
                 "--node_rank", node_rank, "--master_addr", addr, "--master_port", str(port)]
     else:
@@ -101,6 +104,10 @@ def needs_relaunch(plan: RunPlan) -> bool:
 def relaunch(plan: RunPlan, overrides: list[str]) -> None:
     """Start all ranks through the profile's launcher and wait; raises when any rank fails."""
     cfg = plan.cfg
+    slurm = slurm_node(os.environ)
+    if slurm is not None:
+        check_allocation(slurm, cfg.hw)
+        print(f"Slurm job {slurm.job_id}: node {slurm.node_rank} of {slurm.nodes}, rank 0 on {slurm.head}", flush=True)
     # One machine: any free port, so concurrent runs on one host do not collide; several: the agreed one.
     port = free_port() if cfg.hw.num_nodes == 1 and "MASTER_PORT" not in os.environ else None
     # .hydra/ of this run (or sweep job) is already written by this process, with the overrides as typed

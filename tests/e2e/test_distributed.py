@@ -132,7 +132,7 @@ def test_multirun_2x2_gives_four_run_dirs_and_a_sweep_summary(tmp_path: Path, mo
         assert row["status"] == "done" and row["steps"] == 2 and row["metrics"]["train_loss"] > 0
         assert Path(row["dir"], "final").is_dir()
     table = (sweep / "sweep_summary.md").read_text()
-    assert table.startswith("| job | swept | status | loss |") and table.count("| done |") == 3
+    assert table.startswith("| job | swept | status | objective | loss |") and table.count("| done |") == 3
 
 
 @pytest.mark.slow  # the re-launch and the sweep are each in the default suite; this is their combination

@@ -21,7 +21,7 @@ def typed(overrides: list[str]) -> RunPlan:
 
 @pytest.fixture
 def no_launcher_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
+    for key in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "SLURM_JOB_ID"):
         monkeypatch.delenv(key, raising=False)
 
 
