@@ -3,11 +3,14 @@
     python bench/serve_load.py outputs/sft/RUN              # a finished run, an export, or any model directory
     python bench/serve_load.py model=smollm2_135m           # a model option's weights (converted once under .cache/)
     python bench/serve_load.py outputs/sft/RUN --requests 32 --clients 1 4 8
+    python bench/serve_load.py outputs/grpo/RUN/final --clients 1 8 --vs-transformers   # beside `transformers serve`
 
 Starts `python -m pipeline.tools.serve` on a free 127.0.0.1 port as a user would, warms it up, then for each client
 count sends the same bounded number of chat requests from that many threads through the official openai client,
 each waiting for its answer before sending the next. Answers may end before 32 tokens (end of turn): the
-generated tokens per second are printed beside requests/s.
+generated tokens per second are printed beside requests/s. `--vs-transformers` runs the same requests against
+`transformers serve` (continuous batching) on the same directory, each client count on both servers in turn, and
+prints the ratio; it needs a plain model directory (an export, or a full run's final/), not a LoRA adapter.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import openai
+from transformers_serve import transformers_serve
 
 from pipeline.tools.serving.process import server_process
 
@@ -86,21 +90,32 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--requests", type=int, default=16, help="requests per client count (bounded)")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--vs-transformers", action="store_true", help="the same requests on `transformers serve`")
     args = parser.parse_args()
     path = model_path(args.target)
     with tempfile.TemporaryDirectory() as tmp, server_process("serve", str(path), "name=bench",
                                                               log=Path(tmp) / "server.log") as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=600)
-        load(client, "bench", 1, 2, args.max_tokens)  # warm-up: first-call allocations, lazy imports
-        rows = [load(client, "bench", c, args.requests, args.max_tokens) for c in args.clients]
+        ours = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=600)
+        load(ours, "bench", 1, 2, args.max_tokens)  # warm-up: first-call allocations, lazy imports
+        if args.vs_transformers:
+            with transformers_serve(path.resolve(), log=Path(tmp) / "transformers.log") as theirs_url:
+                theirs = openai.OpenAI(base_url=f"{theirs_url}/v1", api_key="none", max_retries=0, timeout=600)
+                load(theirs, str(path.resolve()), 1, 2, args.max_tokens)
+                pairs = [(load(ours, "bench", c, args.requests, args.max_tokens),
+                          load(theirs, str(path.resolve()), c, args.requests, args.max_tokens)) for c in args.clients]
+        else:
+            pairs = [(load(ours, "bench", c, args.requests, args.max_tokens), None) for c in args.clients]
         with urllib.request.urlopen(f"{url}/stats", timeout=30) as response:
             stats = json.loads(response.read())
-    print(f"{path.name}: greedy, max_tokens={args.max_tokens}, batches by size {stats['sizes']}")
-    print("clients  requests  requests/s  median latency s  generated tokens/s")
-    for r in rows:
-        print(f"{r['clients']:>7}  {r['requests']:>8}  {r['requests_per_s']:>10.2f}  {r['median_latency_s']:>16.2f}"
-              f"  {r['gen_tokens_per_s']:>18.1f}")
-
+    print(f"{path.name}: greedy, max_tokens={args.max_tokens}, our batches by size {stats['sizes']}")
+    print("clients  requests  requests/s  median latency s  generated tokens/s" +
+          ("  transformers serve req/s  ratio" if args.vs_transformers else ""))
+    for r, t in pairs:
+        line = (f"{r['clients']:>7}  {r['requests']:>8}  {r['requests_per_s']:>10.2f}  {r['median_latency_s']:>16.2f}"
+                f"  {r['gen_tokens_per_s']:>18.1f}")
+        if t is not None:
+            line += f"  {t['requests_per_s']:>24.2f}  {r['requests_per_s'] / t['requests_per_s']:>5.2f}x"
+        print(line)
 
 if __name__ == "__main__":
     main()
