@@ -1,6 +1,7 @@
 """Stages with full fine-tuning and nf4 run two steps through pipeline/run.py on the tiny model; the run dir is read
-back. RLOO runs here with LoRA and off-default knobs that must reach TRL's RLOOConfig. Each other stage with LoRA (SFT,
-DPO, GRPO, KTO, ORPO, SimPO, the reward model, each with a stage.trl field reaching TRL) is the golden run of tests/e2e/test_golden_runs.py, checked the same way (tests/helpers/stage_checks.py).
+back. RLOO runs here with LoRA and off-default knobs that must reach TRL's RLOOConfig. Each other stage with LoRA
+(SFT, DPO, GRPO, KTO, ORPO, SimPO, the reward model, each with a stage.trl field reaching TRL) is the golden run of
+tests/e2e/test_golden_runs.py, checked the same way (tests/helpers/stage_checks.py).
 
 These are real TRL trainers in a subprocess, exactly as a user starts them; nothing is mocked."""
 
