@@ -43,4 +43,6 @@ def test_stage_runs_and_leaves_a_complete_run_dir(stage, peft, quant, tmp_path, 
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    if stage == "rloo":  # hw=cpu turns on two GRPOTrainer levers; RLOO must say it runs without them
+        assert "off for stage=rloo" in proc.stdout + proc.stderr
     check_run_dir(run_dir, stage, 2, model_cache, peft=peft, quant=quant)
