@@ -100,7 +100,7 @@ def chain_steps(cfg: RunConfig, run_dir: Path | None = None) -> list[RunConfig]:
             stage=getattr(cfg.stage, name),
             data=_data_for(cfg.data, cfg.stage.data.get(name, {})),
             # tools run in GRPO's rollouts only: a chain's other steps (an SFT warm start) run without them
-            env=cfg.env if stage_spec(name).generates else EnvConfig(name="none"),
+            env=cfg.env if stage_spec(name).tools else EnvConfig(name="none"),
             output_dir=str(step_dir.root),
             init_from=init_from,
         )

@@ -221,6 +221,37 @@ class RMStageConfig(StageConfig):
 
 
 @dataclass
+class RLOOStageConfig(StageConfig):
+    """RLOO through TRL's RLOOTrainer: GRPO's rollouts and rewards, but each completion's baseline is the mean reward
+    of the *other* completions of its prompt (leave-one-out), and the KL term is part of the reward. No tools (TRL's
+    RLOOTrainer has no multi-turn loop) and none of GRPO's levers (they patch GRPOTrainer); algo= presets are GRPO's."""
+
+    name: str = "rloo"
+    # 1e-6 for full fine-tuning; LoRA tolerates 1e-5..1e-4 (as GRPO).
+    learning_rate: float = 1e-6
+    # Completions per optimizer step over all processes (= prompts per step x num_generations).
+    batch_size: int = 32
+    # Completions per prompt: the leave-one-out baseline needs >= 2; more gives a less noisy baseline.
+    num_generations: int = 8
+    max_completion_length: int = 256
+    # KL coefficient (TRL's default 0.05; the RLOO paper keeps a KL penalty); 0 loads no reference model.
+    beta: float = 0.05
+    # PPO-style clip range of the ratio when num_iterations > 1 reuses completions; epsilon_high null = epsilon.
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    num_iterations: int = 1
+    # Scale advantages to mean 0, std 1 over each generation batch (TRL's default: off, plain RLOO).
+    normalize_advantages: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # Give zero loss to completions cut at max_completion_length.
+    mask_truncated_completions: bool = False
+    # transformers | vllm_colocate (as GRPO: CUDA + `pip install -e '.[gpu]'`)
+    generation: GenerationEngine = GenerationEngine.transformers
+    vllm_gpu_memory_utilization: float = 0.3
+
+
+@dataclass
 class ChainStageConfig(Schema):
     """Stages run one after another in one run dir (pipeline/train/stages/chain.py); each starts from the previous
     policy's final adapter/model (a reward model step does not feed init_from). Any string value "chain:<name>" in
@@ -233,6 +264,7 @@ class ChainStageConfig(Schema):
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
     grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
+    rloo: RLOOStageConfig = field(default_factory=RLOOStageConfig)
     kto: KTOStageConfig = field(default_factory=KTOStageConfig)
     orpo: ORPOStageConfig = field(default_factory=ORPOStageConfig)
     simpo: SimPOStageConfig = field(default_factory=SimPOStageConfig)

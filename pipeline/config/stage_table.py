@@ -18,6 +18,7 @@ from pipeline.config.stage_schemas import (
     GRPOStageConfig,
     KTOStageConfig,
     ORPOStageConfig,
+    RLOOStageConfig,
     RMStageConfig,
     SFTStageConfig,
     SimPOStageConfig,
@@ -61,6 +62,9 @@ class Stage:
     # completions while training (GRPO: the KV cache of a rank's share): the memory estimate reads both.
     sequences_per_row: int = 1
     generates: bool = False
+    # Runs tools and environments (env group, stage.tools) in its rollouts: GRPO only (TRL's RLOOTrainer has no
+    # multi-turn loop).
+    tools: bool = False
     # Its trainer can compute the training loss on held-out rows of the training shape (eval.every_steps logs
     # eval/loss, and checkpoint.best_metric falls back to it when the data has no answers).
     evaluates_loss: bool = False
@@ -86,6 +90,8 @@ _SFT_FORMATS = (
 _CHAIN_RUNNER = "pipeline.train.stages.chain:run_chain"
 _PAIRS = (DataFormat.preference, DataFormat.llamafactory_dpo, DataFormat.scored_groups, DataFormat.sharegpt)
 _PAIR_COLUMNS = frozenset({"prompt", "chosen", "rejected"})
+_PROMPTS = (DataFormat.prompt_answer, DataFormat.mcq, DataFormat.s1k, DataFormat.gsm8k)  # GRPO and RLOO
+_PROMPT_COLUMNS = frozenset({"prompt", "answer"})
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("sft", SFTStageConfig, "pipeline.train.stages.sft:run_sft", _SFT_FORMATS, RowShape.completion,
@@ -93,11 +99,14 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("dpo", DPOStageConfig, "pipeline.train.stages.dpo:run_dpo", _PAIRS, RowShape.preference,
           columns=_PAIR_COLUMNS, sequences_per_row=2, evaluates_loss=True, chainable=True,
           trl_config="trl.trainer.dpo_config:DPOConfig"),
-    Stage("grpo", GRPOStageConfig, "pipeline.train.stages.grpo:run_grpo",
-          (DataFormat.prompt_answer, DataFormat.mcq, DataFormat.s1k, DataFormat.gsm8k), RowShape.answer,
-          columns=frozenset({"prompt", "answer"}), rewards=True, length_key="max_completion_length",
+    Stage("grpo", GRPOStageConfig, "pipeline.train.stages.grpo:run_grpo", _PROMPTS, RowShape.answer,
+          columns=_PROMPT_COLUMNS, rewards=True, length_key="max_completion_length",
           assumed_prompt_tokens=256, checks_row_length=False, counts_tokens=False, generates=True, chainable=True,
-          trl_config="trl.trainer.grpo_config:GRPOConfig"),
+          tools=True, trl_config="trl.trainer.grpo_config:GRPOConfig"),
+    Stage("rloo", RLOOStageConfig, "pipeline.train.stages.rloo:run_rloo", _PROMPTS, RowShape.answer,
+          columns=_PROMPT_COLUMNS, rewards=True, length_key="max_completion_length", assumed_prompt_tokens=256,
+          checks_row_length=False, counts_tokens=False, generates=True, chainable=True,
+          trl_config="trl.trainer.rloo_config:RLOOConfig"),
     Stage("group_pref", GroupPrefStageConfig, "pipeline.train.stages.group_pref:run_group_pref",
           (DataFormat.scored_groups,), RowShape.ranked_group, columns=frozenset({"prompt", "responses", "scores"}),
           checks_row_length=False, trl_config="transformers.training_args:TrainingArguments"),

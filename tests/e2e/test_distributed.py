@@ -1,7 +1,7 @@
 """Two gloo processes on the CPU through every way a user starts them; each run dir is read back.
 
-The self re-launch (`python pipeline/run.py hw=cpu_2proc`), the typed `deepspeed` launcher (ZeRO-2 and ZeRO-3, SFT
-and GRPO with LoRA), a typed `accelerate launch`, and a two-"node" torchrun (node ranks 0 and 1 on 127.0.0.1).
+The self re-launch (`python pipeline/run.py hw=cpu_2proc`), the typed `deepspeed` launcher (ZeRO-2 and ZeRO-3, SFT,
+GRPO and RLOO with LoRA), a typed `accelerate launch`, and a two-"node" torchrun (node ranks 0 and 1 on 127.0.0.1).
 Every run must show: world size 2 in the trainer, both ranks finishing their steps, one run dir, artefacts written
 by rank 0 only, and a final adapter that is non-empty, trained and loadable (ZeRO-3 + LoRA can save empty ones).
 A 2x2 Hydra multirun then checks per-job run dirs and the sweep summary.
@@ -39,6 +39,8 @@ def test_plain_python_relaunches_itself_through_accelerate(tmp_path: Path, model
 # (tests/test_resume_distributed.py)
 @pytest.mark.parametrize(("zero", "stage"), [pytest.param("zero2", "sft", marks=pytest.mark.slow),
                                              pytest.param("zero2", "grpo", marks=pytest.mark.slow),
+                                             # RLOO's rollouts and reference model (beta 0.05) on 2 ranks
+                                             pytest.param("zero2", "rloo", marks=pytest.mark.slow),
                                              ("zero3", "sft"), ("zero3", "grpo")])
 def test_deepspeed_launcher(zero: str, stage: str, tmp_path: Path, model_cache: Path) -> None:
     overrides = args(stage, tmp_path, model_cache, f"zero={zero}")

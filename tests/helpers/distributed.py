@@ -18,6 +18,8 @@ STAGE_ARGS = {
     # a dense reward, so a random model still gets non-zero advantages and LoRA B moves
     "grpo": ["stage=grpo", "stage.batch_size=8", "stage.num_generations=4", "stage.max_completion_length=8",
              "reward=shaped"],
+    "rloo": ["stage=rloo", "stage.batch_size=8", "stage.num_generations=4", "stage.max_completion_length=8",
+             "reward=shaped"],
 }
 # 2 ranks x micro-batch 4 = the global batch of 8: one micro-batch per rank per step
 TWO_RANKS = ["hw=cpu_2proc", "hw.micro_batch=4"]

@@ -20,8 +20,13 @@ TRL_PASS_THROUGH = {
               ["train/rewards/margins", "train/rewards/accuracies"]),
     "rm": ("stage.trl.center_rewards_coefficient=0.01", {"center_rewards_coefficient": 0.01},
            ["train/accuracy", "train/margin"]),
+    # tests/e2e/test_stages.py: stage keys of ours and one stage.trl field; the KL is logged only when beta > 0
+    "rloo": ("stage.trl.reward_clip_range=[-2.0,2.0]",
+             {"num_generations": 4, "beta": 0.1, "normalize_advantages": True, "max_completion_length": 8,
+              "reward_clip_range": [-2.0, 2.0]},
+             ["train/kl", "train/rewards/correctness/mean"]),
 }
-GENERATING = ("sft", "dpo", "grpo", "kto", "orpo", "simpo")
+GENERATING = ("sft", "dpo", "grpo", "rloo", "kto", "orpo", "simpo")
 
 
 def check_run_dir(run_dir: Path, stage: str, steps: int, cache: Path, peft: str = "lora", quant: str = "none") -> None:
@@ -32,7 +37,7 @@ def check_run_dir(run_dir: Path, stage: str, steps: int, cache: Path, peft: str 
     logged = scalars(run_dir)
     assert len(logged["train/loss"]) == steps and all(math.isfinite(v) for v in logged["train/loss"])
     assert all(math.isfinite(v) for v in logged["train/learning_rate"])
-    if stage == "grpo":
+    if stage in ("grpo", "rloo"):
         assert "train/rewards/correctness/mean" in logged and "train/rewards/length/mean" in logged
     final = run_dir / "final"
     assert final.is_dir() and not (run_dir / "final.partial").exists()

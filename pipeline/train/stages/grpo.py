@@ -14,7 +14,7 @@ from typing import Any
 from trl import GRPOConfig
 
 from pipeline.config.plan import RunPlan
-from pipeline.config.stage_schemas import GenerationEngine, GRPOStageConfig
+from pipeline.config.stage_schemas import GenerationEngine, GRPOStageConfig, RLOOStageConfig
 from pipeline.rewards import build_reward_funcs, place_reward_models
 from pipeline.train.levers.grpo_trainer import GRPOLevers, LeveredGRPOTrainer
 from pipeline.train.stages.agent import agent_inputs
@@ -67,8 +67,9 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
     return finish(plan, trainer, prep, {"tools": agent.stats.summary()} if agent else None)
 
 
-def generation_engine(stage: GRPOStageConfig) -> dict[str, Any]:
-    """GRPOConfig arguments for stage.generation; vLLM colocate shares the training GPU (TRL syncs weights)."""
+def generation_engine(stage: GRPOStageConfig | RLOOStageConfig) -> dict[str, Any]:
+    """GRPOConfig (and RLOOConfig) arguments for stage.generation; vLLM colocate shares the training GPU (TRL syncs
+    weights)."""
     if stage.generation != GenerationEngine.vllm_colocate:
         return {}
     return {"use_vllm": True, "vllm_mode": "colocate",
