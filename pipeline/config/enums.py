@@ -101,6 +101,13 @@ class RewardScaling(str, Enum):
     none = "none"  # r - group mean (Dr. GRPO: no std division, no difficulty bias)
 
 
+class ZeroStdGroups(str, Enum):
+    # groups whose completions all got one reward (zero advantage): pipeline/train/levers/zero_std_groups.py
+    keep = "keep"  # in the batch, as TRL does (they cost compute and, with beta=0, move nothing)
+    skip = "skip"  # out of the loss; the loss is the one over the other groups
+    resample = "resample"  # fresh prompts generated until the batch is full of teaching groups (bounded tries)
+
+
 class ImportanceSampling(str, Enum):
     token = "token"  # one ratio pi/pi_old per token (PPO, GRPO, DAPO)
     sequence = "sequence"  # one length-normalised ratio per completion (GSPO)
