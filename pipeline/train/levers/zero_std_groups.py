@@ -3,11 +3,12 @@ group's advantage is zero and its rows cost a forward and a backward for no grad
 
 - keep (TRL's behaviour): they stay in the batch.
 - skip (verl / DAPO's filter): their rows leave the generation batch before it is split into micro-batches; the
-  rows left fill whole micro-batches and a micro-batch with nothing left is one row with its loss mask zeroed (its
-  loss is 0). Each micro-batch's loss is rescaled so the step's loss is TRL's loss over the kept groups alone, for
-  every loss type: the per-sequence normalisers (grpo, sapo, dr_grpo, luspo) by kept rows, bnpo by kept tokens, and
-  the whole-batch token count of dapo / cispo / vespo recounted over kept rows (tests/train/levers/
-  test_zero_std_groups.py compares with TRL's own loss on a batch holding only those groups).
+  rows left fill whole micro-batches, and a micro-batch with nothing left is one skipped row whose loss is scaled
+  by 0 (no loss, no gradient; TRL's metrics still see real tokens). Each micro-batch's loss is rescaled so the
+  step's loss is TRL's loss over the kept groups alone, for every loss type: the per-sequence normalisers (grpo,
+  sapo, dr_grpo, luspo) by kept rows, bnpo by kept tokens, and the whole-batch token count of dapo / cispo / vespo
+  recounted over kept rows (tests/train/levers/test_zero_std_groups.py compares with TRL's own loss on a batch
+  holding only those groups).
 - resample (DAPO's dynamic sampling): fresh prompts are generated and scored until the batch holds as many
   teaching groups as it has room for, at most `stage.resample_tries` extra generations per batch; what is still
   missing is skipped as above. One process only (pipeline/config/grpo_checks.py says why).
@@ -106,11 +107,10 @@ def skip_rows(chunks: list[dict[str, Any]], loss_type: str, gather_sum: Any = No
     out = []
     for step in range(steps):
         rows = kept[step * size:(step + 1) * size]
-        if rows.numel() == 0:  # nothing left for this micro-batch: one row that adds nothing (scale 0, masked)
-            chunk = _take(whole, torch.zeros(1, dtype=torch.long, device=labels.device))
-            for key in ("completion_mask", "tool_mask"):
-                if key in chunk:
-                    chunk[key] = torch.zeros_like(chunk[key])
+        if rows.numel() == 0:
+            # nothing left for this micro-batch: one skipped row with loss scale 0 (no loss, no gradient), its tokens
+            # left unmasked so TRL's per-micro-batch metrics (entropy, clip ratios) measure the policy, not zeros
+            chunk = _take(whole, (labels < 0).nonzero()[:1].squeeze(1))
             chunk[SCALE_KEY] = torch.tensor(0.0)
         else:
             chunk = _take(whole, rows)

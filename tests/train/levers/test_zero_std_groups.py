@@ -94,7 +94,8 @@ def test_a_batch_with_no_teaching_group_trains_nothing(tmp_path) -> None:
     batch = generation_batch([], len(tokenizer))
     micro_batches = skip_rows([{k: v if v.ndim == 0 else v[i * 8:(i + 1) * 8] for k, v in batch.items()}
                                for i in range(2)], "dapo")
-    assert [len(m["advantages"]) for m in micro_batches] == [1, 1]  # one masked row each, not 8
+    assert [len(m["advantages"]) for m in micro_batches] == [1, 1]  # one row each, not 8, its loss scaled by 0
+    assert [float(m[SCALE_KEY]) for m in micro_batches] == [0.0, 0.0]
     loss, grads = _loss_and_grads(model, lambda: [trainer.compute_loss(model, m) for m in micro_batches])
     assert loss == 0 and all(not g.any() for g in grads)
 
