@@ -27,6 +27,7 @@ from pipeline.config.enums import (
 )
 from pipeline.config.env_schema import EnvConfig
 from pipeline.config.frozen import Schema
+from pipeline.config.logging_schema import LoggingConfig
 from pipeline.config.stage_table import stage_schemas
 
 
@@ -176,22 +177,6 @@ class ZeroConfig(Schema):
     # Optimizer states (and for stage 3 weights) live in CPU RAM: fits bigger models, slower steps.
     offload_optimizer: bool = False
     offload_params: bool = False
-
-
-@dataclass
-class LoggingConfig(Schema):
-    # Trackers for TRL's report_to: tensorboard always (event files in the run dir), wandb opt-in.
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
-    # Python log level of the root logger and the pipeline's own messages: DEBUG, INFO, WARNING, ERROR.
-    level: str = "INFO"
-    wandb_project: str = "pipeline"
-    # online | offline: offline writes to the run dir only; the key comes from WANDB_API_KEY, never config.
-    wandb_mode: str = "offline"
-    # Every N optimizer steps, generated completions (prompt, completion, each reward) go to TensorBoard as text
-    # and to <run>/samples/completions.jsonl; 0 turns it off.
-    samples_every: int = 5
-    # Completions shown per sample event (the first ones of the latest generation batch).
-    samples_shown: int = 4
 
 
 @dataclass

@@ -101,7 +101,7 @@ def callbacks(plan: RunPlan) -> list[TrainerCallback]:
     if cfg.checkpoint.save_on_signal:
         found.append(SignalCheckpoint())
     if plan.dir.writes:
-        found += build_callbacks(run_dir, cfg.logging, cfg.stage.batch_size)
+        found += build_callbacks(run_dir, cfg.logging, cfg.stage.batch_size, plan.stage.rewards)
         found += eval_callbacks(plan)
     elif cfg.zero.stage >= 3 and cfg.logging.samples_every > 0:
         # ZeRO-3: rank 0's sample generation gathers weights from every rank, so every rank must generate too.
