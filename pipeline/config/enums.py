@@ -36,6 +36,15 @@ class Launcher(str, Enum):
     torchrun = "torchrun"
 
 
+class PeftInit(str, Enum):
+    # how LoRA's A and B start (peft's init_lora_weights); pissa and olora move the base weights' principal part
+    # into the adapter (the base is changed): final/ is converted back to a plain LoRA on the original base
+    default = "default"  # peft's default: A random (Kaiming), B zero -- the adapter starts as a no-op
+    gaussian = "gaussian"  # A Gaussian scaled by the rank, B zero
+    pissa = "pissa"  # A, B from the top-r singular vectors of each weight (faster convergence; full SVD at start)
+    olora = "olora"  # A, B from a QR decomposition of each weight
+
+
 class PeftMethod(str, Enum):
     lora = "lora"
     full = "full"

@@ -21,6 +21,7 @@ from pipeline.config.enums import (
     Launcher,
     ModelSource,
     OnRewardError,
+    PeftInit,
     PeftMethod,
     Precision,
     QuantMethod,
@@ -116,6 +117,14 @@ class PeftConfig(Schema):
     dropout: float = 0.0
     # "all-linear" covers attention and MLP; a list of module names (["q_proj", "v_proj"]) is the cheap classic.
     target_modules: Any = "all-linear"
+    # DoRA: each weight's magnitude trained apart from its LoRA direction (closer to full fine-tuning, slower step).
+    use_dora: bool = False
+    # rsLoRA: scale alpha / sqrt(r) instead of alpha / r, so a high rank still learns.
+    use_rslora: bool = False
+    # How A and B start: default | gaussian | pissa | olora (pipeline.config.enums.PeftInit).
+    init: PeftInit = PeftInit.default
+    # Modules trained in full beside the adapters and saved with them (names, e.g. [lm_head]).
+    modules_to_save: list[str] = field(default_factory=list)
 
 
 @dataclass
