@@ -27,7 +27,9 @@ from pipeline.config.enums import (
 )
 from pipeline.config.env_checks import env_problems
 from pipeline.config.gpu_levers import lever_problems
+from pipeline.config.grpo_checks import zero_std_problems
 from pipeline.config.hostfile import hostfile_problems
+from pipeline.config.peft_checks import peft_problems
 from pipeline.config.precision import precision_problems, resolve_auto
 from pipeline.config.schema import RunConfig
 from pipeline.config.stage_table import STAGES, UnknownStageError, stage_spec
@@ -76,7 +78,9 @@ def validate(cfg: RunConfig, produced: frozenset[str] = frozenset()) -> None:
         *precision_problems(cfg),
         *lever_problems(cfg),
         *_check_generation(cfg),
+        *zero_std_problems(cfg),
         *_check_quantization(cfg),
+        *peft_problems(cfg),
         *_check_batch(cfg),
         *_check_data(cfg),
         *template_problems(cfg.model.chat_template, cfg.model.chat_template_kwargs),

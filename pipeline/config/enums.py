@@ -36,6 +36,15 @@ class Launcher(str, Enum):
     torchrun = "torchrun"
 
 
+class PeftInit(str, Enum):
+    # how LoRA's A and B start (peft's init_lora_weights); pissa and olora move the base weights' principal part
+    # into the adapter (the base is changed): final/ is converted back to a plain LoRA on the original base
+    default = "default"  # peft's default: A random (Kaiming), B zero -- the adapter starts as a no-op
+    gaussian = "gaussian"  # A Gaussian scaled by the rank, B zero
+    pissa = "pissa"  # A, B from the top-r singular vectors of each weight (faster convergence; full SVD at start)
+    olora = "olora"  # A, B from a QR decomposition of each weight
+
+
 class PeftMethod(str, Enum):
     lora = "lora"
     full = "full"
@@ -99,6 +108,13 @@ class RewardScaling(str, Enum):
     group = "group"  # (r - group mean) / group std
     batch = "batch"  # (r - group mean) / batch std
     none = "none"  # r - group mean (Dr. GRPO: no std division, no difficulty bias)
+
+
+class ZeroStdGroups(str, Enum):
+    # groups whose completions all got one reward (zero advantage): pipeline/train/levers/zero_std_groups.py
+    keep = "keep"  # in the batch, as TRL does (they cost compute and, with beta=0, move nothing)
+    skip = "skip"  # out of the loss; the loss is the one over the other groups
+    resample = "resample"  # fresh prompts generated until the batch is full of teaching groups (bounded tries)
 
 
 class ImportanceSampling(str, Enum):

@@ -21,12 +21,14 @@ from pipeline.config.enums import (
     Launcher,
     ModelSource,
     OnRewardError,
+    PeftInit,
     PeftMethod,
     Precision,
     QuantMethod,
 )
 from pipeline.config.env_schema import EnvConfig
 from pipeline.config.frozen import Schema
+from pipeline.config.logging_schema import LoggingConfig
 from pipeline.config.stage_table import stage_schemas
 from pipeline.config.sweep_schema import SweepConfig
 
@@ -115,6 +117,14 @@ class PeftConfig(Schema):
     dropout: float = 0.0
     # "all-linear" covers attention and MLP; a list of module names (["q_proj", "v_proj"]) is the cheap classic.
     target_modules: Any = "all-linear"
+    # DoRA: each weight's magnitude trained apart from its LoRA direction (closer to full fine-tuning, slower step).
+    use_dora: bool = False
+    # rsLoRA: scale alpha / sqrt(r) instead of alpha / r, so a high rank still learns.
+    use_rslora: bool = False
+    # How A and B start: default | gaussian | pissa | olora (pipeline.config.enums.PeftInit).
+    init: PeftInit = PeftInit.default
+    # Modules trained in full beside the adapters and saved with them (names, e.g. [lm_head]).
+    modules_to_save: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -176,22 +186,6 @@ class ZeroConfig(Schema):
     # Optimizer states (and for stage 3 weights) live in CPU RAM: fits bigger models, slower steps.
     offload_optimizer: bool = False
     offload_params: bool = False
-
-
-@dataclass
-class LoggingConfig(Schema):
-    # Trackers for TRL's report_to: tensorboard always (event files in the run dir), wandb opt-in.
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
-    # Python log level of the root logger and the pipeline's own messages: DEBUG, INFO, WARNING, ERROR.
-    level: str = "INFO"
-    wandb_project: str = "pipeline"
-    # online | offline: offline writes to the run dir only; the key comes from WANDB_API_KEY, never config.
-    wandb_mode: str = "offline"
-    # Every N optimizer steps, generated completions (prompt, completion, each reward) go to TensorBoard as text
-    # and to <run>/samples/completions.jsonl; 0 turns it off.
-    samples_every: int = 5
-    # Completions shown per sample event (the first ones of the latest generation batch).
-    samples_shown: int = 4
 
 
 @dataclass

@@ -10,7 +10,15 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from pipeline.config.enums import DPOLoss, GenerationEngine, GRPOLoss, ImportanceSampling, KTOLoss, RewardScaling
+from pipeline.config.enums import (
+    DPOLoss,
+    GenerationEngine,
+    GRPOLoss,
+    ImportanceSampling,
+    KTOLoss,
+    RewardScaling,
+    ZeroStdGroups,
+)
 from pipeline.config.frozen import Schema
 
 
@@ -109,6 +117,11 @@ class GRPOStageConfig(StageConfig):
     top_p: float = 1.0
     # Give zero loss to completions cut at max_completion_length.
     mask_truncated_completions: bool = False
+    # Groups whose completions all got one reward teach nothing: keep (TRL's way) | skip them from the loss (the
+    # same loss as over the other groups alone, less compute) | resample fresh prompts to fill the batch (one process).
+    zero_std_groups: ZeroStdGroups = ZeroStdGroups.keep
+    # resample: extra generations of fresh prompts per batch at most; what is still missing is skipped.
+    resample_tries: int = 2
     # Forward each prompt once per group in the log-prob passes (prompt + its completions as one packed row with a
     # shared-prefix mask; same numbers as per-row, train/levers/shared_prefix.py); per-row where it can't apply.
     shared_prefix: bool = False

@@ -40,6 +40,9 @@ PRIVATE_HOOKS: tuple[Private, ...] = (
     Private(_GRPO, "_buffered_inputs", "the micro-batches of the current generation batch (instance attribute)"),
     Private(_GRPO, "_step", "which micro-batch of the buffer is next (instance attribute)"),
     Private(_GRPO, "_entropy_bonus_enabled", "an entropy bonus normalises per micro-batch (instance attribute)"),
+    Private(_GRPO, "_generate_and_score_completions", "one generation batch scored: zero_std_groups labels its "
+            "groups and resample generates fresh prompts through it"),
+    Private(_GRPO, "_calculate_rewards", "every process's rewards of a batch: which groups teach nothing"),
     Private(_GRPO, "_logs", "the latest generation batch TRL prints to console / wandb (instance attribute)"),
     # levers/shared_prefix_dpo.py
     Private(_DPO, "_compute_loss", "the policy and reference forwards of a DPO step: shared_prefix packs their rows"),

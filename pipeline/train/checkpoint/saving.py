@@ -12,6 +12,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase, Trainer
 
 from pipeline.config.run_dir import RunDir, json_text, partial_of, replacing
+from pipeline.train.checkpoint.peft_init import mutates_base, save_converted
 
 
 def save_model_dir(run_dir: RunDir, trainer: Trainer, tokenizer: PreTrainedTokenizerBase, target: Path,
@@ -23,6 +24,9 @@ def save_model_dir(run_dir: RunDir, trainer: Trainer, tokenizer: PreTrainedToken
         return target
     with replacing(target) as partial:
         trainer.save_model(str(partial))
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if mutates_base(model):  # PiSSA / OLoRA: the adapter as it applies to the original base
+            save_converted(model, run_dir, partial)
         tokenizer.save_pretrained(str(partial))
         if note is not None:
             (partial / note[0]).write_text(json_text(note[1]))

@@ -9,6 +9,8 @@ gives TRL's numbers (same distribution where it samples; tests/train/levers/ com
 | `compute_loss` (a training micro-batch)  | trim_padding                                                        |
 | `_prepare_inputs` (micro-batch split)    | shared_prefix: whole groups per micro-batch                         |
 | `_get_per_token_logps_and_entropies`     | shared_prefix: each prompt forwarded once per group                 |
+| `_generate_and_score_completions`        | zero_std_groups: groups labelled, resample refills the batch        |
+| `_calculate_rewards`                     | zero_std_groups: the rewards that tell which groups teach nothing    |
 
 Which levers apply is decided once, when the trainer is built (`GRPOLevers.applicable`): vLLM generation skips the
 generation levers, ZeRO-3 skips the merge (a rank holds a shard of each weight) and the shared prefill. Runs with
@@ -27,6 +29,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from trl import GRPOTrainer
 
 from pipeline.train.levers.compact_decoding import drop_finished_rows
@@ -35,6 +38,16 @@ from pipeline.train.levers.merged_lora import mergeable, merged_lora
 from pipeline.train.levers.prefill_once import prefill_once
 from pipeline.train.levers.shared_prefix import SaysOnce, blocker, group_micro_batches, packed_logps, regroup_blocker
 from pipeline.train.levers.trim_padding import trim_padding
+from pipeline.train.levers.zero_std_groups import (
+    GROUP_KEY,
+    SCALE_KEY,
+    GroupStats,
+    concat_outputs,
+    fill_groups,
+    group_labels,
+    skip_rows,
+    zero_std_rows,
+)
 from pipeline.train.trl_surface import reached
 
 log = logging.getLogger(__name__)
@@ -50,6 +63,9 @@ class GRPOLevers:
     shared_prefix: bool = False
     prefill_once: bool = False
     drop_finished_rows: bool = False
+    # keep | skip | resample groups whose completions all got one reward (levers/zero_std_groups.py)
+    zero_std_groups: str = "keep"
+    resample_tries: int = 0
 
     def applicable(self, trainer: GRPOTrainer) -> GRPOLevers:
         """The levers that can run under this trainer's setup (generation engine, ZeRO stage, adapter)."""
@@ -86,16 +102,69 @@ class LeveredGRPOTrainer(GRPOTrainer):
         self.says = SaysOnce("shared_prefix")
         # pipeline/envs/limits.py's per-tool counters (calls, failures, timeouts, truncated), logged with each step
         self.tool_stats = tool_stats
+        # groups that teach nothing: counted (groups/* scalars, summary.json); fresh prompts drawn apart from TRL's
+        self.groups, self.last_rewards, self.fresh_prompts = GroupStats(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # each step's log, not evaluation's nor the end-of-training summary (which would repeat the last point)
-        if self.tool_stats is not None and self.model.training and "train_runtime" not in logs:
-            logs = {**logs, **self.tool_stats.metrics()}
+        if self.model.training and "train_runtime" not in logs:
+            if self.tool_stats is not None:
+                logs = {**logs, **self.tool_stats.metrics()}
+            if self.levers.zero_std_groups != "keep":
+                logs = {**logs, **self.groups.metrics()}
         super().log(logs, start_time)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         reached["compute_loss"] += 1
-        return super().compute_loss(model, trim_padding(inputs), return_outputs, num_items_in_batch)
+        inputs = dict(inputs)  # the buffered micro-batch is reused when num_iterations > 1
+        scale = inputs.pop(SCALE_KEY, None)
+        loss = super().compute_loss(model, trim_padding(inputs), return_outputs, num_items_in_batch)
+        # skipped groups: this micro-batch's share of the loss over the kept groups (levers/zero_std_groups.py)
+        return loss if scale is None else loss * scale.to(loss.device)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self.last_rewards = rewards  # every process's rows: groups may span processes
+        return rewards
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.levers.zero_std_groups == "keep" or not self.model.training:
+            return output
+        reached["_generate_and_score_completions"] += 1
+        output = self._label_groups(output, len(inputs))
+        return self._resample(output, len(inputs)) if self.levers.zero_std_groups == "resample" else output
+
+    def _label_groups(self, output: dict[str, Any], rows: int) -> dict[str, Any]:
+        reached["_calculate_rewards"] += 1
+        zero = zero_std_rows(self.last_rewards, self.reward_weights, self.num_generations)
+        start = self.accelerator.process_index * rows
+        output[GROUP_KEY] = group_labels(zero, self.num_generations)[start:start + rows].to(self.accelerator.device)
+        self.groups.add(zero_std=int(zero.sum()) // self.num_generations)
+        return output
+
+    def _resample(self, output: dict[str, Any], rows: int) -> dict[str, Any]:
+        """Fresh prompts generated and scored until the batch has `rows // G` teaching groups (or the tries run
+        out); the batch keeps its size, what is still missing is labelled to be skipped."""
+        gens, outputs = self.num_generations, [output]
+        wanted = rows // gens
+        teaching = _teaching(output, gens)
+        tries = 0
+        while teaching < wanted and tries < self.levers.resample_tries:
+            tries += 1
+            extra = self._label_groups(super()._generate_and_score_completions(self._fresh_rows(wanted)), rows)
+            outputs.append(extra)
+            teaching += _teaching(extra, gens)
+        joined = concat_outputs(outputs, self.processing_class.pad_token_id) if len(outputs) > 1 else output
+        filled, taught = fill_groups(joined, gens, wanted)
+        self.groups.add(resample_tries=tries, resampled=max(0, taught - _teaching(output, gens)))
+        return filled
+
+    def _fresh_rows(self, prompts: int) -> list[dict[str, Any]]:
+        if self.fresh_prompts is None:  # its own seeded stream: TRL's sampler order is left as it is
+            self.fresh_prompts = torch.Generator().manual_seed(self.args.seed + 1)
+        picks = torch.randint(len(self.train_dataset), (prompts,), generator=self.fresh_prompts).tolist()
+        return [self.train_dataset[i] for i in picks for _ in range(self.num_generations)]
 
     def _generate_single_turn(self, *args: Any, **kwargs: Any):
         reached["_generate_single_turn"] += 1
@@ -119,7 +188,12 @@ class LeveredGRPOTrainer(GRPOTrainer):
     def _prepare_inputs(self, generation_batch):
         before = self._buffered_inputs
         inputs = super()._prepare_inputs(generation_batch)
-        if not (self.levers.shared_prefix and self.model.training and self._buffered_inputs is not before):
+        fresh = self.model.training and self._buffered_inputs is not before
+        if fresh and self.levers.zero_std_groups != "keep":
+            # whole groups per micro-batch already (shared_prefix has nothing to regroup)
+            self._buffered_inputs = self._skip(self._buffered_inputs)
+            return self._buffered_inputs[self._step % self.args.steps_per_generation]
+        if not (self.levers.shared_prefix and fresh):
             return inputs
         reason = regroup_blocker(self, self._buffered_inputs)
         if reason is not None:
@@ -128,6 +202,13 @@ class LeveredGRPOTrainer(GRPOTrainer):
         reached["_prepare_inputs"] += 1
         self._buffered_inputs = group_micro_batches(self._buffered_inputs)
         return self._buffered_inputs[self._step % self.args.steps_per_generation]
+
+    def _skip(self, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        labels = torch.cat([chunk[GROUP_KEY] for chunk in chunks])
+        gens = self.num_generations
+        skipped_rows = int((labels < 0).sum())
+        self.groups.add(skipped=round(skipped_rows / gens), trained=round((labels.numel() - skipped_rows) / gens))
+        return skip_rows(chunks, self.loss_type, lambda n: self.accelerator.gather(n).sum())
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **extra):
@@ -142,3 +223,7 @@ class LeveredGRPOTrainer(GRPOTrainer):
                                         batch_size or input_ids.size(0), compute_entropy, per_row,
                                         self.accelerator.autocast, self.says)
         return logps, entropies, None
+
+
+def _teaching(output: dict[str, Any], gens: int) -> int:
+    return int((output[GROUP_KEY] >= 0).sum()) // gens

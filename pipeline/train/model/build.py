@@ -37,6 +37,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 
 from pipeline.config.derived import world_size
 from pipeline.config.enums import Device, ModelSource, PeftMethod, Precision, QuantMethod
+from pipeline.config.peft_checks import lora_kwargs, target_problems
 from pipeline.config.run_dir import replacing
 from pipeline.config.schema import HwConfig, ModelConfig, PeftConfig, QuantConfig, RunConfig
 from pipeline.config.user_errors import UserError
@@ -88,6 +89,9 @@ def build_model(cfg: RunConfig, *, for_training: bool = True, reward_head: bool 
         if world_size(cfg) > 1:
             keep_cpu_4bit_layout(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.hw.gradient_checkpointing)
+    problems = target_problems(model, cfg.peft)  # names are known once the model is built, before training
+    if problems:
+        raise ModelLoadError("\n".join(problems))
     # a reward model's new score head must train in full beside the adapters (peft's SEQ_CLS task saves it too)
     return model, lora_config(cfg.peft, task_type="SEQ_CLS" if reward_head else "CAUSAL_LM")
 
@@ -200,15 +204,12 @@ def _bnb_config(quant: QuantConfig, hw: HwConfig) -> BitsAndBytesConfig:
 
 
 def lora_config(peft: PeftConfig, task_type: str = "CAUSAL_LM"):
-    """peft's LoraConfig for peft=lora, None for full fine-tuning (the trainer then trains every weight)."""
+    """peft's LoraConfig for peft=lora (variants: pipeline/config/peft_checks.py), None for full fine-tuning."""
     if peft.method == PeftMethod.full:
         return None
     from peft import LoraConfig
 
-    targets = peft.target_modules if isinstance(peft.target_modules, str) else list(peft.target_modules)
-    return LoraConfig(
-        r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout, target_modules=targets, task_type=task_type
-    )
+    return LoraConfig(**lora_kwargs(peft), task_type=task_type)
 
 
 def model_dir(model: ModelConfig, cache_dir: str) -> str:

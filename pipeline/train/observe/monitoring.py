@@ -17,6 +17,7 @@ from transformers.integrations import TensorBoardCallback
 from pipeline.config.run_dir import RunDir, finite
 from pipeline.config.schema import LoggingConfig
 from pipeline.rewards.answer import is_correct
+from pipeline.train.observe.health import HealthCallback
 from pipeline.train.observe.heldout import generate_greedy
 from pipeline.train.trl_surface import latest_completions
 
@@ -63,11 +64,14 @@ def best_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
 # ---- callbacks: metrics.jsonl + throughput/memory, TensorBoard, completions as text ------------------------------
 
 
-def build_callbacks(run_dir: Path, logging: LoggingConfig, batch_size: int) -> list[TrainerCallback]:
-    """Rank 0's monitoring callbacks, in the order they must run: metrics are added to a log before TensorBoard
-    writes it, and completions are logged with the same step."""
+def build_callbacks(run_dir: Path, logging: LoggingConfig, batch_size: int, rewards: bool = False,
+                    ) -> list[TrainerCallback]:
+    """Rank 0's monitoring callbacks, in the order they must run: metrics (health/* for a stage with rewards, GRPO)
+    are added to a log before metrics.jsonl and TensorBoard write it, and completions are logged with the same
+    step."""
     tb = tensorboard_callback(run_dir) if "tensorboard" in logging.report_to else None
-    found: list[TrainerCallback] = [MetricsCallback(run_dir, batch_size)]
+    found: list[TrainerCallback] = [HealthCallback(logging.health)] if rewards and logging.health.enabled else []
+    found.append(MetricsCallback(run_dir, batch_size))
     if tb is not None:
         found.append(tb)
     if logging.samples_every > 0:

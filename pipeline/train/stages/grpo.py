@@ -57,14 +57,19 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
     ))
     levers = GRPOLevers(merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
                         shared_prefix=stage.shared_prefix, prefill_once=stage.prefill_once,
-                        drop_finished_rows=stage.drop_finished_rows)
+                        drop_finished_rows=stage.drop_finished_rows,
+                        zero_std_groups=stage.zero_std_groups.value, resample_tries=stage.resample_tries)
     trainer = LeveredGRPOTrainer(args=args, reward_funcs=reward_funcs, levers=levers, **trainer_inputs(plan, prep),
                                  **(agent.trainer_kwargs if agent else {}), tool_stats=agent.stats if agent else None)
     # reward models (reward.terms.*.model) score on this rank's training device, frozen, loaded at their first call
     place_reward_models(reward_funcs, trainer.accelerator.device)
     train(plan, trainer, prep)
-    # summary.json: every tool's calls, failures, timeouts and truncated results over the run
-    return finish(plan, trainer, prep, {"tools": agent.stats.summary()} if agent else None)
+    # summary.json: every tool's calls, failures, timeouts and truncated results over the run; groups skipped and
+    # resampled (stage.zero_std_groups)
+    extra = {"tools": agent.stats.summary()} if agent else {}
+    if stage.zero_std_groups.value != "keep":
+        extra["groups"] = trainer.groups.summary()
+    return finish(plan, trainer, prep, extra)
 
 
 def generation_engine(stage: GRPOStageConfig | RLOOStageConfig) -> dict[str, Any]:

@@ -14,7 +14,9 @@ from transformers import TrainerCallback, TrainingArguments
 
 from pipeline.config.enums import Device, Precision
 from pipeline.config.frozen import thawed
+from pipeline.config.peft_checks import MUTATING
 from pipeline.config.plan import RunPlan
+from pipeline.train.checkpoint.peft_init import InitialAdapter
 from pipeline.train.checkpoint.resume import CheckpointCallback, SignalCheckpoint
 from pipeline.train.observe.eval_callback import eval_callbacks
 from pipeline.train.observe.monitoring import CompletionsCallback, build_callbacks, wandb_env
@@ -100,8 +102,10 @@ def callbacks(plan: RunPlan) -> list[TrainerCallback]:
     found: list[TrainerCallback] = [NanGuard(), CheckpointCallback(run_dir, cfg.checkpoint.keep)]
     if cfg.checkpoint.save_on_signal:
         found.append(SignalCheckpoint())
+    if cfg.peft.init in MUTATING:  # PiSSA / OLoRA: final/ is converted onto the original base from this
+        found.append(InitialAdapter(plan.dir))
     if plan.dir.writes:
-        found += build_callbacks(run_dir, cfg.logging, cfg.stage.batch_size)
+        found += build_callbacks(run_dir, cfg.logging, cfg.stage.batch_size, plan.stage.rewards)
         found += eval_callbacks(plan)
     elif cfg.zero.stage >= 3 and cfg.logging.samples_every > 0:
         # ZeRO-3: rank 0's sample generation gathers weights from every rank, so every rank must generate too.
