@@ -16,8 +16,9 @@ run: setup
 
 # Tests never touch a hub; offline mode turns an accidental download into an immediate error. Two workers: most of
 # an e2e run is single-threaded imports, so two overlap on 2 cores (26.5 min vs ~50 min in one, both on a busy box).
+# worksteal: an idle worker takes tests queued for the other, so the long end-to-end runs do not end on one worker.
 test: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q -n 2
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q -n 2 --dist worksteal
 
 lint: setup
 	$(PY) -m ruff check pipeline tests

@@ -26,9 +26,9 @@ def env_problems(cfg: RunConfig) -> list[str]:
         # tests/test_config.py composes every reward option alone and needs it to validate
         return []
     if not stage_spec(cfg.stage.name).tools:
+        why = " (TRL's RLOOTrainer has no multi-turn loop)" if cfg.stage.name == "rloo" else ""
         return [f"env={env.name} with stage={cfg.stage.name}: tools and environments run inside GRPO's rollouts "
-                f"only (TRL's RLOOTrainer has no multi-turn loop). Fix: env=none (stage=sft trains on the tool-call "
-                f"rows of the data itself)."]
+                f"only{why}. Fix: env=none (stage=sft trains on the tool-call rows of the data itself)."]
     problems = _limit_problems(env)
     if problems:  # the limits build the tools' wrappers: nothing more to learn before they are fixed
         return problems

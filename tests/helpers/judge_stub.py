@@ -48,9 +48,17 @@ class Handler(BaseHTTPRequestHandler):
             mode = request["model"]
             STATE["inflight"][mode] = STATE["inflight"].get(mode, 0) + 1
             STATE["max_inflight"][mode] = max(STATE["max_inflight"].get(mode, 0), STATE["inflight"][mode])
+        self._in_flight = mode
         try:
             self._answer(mode, text)
         finally:
+            self._done()
+
+    def _done(self) -> None:
+        """Out of flight before the answer is written: a client that has its answer sends its next request at once,
+        which this thread must not still be counted beside (5 in flight at max_concurrency=4, seen on a busy CI)."""
+        mode, self._in_flight = getattr(self, "_in_flight", None), None
+        if mode is not None:
             with LOCK:
                 STATE["inflight"][mode] -= 1
 
@@ -79,6 +87,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(body).encode())
 
     def _send(self, status: int, body: bytes, kind: str = "application/json") -> None:
+        self._done()
         try:
             self.send_response(status)
             self.send_header("Content-Type", kind)
