@@ -25,8 +25,11 @@ def env_problems(cfg: RunConfig) -> list[str]:
         # reward=environment with env=none is left to the term itself (it fails at its first batch, with the fix):
         # tests/test_config.py composes every reward option alone and needs it to validate
         return []
-    if not stage_spec(cfg.stage.name).tools:
-        why = " (TRL's RLOOTrainer has no multi-turn loop)" if cfg.stage.name == "rloo" else ""
+    spec = stage_spec(cfg.stage.name)
+    if not spec.tools:
+        # a stage that samples but has no tool loop: name its TRL trainer (RLOOConfig -> RLOOTrainer)
+        trainer = str(spec.trl_config).rsplit(":", 1)[-1].replace("Config", "Trainer")
+        why = f" (TRL's {trainer} has no multi-turn loop)" if spec.generates and spec.trl_config else ""
         return [f"env={env.name} with stage={cfg.stage.name}: tools and environments run inside GRPO's rollouts "
                 f"only{why}. Fix: env=none (stage=sft trains on the tool-call rows of the data itself)."]
     problems = _limit_problems(env)
