@@ -8,12 +8,10 @@ import contextlib
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.tools.serving.process import STARTUP_S, free_port
+from pipeline.tools.serving.process import free_port, healthy
 
 
 @contextlib.contextmanager
@@ -25,24 +23,5 @@ def transformers_serve(model_dir: Path, log: Path, continuous: bool = True) -> I
     with open(log, "w") as out:
         proc = subprocess.Popen([cli, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), batching,
                                  "--device", "cpu", "--dtype", "float32"], stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no /health after {STARTUP_S} s:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
+    with healthy(proc, f"http://127.0.0.1:{port}", log) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)

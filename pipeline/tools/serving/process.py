@@ -34,7 +34,13 @@ def server_process(module: str, *args: str, log: Path, env: dict[str, str] | Non
         proc = subprocess.Popen([sys.executable, "-m", module if "." in module else f"pipeline.tools.{module}",
                                  *args, f"port={port}"],
                                 env=env or dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    with healthy(proc, f"http://127.0.0.1:{port}", log) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def healthy(proc: subprocess.Popen, url: str, log: Path) -> Iterator[str]:
+    """A started server process: waited for until its /health answers, always stopped afterwards."""
     try:
         deadline = time.monotonic() + STARTUP_S
         while True:
