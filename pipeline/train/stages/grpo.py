@@ -37,22 +37,10 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
     stage = cfg.stage
     args = GRPOConfig(**trl_args(
         plan,
-        num_generations=stage.num_generations,
-        max_completion_length=stage.max_completion_length,
-        temperature=stage.temperature,
-        top_p=stage.top_p,
-        beta=stage.beta,
-        epsilon=stage.epsilon,
-        epsilon_high=stage.epsilon_high,
-        num_iterations=stage.num_iterations,
+        **rollout_args(cfg, weights),
         loss_type=stage.loss_type.value,
         scale_rewards=stage.scale_rewards.value,
         importance_sampling_level=stage.importance_sampling_level.value,
-        mask_truncated_completions=stage.mask_truncated_completions,
-        reward_weights=weights,
-        # transformers' paged continuous batching instead of generate() (CUDA only; slower on CPU, bench/README)
-        use_transformers_continuous_batching=cfg.hw.continuous_batching,
-        **generation_engine(stage),
         **({"max_tool_calling_iterations": agent.max_tool_calling_iterations} if agent else {}),
     ))
     levers = GRPOLevers(merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
@@ -70,6 +58,26 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
     if stage.zero_std_groups.value != "keep":
         extra["groups"] = trainer.groups.summary()
     return finish(plan, trainer, prep, extra)
+
+
+def rollout_args(cfg: Any, weights: list[float]) -> dict[str, Any]:
+    """What GRPOConfig and RLOOConfig share: sampling, the clipped ratio, the KL weight, reward weights, the engine."""
+    stage = cfg.stage
+    return dict(
+        num_generations=stage.num_generations,
+        max_completion_length=stage.max_completion_length,
+        temperature=stage.temperature,
+        top_p=stage.top_p,
+        beta=stage.beta,
+        epsilon=stage.epsilon,
+        epsilon_high=stage.epsilon_high,
+        num_iterations=stage.num_iterations,
+        mask_truncated_completions=stage.mask_truncated_completions,
+        reward_weights=weights,
+        # transformers' paged continuous batching instead of generate() (CUDA only; slower on CPU, bench/README)
+        use_transformers_continuous_batching=cfg.hw.continuous_batching,
+        **generation_engine(stage),
+    )
 
 
 def generation_engine(stage: GRPOStageConfig | RLOOStageConfig) -> dict[str, Any]:

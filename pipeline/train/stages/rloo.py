@@ -17,7 +17,7 @@ from trl import RLOOConfig, RLOOTrainer
 from pipeline.config.plan import RunPlan
 from pipeline.rewards import build_reward_funcs, place_reward_models
 from pipeline.train.stages.finish import finish, train
-from pipeline.train.stages.grpo import generation_engine
+from pipeline.train.stages.grpo import rollout_args
 from pipeline.train.stages.prepare import prepare, trainer_inputs
 from pipeline.train.stages.trl_args import trl_args
 
@@ -35,19 +35,8 @@ def run_rloo(plan: RunPlan) -> dict[str, Any]:
     stage = cfg.stage
     args = RLOOConfig(**trl_args(
         plan,
-        num_generations=stage.num_generations,
-        max_completion_length=stage.max_completion_length,
-        temperature=stage.temperature,
-        top_p=stage.top_p,
-        beta=stage.beta,
-        epsilon=stage.epsilon,
-        epsilon_high=stage.epsilon_high,
-        num_iterations=stage.num_iterations,
+        **rollout_args(cfg, weights),
         normalize_advantages=stage.normalize_advantages,
-        mask_truncated_completions=stage.mask_truncated_completions,
-        reward_weights=weights,
-        use_transformers_continuous_batching=cfg.hw.continuous_batching,
-        **generation_engine(stage),
     ))
     trainer = RLOOTrainer(args=args, reward_funcs=reward_funcs, **trainer_inputs(plan, prep))
     place_reward_models(reward_funcs, trainer.accelerator.device)
