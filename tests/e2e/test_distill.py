@@ -28,13 +28,17 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_distill_runs_from_a_tiny_teacher(teacher: Path, tmp_path: Path, model_cache: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = run_pipeline([*DISTILL, *TINY, f"stage.teacher={teacher}", f"output_dir={run_dir}",
+    proc = run_pipeline([*DISTILL, *TINY, f"stage.teacher={teacher}", "eval.every_steps=1", f"output_dir={run_dir}",
                          f"paths.cache_dir={model_cache}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "same tokenizer as the student (49152 tokens" in proc.stdout + proc.stderr
     check_run_dir(run_dir, "distill", 2, model_cache)
+    logged = scalars(run_dir)
     # the JSD is >= 0 and, between two different random models, not 0
-    assert all(loss > 0 for loss in scalars(run_dir)["train/loss"])
+    assert all(loss > 0 for loss in logged["train/loss"])
+    # evaluation during training and best/ as in the other stages; the loss signs watch it (health/*)
+    assert len(logged["eval/accuracy"]) == 2 and (run_dir / "best" / "adapter_model.safetensors").is_file()
+    assert logged["train/health/loss_flat"] == [0.0, 0.0]
 
 
 def test_a_teacher_of_another_tokenizer_is_refused_before_the_student_loads(tmp_path: Path,
