@@ -1,7 +1,7 @@
 """stage=distill through pipeline/run.py on the tiny model with a tiny teacher of another shape (same tokenizer):
 2 steps on one process, the run dir read back (our knobs and a stage.trl field reached TRL's DistillationConfig, the
 adapter trained); a chain whose SFT step teaches the distill step (chain:sft, a run's LoRA adapter as the teacher);
-and 2 gloo ranks under ZeRO-2. Real TRL trainers in a subprocess, nothing mocked."""
+and 2 gloo ranks under ZeRO-2 and ZeRO-3 (the teacher sharded). Real TRL trainers in a subprocess, nothing mocked."""
 
 from __future__ import annotations
 
@@ -71,11 +71,15 @@ def test_distill_in_a_chain_learns_from_the_sft_step(tmp_path: Path, model_cache
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("deepspeed_ops")
-def test_distill_on_two_ranks_under_zero2(teacher: Path, tmp_path: Path, model_cache: Path) -> None:
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_distill_on_two_ranks(zero: str, teacher: Path, tmp_path: Path, model_cache: Path) -> None:
     overrides = [*DISTILL, *TINY, *TWO_RANKS, f"stage.teacher={teacher}", f"paths.output_root={tmp_path}",
-                 f"paths.cache_dir={model_cache}", "zero=zero2"]
+                 f"paths.cache_dir={model_cache}", f"zero={zero}"]
     command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
                str(free_port()), RUN, *overrides]
-    proc = launch(command, tmp_path, "ds-zero2-distill")
+    proc = launch(command, tmp_path, f"ds-{zero}-distill")
+    output = proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    check_two_rank_run(tmp_path, "distill", proc.stdout + proc.stderr, "deepspeed-zero2", model_cache)
+    check_two_rank_run(tmp_path, "distill", output, f"deepspeed-{zero}", model_cache)
+    if zero == "zero3":  # the teacher, like the student, loaded as each rank's shard (as DPO's reference model)
+        assert output.count("ZeRO-3 sharded teacher: this rank holds") == 2, output[-3000:]

@@ -18,7 +18,8 @@ from trl import DistillationConfig, DistillationTrainer
 
 from pipeline.config.plan import RunPlan
 from pipeline.config.teacher import resolve_teacher
-from pipeline.train.model.build import load_tokenizer
+from pipeline.train.model.build import load_tokenizer, partitioned
+from pipeline.train.model.sharded import shard_share
 from pipeline.train.model.teacher import check_same_vocabulary, load_teacher, materialise_teacher
 from pipeline.train.stages.finish import finish, train
 from pipeline.train.stages.prepare import prepare, trainer_inputs
@@ -45,6 +46,8 @@ def run_distill(plan: RunPlan) -> dict[str, Any]:
     ))
     # after `args`: under ZeRO-3 they hold the live DeepSpeed config, so the teacher loads as shards (as the student)
     teacher_model = load_teacher(cfg, teacher)
+    if partitioned(teacher_model):
+        log.info("ZeRO-3 sharded teacher: this rank holds %d of %d weight elements", *shard_share(teacher_model))
     # ---- train, save, measure again
     trainer = DistillationTrainer(args=args, teacher_model=teacher_model, **trainer_inputs(plan, prep))
     train(plan, trainer, prep)
