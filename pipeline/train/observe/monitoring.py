@@ -65,13 +65,13 @@ def best_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
 # ---- callbacks: metrics.jsonl + throughput/memory, TensorBoard, completions as text ------------------------------
 
 
-def build_callbacks(run_dir: Path, logging: LoggingConfig, batch_size: int, rewards: bool = False,
+def build_callbacks(run_dir: Path, logging: LoggingConfig, batch_size: int, health: str = "supervised",
                     ) -> list[TrainerCallback]:
-    """Rank 0's monitoring callbacks, in the order they must run: metrics (health/* for a stage with rewards, GRPO)
-    are added to a log before metrics.jsonl and TensorBoard write it, and completions are logged with the same
-    step."""
+    """Rank 0's monitoring callbacks, in the order they must run: metrics (health/* for the stage's family of signs,
+    observe/health.py) are added to a log before metrics.jsonl and TensorBoard write it, and completions are logged
+    with the same step."""
     tb = tensorboard_callback(run_dir) if "tensorboard" in logging.report_to else None
-    found: list[TrainerCallback] = [HealthCallback(logging.health)] if rewards and logging.health.enabled else []
+    found: list[TrainerCallback] = [HealthCallback(logging.health, health)] if logging.health.enabled else []
     found.append(MetricsCallback(run_dir, batch_size))
     if tb is not None:
         found.append(tb)
