@@ -44,6 +44,8 @@ FLEX, MASK = "FlexAttention block mask", "4-D mask"
 DISPATCH = "sdpa_shared_prefix"
 # attention implementations that take a block mask as the attention mask
 BLOCK_MASK_IMPLS = ("flex_attention", DISPATCH)
+# how torch.compile'd flex runs on CPU (tests, bench): its reference implementation; "default" compiles it (no grad)
+CPU_STANCE = "force_eager"
 
 
 def sdpa_or_flex(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -54,7 +56,7 @@ def sdpa_or_flex(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor
     reached["FlexAttention block mask"] += 1
     if query.device.type == "cpu":
         # compiled flex on CPU has no backward and compiles per shape; eager is its reference implementation
-        with torch.compiler.set_stance("force_eager"):
+        with torch.compiler.set_stance(CPU_STANCE):
             return flex_attention_forward(module, query, key, value, attention_mask, **kwargs)
     return flex_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
