@@ -55,7 +55,8 @@ class MemoryTimeline(threading.Thread):
                 phases[phase] = {"rss_gb": round((anon + file + shmem) / GB, 3), "anon_gb": round(anon / GB, 3),
                                  "file_gb": round(file / GB, 3), "shmem_gb": round(shmem / GB, 3)}
         series = [[t, phase, round(anon / GB, 3), round(file / GB, 3), round(shmem / GB, 3)]
-                  for i, (t, phase, anon, file, shmem) in enumerate(self.samples) if i % 5 == 0]
+                  for i, (t, phase, anon, file, shmem) in enumerate(self.samples)
+                  if i % 5 == 0 or i == len(self.samples) - 1]
         return {"phases": phases, "series_t_phase_anon_file_shmem_gb": series}
 
 
