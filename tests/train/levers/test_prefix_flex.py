@@ -5,6 +5,7 @@ compared in test_shared_prefix.py and test_shared_prefix_dpo.py."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.nn.attention.flex_attention import create_mask
 from transformers import AutoTokenizer, Qwen3ForCausalLM
@@ -12,6 +13,7 @@ from transformers import AutoTokenizer, Qwen3ForCausalLM
 from pipeline.train.levers.prefix_flex import DISPATCH, FLEX, MASK, attention_path, block_mask, use_block_mask
 from pipeline.train.levers.prefix_mask import pack, pack_pairs
 from pipeline.train.levers.shared_prefix import attention_said
+from tests.helpers.exactness import allow_flex_backward_on_cpu, assert_same
 from tests.helpers.tiny_models import TOKENIZER, tiny_config
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -78,3 +80,59 @@ def test_the_switched_model_is_plain_sdpa_for_every_other_forward() -> None:
         assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, logits)
         assert torch.equal(model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False,
                                           pad_token_id=tokenizer.pad_token_id), greedy)
+
+
+@pytest.mark.parametrize("device", [
+    "cpu",  # FlexAttention's eager reference implementation (torch's CPU backward guard lifted for the test)
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the compiled "
+                                                  "FlexAttention kernel and its backward (bench/gpu_check.sh)")),
+])
+def test_the_model_gives_the_same_log_probs_and_gradients_through_the_block_mask(monkeypatch, device: str) -> None:
+    """Without TRL: per-token log-probs of the completions, and their gradients, from the packed rows through the
+    block mask, through the 4-D mask, and from the rows one by one (fp32, TF32 off)."""
+    allow_flex_backward_on_cpu(monkeypatch)
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # no TF32: the comparison is of masks, not of rounding
+    try:
+        compare_through_the_masks(device)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
+def compare_through_the_masks(device: str) -> None:
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(tiny_config(128, "sdpa")).to(device)
+    gen = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(5, 100, (3,), generator=gen), torch.randint(5, 100, (5,), generator=gen)]
+    ids, mask = torch.zeros(6, 11, dtype=torch.long), torch.zeros(6, 11, dtype=torch.long)
+    for row, length in enumerate([6, 0, 2, 5, 1, 4]):
+        prompt = prompts[row % 2]
+        ids[row, 5 - len(prompt) : 5], mask[row, 5 - len(prompt) : 5] = prompt, 1
+        ids[row, 5 : 5 + length], mask[row, 5 : 5 + length] = torch.randint(5, 100, (length,), generator=gen), 1
+    ids, mask = ids.to(device), mask.to(device)
+    packed = pack(ids, mask, 6)
+    base = next(m for m in model.modules() if isinstance(m, Qwen3ForCausalLM))
+
+    def per_row():
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, 4:-1]
+        return logits.log_softmax(-1).gather(-1, ids[:, 5:, None])[..., 0] * mask[:, 5:]
+
+    def packed_rows(attn: str):
+        base.set_attn_implementation(attn)
+        attention = block_mask(packed) if attn == DISPATCH else packed.attention_mask(None)
+        logits = model(input_ids=packed.input_ids, attention_mask=attention, position_ids=packed.position_ids).logits
+        labels = packed.shift_labels
+        scored = logits.log_softmax(-1).gather(-1, labels.clamp(min=0)[..., None])[..., 0] * (labels >= 0)
+        base.set_attn_implementation("sdpa")
+        return packed.unpack(scored)
+
+    results = []
+    for forward in (per_row, lambda: packed_rows("sdpa"), lambda: packed_rows(DISPATCH)):
+        model.zero_grad()
+        logps = forward()
+        (logps * torch.linspace(0.5, 1.5, logps.numel(), device=device).view_as(logps)).sum().backward()
+        results.append([logps.detach(), *(p.grad.clone() for p in model.parameters())])
+    assert (results[0][0][mask[:, 5:].bool()] < 0).all()
+    for want in results[:2]:
+        for got, expected in zip(results[2], want, strict=True):
+            assert_same(got, expected)
