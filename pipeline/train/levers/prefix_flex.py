@@ -16,14 +16,13 @@ Which path runs (`attention_path`, said once in the log with the first packed fo
 - model attention `flex_attention` (CUDA only, model.attn_implementation): the block mask goes straight to it.
 - CPU: the 4-D mask with SDPA. torch 2.13's FlexAttention has no CPU backward ("FlexAttention does not support
   backward on CPU"), so a training forward cannot use it; compiled, its no-grad forward works but compiles for
-  ~40 s per new shape (2 contended cores) and every step's packed width is new; eager (its reference
-  implementation) it is slower than SDPA (bench/README.md "FlexAttention on CPU").
+  ~40 s per new shape (2 contended cores) and every step's packed width is new; neither it nor eager (its
+  reference implementation) measured faster than SDPA (bench/README.md, "The shared prefix through FlexAttention").
 - eager attention, attention dropout (FlexAttention has none), or torch without FlexAttention: the 4-D mask.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -35,8 +34,6 @@ from transformers.utils import is_torch_flex_attn_available
 
 from pipeline.train.levers.prefix_mask import PackedRows, visible
 from pipeline.train.trl_surface import reached
-
-log = logging.getLogger(__name__)
 
 FLEX, MASK = "FlexAttention block mask", "4-D mask"
 # the registered attention function: SDPA, or FlexAttention when handed a block mask ("sdpa" in the name: transformers
