@@ -61,11 +61,25 @@ def main() -> None:
                 started = time.perf_counter()
                 call()
                 times[name].append(time.perf_counter() - started)
+    # what a training run meets: every step's packed width is new (completions end at different lengths)
+    first_calls = {}
+    for completion in range(args.completion - 4, args.completion - 17, -4):
+        shorter = pack(ids[:, : args.prompt + completion], torch.ones_like(ids[:, : args.prompt + completion]),
+                       completion)
+        width = shorter.input_ids.size(1)
+        started = time.perf_counter()
+        with torch.no_grad():
+            compiled(torch.randn(n, 9, width, 64), torch.randn(n, 3, width, 64), torch.randn(n, 3, width, 64),
+                     block_mask=block_mask(shorter), enable_gqa=True)
+        first_calls[width] = time.perf_counter() - started
+    print("compiled flex, first call at each new packed width: " +
+          ", ".join(f"{w} tokens {t:.1f} s" for w, t in first_calls.items()))
     medians = {name: statistics.median(t) for name, t in times.items()}
     print(f"{rows} rows -> {n} packed rows of {size} tokens; compiling flex took {compile_s:.1f} s")
     for name, value in medians.items():
         print(f"| {name} | {1000 * value:.2f} ms | {medians['sdpa_4d_mask'] / value:.2f}x |")
     save({"case": "flex_attention_cpu", "date": time.strftime("%Y%m%d-%H%M%S"), "compile_s": compile_s,
+          "first_call_s_by_width": first_calls,
           "notes": f"{rows} rows ({args.groups} prompts of {args.prompt} x {args.group_size} completions of "
                    f"{args.completion}) -> {n} x {size}, SmolLM2 attention shapes, fp32, no grad",
           "seconds": times, "median_s": medians})

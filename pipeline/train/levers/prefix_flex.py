@@ -15,9 +15,9 @@ Which path runs (`attention_path`, said once in the log with the first packed fo
   mask; nothing in the model's code changes.
 - model attention `flex_attention` (CUDA only, model.attn_implementation): the block mask goes straight to it.
 - CPU: the 4-D mask with SDPA. torch 2.13's FlexAttention has no CPU backward ("FlexAttention does not support
-  backward on CPU"), so a training forward cannot use it. Compiled, its no-grad attention call is 1.5x SDPA's at a
-  fixed shape, but it recompiles (8-40 s on 2 contended cores) as the packed width changes from step to step;
-  eager (its reference implementation) is 9x slower (bench/README.md, "The shared prefix through FlexAttention").
+  backward on CPU"), so a training forward cannot use it. Compiled, a no-grad attention call is 1.3-1.5x SDPA's,
+  after compiles of 1-14 s as the packed width changes (inductor's cache warm or cold); eager (its reference
+  implementation) is 9x slower (bench/README.md, "The shared prefix through FlexAttention").
 - eager attention, attention dropout (FlexAttention has none), or torch without FlexAttention: the 4-D mask.
 """
 
