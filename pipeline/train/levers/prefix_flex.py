@@ -83,7 +83,7 @@ def attention_path(device: torch.device, config: Any) -> tuple[str, str]:
     if device.type == "cuda" and is_torch_flex_attn_available():
         return FLEX, "CUDA: the block mask skips unseen blocks and keeps SDPA off its masked kernel"
     if device.type == "cpu":
-        return MASK, "CPU: torch's FlexAttention has no CPU backward and its forward is slower here"
+        return MASK, "CPU: torch's FlexAttention has no CPU backward, and compiled it recompiles per packed width"
     return MASK, f"{device.type}: FlexAttention is not available"
 
 
