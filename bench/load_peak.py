@@ -7,8 +7,9 @@
 The weights of a random model are materialised in a process of their own first: writing them needs the whole
 model, which is not what the case measures. Each rank then measures only the load (imports, process group, model):
 its peak resident memory (ru_maxrss, file pages of the memory-mapped checkpoint included) and, sampled every 20
-ms, its peak anonymous memory (the tensors it keeps). Every weight the rank holds is read once after the load (a
-lazily mapped weight is not resident until then; the first training step reads them all).
+ms, its peak anonymous memory (the tensors it keeps) and its memory per phase of the load (`timeline`). Every
+weight the rank holds is read once after the load (a lazily mapped weight is not resident until then; the first
+training step reads them all).
 """
 
 from __future__ import annotations
@@ -29,24 +30,39 @@ GB = 2**30
 sys.path.insert(0, str(REPO))
 
 
-class AnonPeak(threading.Thread):
-    """Samples RssAnon from /proc/self/status until stopped; `peak` in bytes."""
+class MemoryTimeline(threading.Thread):
+    """Samples RssAnon, RssFile and RssShmem from /proc/self/status every 20 ms until stopped, each sample tagged with
+    the phase the main thread has set (`phase`); `peak` is the peak anonymous bytes, `report()` each phase's largest
+    sample (by RSS) and the samples themselves every 100 ms: where a rank's memory rises during the load."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.peak, self.done = 0, threading.Event()
+        self.peak, self.done, self.phase = 0, threading.Event(), "start"
+        self.samples: list[tuple[float, str, int, int, int]] = []
 
     def run(self) -> None:
+        started = time.time()
         while not self.done.is_set():
-            self.peak = max(self.peak, _status_kib("RssAnon") * 1024)
+            anon, file, shmem = _status_bytes("RssAnon", "RssFile", "RssShmem")
+            self.peak = max(self.peak, anon)
+            self.samples.append((round(time.time() - started, 2), self.phase, anon, file, shmem))
             time.sleep(0.02)
 
+    def report(self) -> dict:
+        phases: dict[str, dict] = {}
+        for _, phase, anon, file, shmem in self.samples:
+            if anon + file + shmem > phases.get(phase, {}).get("rss_gb", -1) * GB:
+                phases[phase] = {"rss_gb": round((anon + file + shmem) / GB, 3), "anon_gb": round(anon / GB, 3),
+                                 "file_gb": round(file / GB, 3), "shmem_gb": round(shmem / GB, 3)}
+        series = [[t, phase, round(anon / GB, 3), round(file / GB, 3), round(shmem / GB, 3)]
+                  for i, (t, phase, anon, file, shmem) in enumerate(self.samples)
+                  if i % 5 == 0 or i == len(self.samples) - 1]
+        return {"phases": phases, "series_t_phase_anon_file_shmem_gb": series}
 
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
+
+def _status_bytes(*keys: str) -> list[int]:
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return [int(fields[key].split()[0]) * 1024 for key in keys]
 
 
 def _differs_from_checkpoint(model, location) -> tuple[list[str], dict[str, float]]:
@@ -111,16 +127,20 @@ def main(argv: list[str]) -> None:
     handler.emit = lambda record: loader_lines.append(record.getMessage())
     logging.getLogger("pipeline.train.levers.zero3_slices").addHandler(handler)
     logging.getLogger("pipeline.train.levers.zero3_slices").setLevel(logging.INFO)
-    sampler = AnonPeak()
+    sampler = MemoryTimeline()
     sampler.start()
     started = time.time()
     # the order of a stage's prepare(): the ZeRO-3 config live (or not) before the model loads
+    sampler.phase = "training_args"
     live = sharded_loading(plan, training_args(plan))
+    sampler.phase = "build_model"
     model, _ = build_model(plan.cfg, reward_head=reward_head)
     # Weights loaded from safetensors may still be lazy file mappings; training reads every one at its first step.
     # Reading each tensor this rank holds (its shard under ZeRO-3) makes them resident, as in a real run.
+    sampler.phase = "read_weights"
     for param in model.parameters():
         float(getattr(param, "ds_tensor", param).detach().sum())
+    time.sleep(0.05)  # one more sample after the last read
     seconds = time.time() - started
     sampler.done.set()
     sampler.join()
@@ -139,6 +159,7 @@ def main(argv: list[str]) -> None:
         # sum of each weight the checkpoint lacks, gathered (equal on every rank, or the ranks train different models)
         "new_weight_sums": new,
         "loader": loader_lines,
+        "timeline": sampler.report(),
     }
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / f"rank{plan.rank}.json").write_text(json.dumps(report, indent=2) + "\n")

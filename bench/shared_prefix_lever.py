@@ -8,6 +8,7 @@ sizes in pairs.
     python bench/shared_prefix_lever.py grpo_cpu_longprompt --layouts plain:128,prefill:128
     python bench/shared_prefix_lever.py grpo_cpu --layouts stop:64,compact:64
     python bench/shared_prefix_lever.py dpo_cpu --layouts rows:2,shared:2
+    python bench/shared_prefix_lever.py grpo_cpu --groups 2 --layouts mask_score:4,flex_score:4,flexc_score:4
 
 Real prompts of the case (its data, chat template, batch, group size), random completion tokens of the case's full
 length (a worst case for the lever: completions that stop early shrink the per-row and the packed layout alike).
@@ -70,6 +71,33 @@ def step_seconds(trainer, batch: dict, layout: str, micro: int) -> float:
     for chunk in chunks:
         GRPOTrainer.compute_loss(trainer, trainer.model, chunk).backward()
     return time.perf_counter() - started
+
+
+def score_seconds(trainer, batch: dict, layout: str, micro: int) -> float:
+    """One no-grad log-prob forward of the batch's rows, whole groups per chunk of `micro` rows (TRL's old-policy /
+    reference forward), the packed rows through the 4-D mask (`mask_score`), FlexAttention's block mask eager as the
+    pipeline runs it on CPU (`flex_score`), or compiled (`flexc_score`: its first call, compiling, is timed alone).
+    A training step cannot take FlexAttention on CPU: torch has no CPU backward for it (levers/prefix_flex.py)."""
+    import torch
+    from transformers import PreTrainedModel
+
+    from pipeline.train.levers import prefix_flex
+    from pipeline.train.levers.prefix_mask import group_rows
+
+    trainer.levers = dataclasses.replace(trainer.levers, shared_prefix=True)
+    model = trainer.model
+    base = next(m for m in model.modules() if isinstance(m, PreTrainedModel))
+    base.set_attn_implementation("sdpa" if layout == "mask_score" else prefix_flex.DISPATCH)
+    prefix_flex.CPU_STANCE = "default" if layout == "flexc_score" else "force_eager"
+    order = torch.tensor([r for g in group_rows(batch["prompt_ids"], batch["prompt_mask"]) for r in g])
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)[order]
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)[order]
+    started = time.perf_counter()
+    with torch.no_grad():
+        trainer._get_per_token_logps_and_entropies(model, ids, mask, batch["completion_ids"].size(1), batch_size=micro)
+    seconds = time.perf_counter() - started
+    base.set_attn_implementation("sdpa")  # a training step next must not meet the block mask (no CPU backward)
+    return seconds
 
 
 def generate_seconds(trainer, batch: dict, layout: str, new_tokens: int) -> float:
@@ -136,7 +164,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("case", choices=["grpo_cpu", "grpo_cpu_longprompt", "dpo_cpu"])
     parser.add_argument("--repeats", type=int, default=2)
-    # rows|shared:<micro-batch> time a training step; plain|prefill|stop|compact:<new tokens> time one generation
+    # rows|shared:<micro-batch> time a training step; plain|prefill|stop|compact:<new tokens> time one generation;
+    # mask_score|flex_score|flexc_score:<rows per chunk> one no-grad log-prob forward
     parser.add_argument("--layouts", default="rows:2,shared:2,shared:G,rows:G")
     parser.add_argument("--groups", type=int, default=None, help="prompts measured (default: the case's all); "
                         "the lever's ratio is per group, a contended machine needs the shorter run")
@@ -180,7 +209,8 @@ def main() -> None:
         times: dict[str, list[float]] = {f"{n}:{m}": [] for n, m in layouts}
         for _ in range(args.repeats):
             for name, micro in layouts:
-                measure = generate_seconds if name in ("plain", "prefill", "stop", "compact") else step_seconds
+                measure = (generate_seconds if name in ("plain", "prefill", "stop", "compact") else
+                           score_seconds if name.endswith("_score") else step_seconds)
                 times[f"{name}:{micro}"].append(measure(trainer, batch, name, micro))
                 print(f"{name}:{micro} {times[f'{name}:{micro}'][-1]:.1f} s", flush=True)
     report(save, case, args.repeats, times, 1,

@@ -40,8 +40,9 @@ def split_batch(cfg: RunConfig) -> tuple[int, int]:
 
 
 def packed_group(cfg: RunConfig) -> int:
-    """Rows per group when GRPO packs each group's prompt once (stage.shared_prefix, on CPU where the layout is
-    built); 0 otherwise."""
+    """Rows per group when GRPO packs each group's prompt once (stage.shared_prefix) on CPU, where only whole groups
+    per micro-batch were measured to pay; 0 otherwise. On CUDA (FlexAttention's block mask) micro-batches keep
+    hw.micro_batch: part of a group still shares its prompt, and the GPU memory plan is not changed unmeasured."""
     stage = cfg.stage
     if getattr(stage, "shared_prefix", False) and hasattr(stage, "num_generations") and cfg.hw.device == Device.cpu:
         return int(stage.num_generations)

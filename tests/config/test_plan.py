@@ -36,7 +36,7 @@ def test_plan_holds_the_derived_values() -> None:
     # GRPO's shared-prefix layout on CPU: micro-batches round up to whole groups of num_generations
     (["stage=grpo", "stage.shared_prefix=true", "hw=cpu", "stage.num_generations=8"], (8, 4)),
     (["stage=grpo", "stage.shared_prefix=true", "hw=cpu", "stage.num_generations=4", "hw.micro_batch=6"], (8, 4)),
-    # the rule only applies where it packs: layout off, on CUDA (not built there), DPO (no groups)
+    # only where whole groups were measured to pay: not with the layout off, on CUDA (hw.micro_batch kept), DPO
     (["stage=grpo", "stage.shared_prefix=false", "hw=cpu", "stage.num_generations=8"], (2, 16)),
     (["stage=grpo", "stage.shared_prefix=true", "hw=single_4090", "stage.num_generations=8"], (4, 8)),
     (["stage=dpo", "stage.shared_prefix=true", "hw=cpu"], (2, 16)),

@@ -31,6 +31,12 @@ def test_each_rank_reads_its_own_partitions_and_they_equal_the_checkpoint(tmp_pa
         assert report["sharded"] and report["weights_differing"] == []
         assert any("each rank read its own partitions" in line for line in report["loader"]), report["loader"]
         assert report["weight_elements_held"] * 2 == pytest.approx(report["weight_elements_total"], rel=0.01)
+        # the memory per phase of the load (bench/load_peak.py MemoryTimeline): each phase sampled, in order
+        phases = report["timeline"]["phases"]
+        assert {"training_args", "build_model", "read_weights"} <= set(phases), phases
+        assert all(m["rss_gb"] == pytest.approx(m["anon_gb"] + m["file_gb"] + m["shmem_gb"], abs=0.002)
+                   for m in phases.values())
+        assert report["timeline"]["series_t_phase_anon_file_shmem_gb"][-1][1] == "read_weights"
 
 
 def test_a_weight_the_checkpoint_lacks_is_initialised_alike_on_every_rank(tmp_path: Path) -> None:

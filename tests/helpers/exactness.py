@@ -24,3 +24,19 @@ def both_paths(trainer, run) -> tuple:
 
 def assert_same(shared: torch.Tensor, per_row: torch.Tensor) -> None:
     torch.testing.assert_close(shared, per_row, rtol=RTOL, atol=RTOL * float(per_row.abs().max()))
+
+
+def allow_flex_backward_on_cpu(monkeypatch) -> None:
+    """torch 2.13 refuses any FlexAttention backward on CPU ("FlexAttention does not support backward on CPU": its
+    compiled CPU kernel has none), though its eager reference implementation, the one torch checks its CUDA
+    kernels against, runs on any device. Lifted for one test, on CPU only, so gradients through the block mask
+    can be compared here; the pipeline itself never takes that path on CPU (prefix_flex.attention_path)."""
+    import torch.nn.attention.flex_attention as flex
+
+    check = flex._validate_device
+
+    def devices_but_cpu(query, key, value) -> None:
+        if query.device.type != "cpu":
+            check(query, key, value)
+
+    monkeypatch.setattr(flex, "_validate_device", devices_but_cpu)

@@ -29,9 +29,17 @@ class PackedRows:
 
     input_ids: torch.Tensor  # (N, L)
     position_ids: torch.Tensor  # (N, L)
-    allowed: torch.Tensor  # (N, 1, L, L) bool: query i may attend key j
+    # (N, L): 0 = shared prompt, k > 0 = branch k, -1 = padding; `visible` turns it into the mask
+    segment: torch.Tensor
     shift_labels: torch.Tensor  # (N, L): the token each position predicts, IGNORE where none
     gather_index: torch.Tensor  # (B, C): flat index into (N*L,) of row b's completion token j; N*L where none
+
+    @property
+    def allowed(self) -> torch.Tensor:
+        """(N, 1, L, L) bool: query i may attend key j (the dense form; the block mask evaluates the same rule)."""
+        index = torch.arange(self.segment.size(1), device=self.segment.device)
+        return visible(index[None, :, None], index[None, None, :], self.segment[:, :, None],
+                       self.segment[:, None, :])[:, None]
 
     def unpack(self, per_position: torch.Tensor) -> torch.Tensor:
         """(N, L) values per packed position -> (B, C) per original completion token, 0 where there is none."""
@@ -44,6 +52,16 @@ class PackedRows:
             return self.allowed
         blocked = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
         return blocked.masked_fill_(~self.allowed, torch.finfo(dtype).min)
+
+
+def visible(query: torch.Tensor, key: torch.Tensor, query_segment: torch.Tensor, key_segment: torch.Tensor,
+            ) -> torch.Tensor:
+    """Whether the query at `query` may attend the key at `key`, given their segments: causal, within one segment
+    or from a branch to the shared prompt; every position sees itself (padding never attends to nothing). Plain
+    tensor operations, so the same rule gives the dense 4-D mask (broadcast) and FlexAttention's mask_mod (scalars)."""
+    causal = query >= key
+    same = (query_segment == key_segment) & (query_segment != -1)
+    return causal & (same | ((key_segment == 0) & (query_segment > 0))) | (query == key)
 
 
 def group_rows(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[list[int]]:
@@ -142,11 +160,4 @@ def pack_branches(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completio
             gather[row, offsets[row] : offsets[row] + length] = torch.arange(n * size + start, n * size + end,
                                                                              device=device)
             start = end
-
-    query, key = segment[:, :, None], segment[:, None, :]
-    index = torch.arange(size, device=device)
-    causal = index[None, :, None] >= index[None, None, :]
-    same = (query == key) & (query != -1)
-    # a branch sees the shared prompt; every position sees itself (padding rows never attend to nothing)
-    allowed = causal & (same | ((key == 0) & (query > 0))) | torch.eye(size, dtype=torch.bool, device=device)
-    return PackedRows(ids, positions, allowed[:, None], labels, gather)
+    return PackedRows(ids, positions, segment, labels, gather)

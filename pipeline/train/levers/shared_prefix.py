@@ -12,9 +12,10 @@ generation batch before splitting it into micro-batches, which scatters a group 
 re-splits the same rows so each micro-batch holds whole groups (hw.micro_batch a multiple of num_generations), where
 the loss does not depend on which rows share a micro-batch (every loss type but bnpo, no entropy bonus or
 high-entropy mask: their normalisers are per micro-batch). The per-row path stays where the layout does not apply,
-said once in the log: image inputs, MoE auxiliary loss, an attention implementation that ignores a custom 4-D mask
-(flash-attention, flex, paged), sliding-window layers, non-CPU devices (the FlexAttention block-mask path is not
-built yet), or a chunk in which no prompt repeats (nothing to save).
+said once in the log: image inputs, MoE auxiliary loss, an attention implementation that takes neither a custom 4-D
+mask nor a block mask (flash-attention, paged), sliding-window layers, devices other than CPU and CUDA, or a chunk
+in which no prompt repeats (nothing to save). The packed rows' mask is a dense 4-D mask on CPU and FlexAttention's
+block mask on CUDA (`prefix_flex.attention_path`; the first packed forward's log line says which).
 
 Exactness: with no dropout, the same numbers up to float summation order (fp32: ~1e-7,
 tests/train/levers/test_shared_prefix.py); with dropout, the same distribution (different draws, as between any two
@@ -29,13 +30,21 @@ from typing import Any
 
 import torch
 
+from pipeline.train.levers.prefix_flex import (
+    BLOCK_MASK_IMPLS,
+    DISPATCH,
+    FLEX,
+    attention_path,
+    block_mask,
+    use_block_mask,
+)
 from pipeline.train.levers.prefix_mask import PackedRows, group_rows, pack, shares_a_prefix
 from pipeline.train.trl_surface import reached
 
 log = logging.getLogger(__name__)
 
 # attention implementations that apply a caller's 4-D mask as given (bool for SDPA, additive float for eager)
-_MASK_FORMS: dict[str, bool] = {"sdpa": True, "eager": False}
+_MASK_FORMS: dict[str, bool] = {"sdpa": True, "eager": False, DISPATCH: True}
 
 
 def blocker(model: torch.nn.Module, device: torch.device, aux_loss: bool, extra: dict[str, Any]) -> str | None:
@@ -44,12 +53,13 @@ def blocker(model: torch.nn.Module, device: torch.device, aux_loss: bool, extra:
         return "image inputs tie positions to pixels"
     if aux_loss:
         return "the MoE auxiliary loss is computed over the row layout"
-    if device.type != "cpu":
-        return f"on {device.type} the FlexAttention block-mask path is not built yet"
+    if device.type not in ("cpu", "cuda"):
+        return f"on {device.type} neither the 4-D mask (CPU) nor the FlexAttention block mask (CUDA) is proven"
     config = _config(model)
     impl = getattr(config, "_attn_implementation", None)
-    if impl not in _MASK_FORMS:
-        return f"attention implementation {impl!r} does not take a custom 4-D mask (use sdpa or eager)"
+    if impl not in _MASK_FORMS and impl not in BLOCK_MASK_IMPLS:
+        return (f"attention implementation {impl!r} takes neither a custom 4-D mask nor a block mask (use sdpa, "
+                "eager or flex_attention)")
     layer_types = getattr(config, "layer_types", None)
     sliding = (any(t != "full_attention" for t in layer_types) if layer_types is not None
                else getattr(config, "sliding_window", None) is not None
@@ -98,12 +108,24 @@ def _take(value: Any, index: torch.Tensor, order: list[int]) -> Any:
     return [value[i] for i in order]
 
 
-def packed_inputs(model: torch.nn.Module, packed: PackedRows) -> dict[str, torch.Tensor]:
-    """Keyword arguments of a fused-LM-head forward of the packed rows (`blocker` must have passed)."""
+def packed_inputs(model: torch.nn.Module, packed: PackedRows) -> dict[str, Any]:
+    """Keyword arguments of a fused-LM-head forward of the packed rows (`blocker` must have passed): the mask as
+    FlexAttention's block mask or as the dense 4-D mask (`prefix_flex.attention_path`)."""
     config = _config(model)
-    dtype = None if _MASK_FORMS[config._attn_implementation] else next(model.parameters()).dtype
-    return {"input_ids": packed.input_ids, "attention_mask": packed.attention_mask(dtype),
-            "position_ids": packed.position_ids, "shift_labels": packed.shift_labels}
+    path, _ = use_block_mask(model, config, packed.input_ids.device)
+    if path == FLEX:
+        mask = block_mask(packed)
+    else:
+        mask = packed.attention_mask(None if _MASK_FORMS[config._attn_implementation] else
+                                     next(model.parameters()).dtype)
+    return {"input_ids": packed.input_ids, "attention_mask": mask, "position_ids": packed.position_ids,
+            "shift_labels": packed.shift_labels}
+
+
+def attention_said(model: torch.nn.Module, device: torch.device) -> str:
+    """Which mask the packed rows go through and why, for the once-per-run log line."""
+    path, why = attention_path(device, _config(model))
+    return f"through the {path}: {why}"
 
 
 def packed_forward(model: torch.nn.Module, packed: PackedRows, compute_entropy: bool,
@@ -157,7 +179,8 @@ def packed_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask
             chunk_logps, chunk_entropy, _ = per_row(model, ids, mask, logits_to_keep, compute_entropy=compute_entropy)
         else:
             says("packed", f"each prompt forwarded once per group ({len(ids)} rows -> {len(packed.input_ids)} packed "
-                           f"rows of {packed.input_ids.size(1)} tokens in the first such forward)")
+                           f"rows of {packed.input_ids.size(1)} tokens in the first such forward), "
+                           f"{attention_said(model, ids.device)}")
             with autocast():
                 chunk_logps, chunk_entropy = packed_forward(model, packed, compute_entropy)
         logps.append(chunk_logps)

@@ -11,8 +11,9 @@ log-sum-sq) in the per-row layout TRL reads, zero where a row has no label. So e
 or the reference model) is packed the same way.
 
 The per-row path stays where the layout does not apply, said once in the log: the GRPO reasons
-(`shared_prefix.blocker`: images, MoE auxiliary loss, attention without a custom 4-D mask, sliding window, non-CPU
-devices), prompt-learning PEFT (virtual tokens shift the rows), or a batch not laid out as [prompt, completion].
+(`shared_prefix.blocker`: images, MoE auxiliary loss, attention without a custom 4-D or block mask, sliding window,
+devices other than CPU and CUDA), prompt-learning PEFT (virtual tokens shift the rows), or a batch not laid out as
+[prompt, completion].
 
 Exactness: with no dropout, the same numbers up to float summation order (fp32: ~1e-7,
 tests/train/levers/test_shared_prefix_dpo.py).
@@ -29,7 +30,7 @@ from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 
 from pipeline.train.levers.prefix_mask import PackedRows, pack_pairs
-from pipeline.train.levers.shared_prefix import SaysOnce, blocker, packed_inputs
+from pipeline.train.levers.shared_prefix import SaysOnce, attention_said, blocker, packed_inputs
 from pipeline.train.trl_surface import reached
 
 # batch keys TRL's DPO collator adds that are not model inputs; anything else (pixel_values ...) blocks the layout
@@ -70,7 +71,7 @@ class SharedPrefixDPOTrainer(DPOTrainer):
             return
         num, size = packed.input_ids.shape
         self.says("packed", f"each prompt forwarded once per pair ({len(rows)} rows -> {num} packed rows of "
-                           f"{size} tokens in the first such forward)")
+                           f"{size} tokens in the first such forward), {attention_said(scorers[0], rows.device)}")
         with _rerouted(scorers, rows, packed):
             yield
 

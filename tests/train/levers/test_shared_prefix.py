@@ -5,6 +5,7 @@ rows, completions of different lengths, groups split across chunks)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -16,10 +17,12 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from trl import GRPOConfig, GRPOTrainer
 
 from pipeline.train import trl_surface
+from pipeline.train.levers import prefix_flex
 from pipeline.train.levers.grpo_trainer import GRPOLevers, LeveredGRPOTrainer
+from pipeline.train.levers.prefix_flex import DISPATCH
 from pipeline.train.levers.prefix_mask import group_rows, pack
 from pipeline.train.levers.shared_prefix import blocker, group_micro_batches
-from tests.helpers.exactness import assert_same, both_paths
+from tests.helpers.exactness import allow_flex_backward_on_cpu, assert_same, both_paths
 from tests.helpers.tiny_models import TOKENIZER, tiny_config
 
 
@@ -156,6 +159,46 @@ def test_loss_and_gradients_equal_trls_own_loss(tmp_path, peft: bool, beta: floa
         assert_same(shared, per_row)
 
 
+@pytest.mark.parametrize(("peft", "beta"), [(True, 0.05), (False, 0.0)], ids=["lora-kl", "full-beta0"])
+def test_flex_block_mask_gives_the_4d_masks_and_trls_per_row_numbers(tmp_path, monkeypatch, peft: bool,
+                                                                     beta: float) -> None:
+    """One trainer, three layouts of one batch: TRL's per-row forwards, the packed rows through the 4-D mask (SDPA),
+    the packed rows through FlexAttention's block mask (`sdpa_shared_prefix`, eager on CPU): log-probs and
+    entropies (chunks splitting both groups), TRL's loss (with its KL term) and the gradients."""
+    allow_flex_backward_on_cpu(monkeypatch)
+    monkeypatch.setattr("pipeline.train.levers.prefix_flex.reached", trl_surface.Counter())
+    trainer = make_trainer(tmp_path, peft, beta=beta)
+    model = trainer.model.train()
+    batch = grpo_batch()
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    if beta:
+        with torch.no_grad(), model.disable_adapter():
+            batch["ref_per_token_logps"] = GRPOTrainer._get_per_token_logps_and_entropies(
+                trainer, model, ids, mask, 7, batch_size=8)[0]
+
+    def numbers(attn: str, shared: bool) -> tuple:
+        next(m for m in model.modules() if isinstance(m, Qwen3ForCausalLM)).set_attn_implementation(attn)
+        trainer.levers = dataclasses.replace(trainer.levers, shared_prefix=shared)
+        with torch.no_grad():
+            logps, entropy, _ = trainer._get_per_token_logps_and_entropies(model, ids, mask, 7, batch_size=3,
+                                                                           compute_entropy=True)
+        model.zero_grad()
+        loss = GRPOTrainer.compute_loss(trainer, model, dict(batch))
+        loss.backward()
+        return logps, entropy, loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    per_row, dense = numbers("sdpa", False), numbers("sdpa", True)
+    assert prefix_flex.reached["FlexAttention block mask"] == 0
+    flex = numbers(DISPATCH, True)
+    # 2 layers x (the two no-grad chunks of 3 rows that repeat a prompt + the loss forward)
+    assert prefix_flex.reached["FlexAttention block mask"] == 2 * 3
+    assert per_row[2] != 0 and any(g.abs().sum() > 0 for g in per_row[3])
+    for want in (dense, per_row):
+        for got, expected in zip(flex[:3] + tuple(flex[3]), want[:3] + tuple(want[3]), strict=True):
+            assert_same(got, expected)
+
+
 def split(batch: dict, sizes: int) -> list[dict]:
     rows = len(batch["prompt_ids"])
     return [{k: v if v.ndim == 0 else v[i : i + sizes] for k, v in batch.items()} for i in range(0, rows, sizes)]
@@ -194,7 +237,11 @@ def test_a_training_step_uses_the_shared_layout_and_says_when_it_cannot(tmp_path
     monkeypatch.setattr("pipeline.train.levers.compact_decoding.reached", trl_surface.reached)
     trainer = make_trainer(tmp_path / "sdpa", peft=True, beta=0.05, accumulation=2, prefill_once=True,
                            drop_finished_rows=True)
-    trainer.train()
+    with caplog.at_level(logging.INFO, logger="pipeline.train.levers.shared_prefix"):
+        trainer.train()
+    packed = [r.message for r in caplog.records if "each prompt forwarded once" in r.message]
+    assert len(packed) == 1 and "through the 4-D mask: CPU" in packed[0]  # once per run, naming the path
+    caplog.clear()
     assert trl_surface.reached["prefilled_cache"] == 1  # the generation batch's 2 prompts prefilled once each
     assert trl_surface.reached["compact_sample"] == 1  # ... and decoded by the loop that drops finished rows
     assert trl_surface.reached["_get_per_token_logps_and_entropies"] >= 2  # reference + loss forwards
@@ -215,6 +262,7 @@ def test_the_layout_is_refused_where_a_4d_mask_would_not_be_exact() -> None:
     assert blocker(sdpa, cpu, False, {"pixel_values": None}) is None
     assert "image" in blocker(sdpa, cpu, False, {"pixel_values": torch.zeros(1)})
     assert "auxiliary" in blocker(sdpa, cpu, True, {})
+    assert blocker(sdpa, torch.device("cuda"), False, {}) is None  # CUDA: the block mask (prefix_flex)
     assert "FlexAttention" in blocker(sdpa, torch.device("meta"), False, {})
     sliding = tiny_config(128, "sdpa")
     sliding.layer_types = ["sliding_attention", "full_attention"]

@@ -17,10 +17,11 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from trl import DPOConfig
 
 from pipeline.train import trl_surface
-from pipeline.train.levers import shared_prefix_dpo
+from pipeline.train.levers import prefix_flex, shared_prefix_dpo
+from pipeline.train.levers.prefix_flex import DISPATCH
 from pipeline.train.levers.prefix_mask import pack_pairs
 from pipeline.train.levers.shared_prefix_dpo import SharedPrefixDPOTrainer
-from tests.helpers.exactness import RTOL, assert_same, both_paths
+from tests.helpers.exactness import RTOL, allow_flex_backward_on_cpu, assert_same, both_paths
 from tests.helpers.tiny_models import TOKENIZER, tiny_config
 
 # two pairs share a prompt (one packed row of 4 branches); lengths differ so rows are right-padded differently
@@ -96,12 +97,16 @@ def fused_outputs(trainer: SharedPrefixDPOTrainer, model: torch.nn.Module, batch
                          [(True, "sigmoid", "sdpa", {}), (False, "sigmoid", "eager", {}), (True, "ipo", "eager", {}),
                           (False, "ipo", "sdpa", {}),
                           # WPO weights read another per-token output; LD-DPO re-weights the per-token log-probs
-                          (True, "sigmoid", "sdpa", {"use_weighting": True, "ld_alpha": 0.5})],
+                          (True, "sigmoid", "sdpa", {"use_weighting": True, "ld_alpha": 0.5}),
+                          # the packed rows through FlexAttention's block mask (prefix_flex), eager on CPU
+                          (False, "sigmoid", DISPATCH, {})],
                          ids=["lora-sigmoid-sdpa", "full-sigmoid-eager", "lora-ipo-eager", "full-ipo-sdpa",
-                              "lora-wpo-ld"])
+                              "lora-wpo-ld", "full-sigmoid-flex"])
 def test_log_probs_loss_metrics_and_gradients_equal_trls_per_row(tmp_path, monkeypatch, peft: bool,
                                                                   loss_type: str, attn: str, extra: dict) -> None:
     monkeypatch.setattr("pipeline.train.levers.shared_prefix_dpo.reached", trl_surface.Counter())
+    monkeypatch.setattr("pipeline.train.levers.prefix_flex.reached", trl_surface.Counter())
+    allow_flex_backward_on_cpu(monkeypatch)
     trainer = make_trainer(tmp_path, peft, loss_type, attn, **extra)
     model = trainer.model.train()
     batch = first_batch(trainer)
@@ -142,6 +147,8 @@ def test_log_probs_loss_metrics_and_gradients_equal_trls_per_row(tmp_path, monke
                                    msg=lambda m, key=key: f"{key}: {m}")
     # policy + reference forwards of the loss, the reference scoring, the direct call above: all packed
     assert shared_prefix_dpo.reached["packed DPO forward"] == 4
+    # ... each through the block mask (2 layers) exactly when the model's attention takes one
+    assert prefix_flex.reached["FlexAttention block mask"] == (2 * 4 if attn == DISPATCH else 0)
 
 
 def test_a_training_step_packs_and_says_when_it_cannot(tmp_path, caplog, monkeypatch) -> None:
