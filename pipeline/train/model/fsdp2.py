@@ -1,0 +1,58 @@
+"""FSDP2 loading (zero=fsdp2): the model is sharded as it loads, each rank reading only its rows of every weight.
+
+accelerate's FSDP plugin does not reach CPU ranks (a MULTI_CPU accelerator ignores it and the Trainer would run plain
+DDP), so the sharding happens where the weights load: `from_pretrained(distributed_config=DistributedConfig(
+fsdp_size=N))` applies `fully_shard` to each decoder layer and the root over the N ranks, and every rank reads only
+its own slice of each tensor from the safetensors files. The Trainer then sees a model "sharded at load time": it
+neither wraps it in DDP nor shards it again; a LoRA adapter the trainer attaches afterwards stays a replicated plain
+tensor (the Trainer broadcasts it from rank 0 and averages its gradients). The same call shards on GPUs.
+
+The Trainer refuses to checkpoint such a model's optimizer, so the run saves it itself (checkpoint/fsdp2.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedModel
+
+from pipeline.config.derived import fsdp2, world_size
+from pipeline.config.schema import RunConfig
+
+
+def fsdp2_load_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    """`from_pretrained` keyword arguments that shard the model over the ranks as it loads ({} unless FSDP2).
+    The process group must exist before (TrainingArguments start it: stages/prepare.py builds them first)."""
+    if not fsdp2(cfg):
+        return {}
+    from transformers.distributed import DistributedConfig
+
+    return {"distributed_config": DistributedConfig(fsdp_size=world_size(cfg))}
+
+
+def is_fsdp2(model: Any) -> bool:
+    """Whether the model was sharded by FSDP2 as it loaded (a PeftModel around one included)."""
+    return any(getattr(m, "is_distributed_loading_by_transformers", False) for m in model.modules())
+
+
+def fsdp2_share(model: PreTrainedModel) -> tuple[int, int]:
+    """(weight elements this rank holds, elements of the whole model) of an FSDP2 model: each sharded weight is a
+    DTensor whose local tensor is this rank's rows; a replicated one (a LoRA adapter) counts whole on both sides."""
+    from torch.distributed.tensor import DTensor
+
+    held = total = 0
+    for param in model.parameters():
+        local = param.to_local() if isinstance(param, DTensor) else param
+        held, total = held + local.numel(), total + param.numel()
+    return held, total
+
+
+def reshard(model: Any) -> None:
+    """Back to the sharded weights after a forward without backward (generation): FSDP2 keeps the groups it does not
+    reshard after forward (the root, the LM head's) unsharded, with their whole tensors registered as the module's
+    parameters; an optimizer built then, or a checkpoint taken then, would see those instead of the shards."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
