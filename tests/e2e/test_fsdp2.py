@@ -92,11 +92,9 @@ def run(command: list[str], cwd: Path) -> str:
 
 
 def start(command: list[str], cwd: Path) -> tuple[subprocess.Popen, Path]:
-    # a session of its own: kill -9 reaches the launcher and both ranks at once, like a node going away
     log = cwd / "interrupted.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(command, cwd=cwd, env=env(), stdout=out, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(command, cwd=cwd, env=env(), stdout=out, stderr=subprocess.STDOUT, text=True)
     return proc, log
 
 
@@ -108,13 +106,38 @@ def wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 400)
         time.sleep(0.01)
 
 
-def rank_pids(proc: subprocess.Popen) -> list[int]:
-    """PIDs of the run.py ranks (RANK in their environment) in the launch's process group, by rank."""
-    found = []
+def descendants(root: int) -> list[int]:
+    """Every process below `root` (torch's elastic agent starts the ranks in sessions of their own, so a process
+    group kill would miss them)."""
+    parents = {}
     for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
         try:
-            if os.getpgid(pid) != proc.pid:
-                continue
+            parents[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def kill_9(proc: subprocess.Popen) -> None:
+    """kill -9 of the launch and every rank at once, like a node going away."""
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=120)
+
+
+def rank_pids(proc: subprocess.Popen) -> list[int]:
+    """PIDs of the run.py ranks (RANK in their environment) below the launch, by rank."""
+    found = []
+    for pid in descendants(proc.pid):
+        try:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except (OSError, ProcessLookupError):
             continue
@@ -136,8 +159,7 @@ def test_fsdp2_kill_9_then_resume_equals_uninterrupted(tmp_path: Path, model_cac
     command = fsdp2_command(run_dir, model_cache, *extra)
     proc, log = start(command, tmp_path)
     wait_for(lambda: 3 in logged(run_dir), proc, log)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=120)
+    kill_9(proc)
     (saved,) = checkpoints(run_dir)
     assert saved.name == "checkpoint-2" and is_complete(saved)
 
@@ -179,3 +201,25 @@ def test_fsdp2_checkpoint_of_two_ranks_resumes_on_three(tmp_path: Path, model_ca
     assert "written by 2 process(es), resumed with 3" in output
     assert "FSDP2: model and optimizer shards loaded" in output
     assert sorted(logged(run_dir)) == list(range(1, STEPS + 1))
+
+
+# ---- the tools on an FSDP2 run: best/ kept during training, export and evaluate with which=best ---------------
+
+
+def test_fsdp2_best_and_the_tools_on_it(tmp_path: Path, model_cache: Path) -> None:
+    """eval.every_steps under FSDP2: every rank joins the held-out generation (the weights are sharded), rank 0
+    keeps best/ (gathered); export and evaluate then read it in one plain process."""
+    from tests.helpers.runs import run_tool
+
+    overrides = two_rank_args("sft", tmp_path, model_cache, "zero=fsdp2", "peft=full", "eval.every_steps=1")
+    proc = launch([sys.executable, RUN, *overrides], tmp_path, "fsdp2-best")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    (run,) = (tmp_path / "sft").iterdir()
+    best = json.loads((run / "best" / "best.json").read_text())
+    assert best["step"] in (1, 2) and (run / "best" / "model.safetensors").is_file()
+    for tool in ("export", "evaluate"):
+        done = run_tool(tool, str(run), "which=best")
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert (run / "export_best" / "model.safetensors").is_file()
+    assert json.loads((run / "eval" / "eval.json").read_text())["models"]["best"]["accuracy"] == pytest.approx(
+        best["value"])

@@ -21,9 +21,12 @@ from pipeline.config.schema import RunConfig
 
 
 def fsdp2_load_kwargs(cfg: RunConfig) -> dict[str, Any]:
-    """`from_pretrained` keyword arguments that shard the model over the ranks as it loads ({} unless FSDP2).
-    The process group must exist before (TrainingArguments start it: stages/prepare.py builds them first)."""
-    if not fsdp2(cfg):
+    """`from_pretrained` keyword arguments that shard the model over the ranks as it loads ({} unless FSDP2 and
+    inside the ranks' process group: TrainingArguments start it, stages/prepare.py builds them first). A tool that
+    loads an FSDP2 run's base back (export, evaluate: one process) gets the plain model."""
+    import torch.distributed as dist
+
+    if not fsdp2(cfg) or not dist.is_initialized() or dist.get_world_size() < 2:
         return {}
     from transformers.distributed import DistributedConfig
 
@@ -56,3 +59,20 @@ def reshard(model: Any) -> None:
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.reshard()
+
+
+def accept_full_state_dicts(model: Any) -> None:
+    """Let `model.load_state_dict` take whole tensors (the Trainer's resume and `load_finished` read the gathered
+    model.safetensors of a checkpoint): each becomes this rank's shard of the DTensor it replaces, cut locally
+    (every rank read the whole file, so no communication). Without it: "aten.copy_.default got mixed torch.Tensor
+    and DTensor". Tied weights count under each name (the state dict holds lm_head.weight beside the embedding)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    def to_shards(module: Any, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        for name, param in module.named_parameters(prefix=prefix.rstrip("."), remove_duplicate=False):
+            value = state_dict.get(name)
+            if isinstance(param, DTensor) and value is not None and not isinstance(value, DTensor):
+                state_dict[name] = distribute_tensor(value.to(param.dtype), param.device_mesh, param.placements,
+                                                     src_data_rank=None)
+
+    model.register_load_state_dict_pre_hook(to_shards)

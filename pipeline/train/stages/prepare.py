@@ -23,7 +23,7 @@ from pipeline.train.checkpoint.changes import check_resume_changes
 from pipeline.train.checkpoint.resume import resolve_resume
 from pipeline.train.model.build import build_model, check_device, explain_load_error, load_tokenizer, model_dir
 from pipeline.train.model.build import partitioned as is_sharded
-from pipeline.train.model.fsdp2 import fsdp2_share, is_fsdp2
+from pipeline.train.model.fsdp2 import accept_full_state_dicts, fsdp2_share, is_fsdp2
 from pipeline.train.model.sharded import shard_share, sharded_loading
 from pipeline.train.model.templates import check_tool_rendering
 from pipeline.train.observe.eval_callback import loss_rows
@@ -91,6 +91,7 @@ def prepare(plan: RunPlan) -> Prepared:
         log.info("ZeRO-3 sharded load: this rank holds %d of %d weight elements", *shard_share(model))
     elif is_fsdp2(model):
         log.info("FSDP2 sharded load: this rank holds %d of %d weight elements", *fsdp2_share(model))
+        accept_full_state_dicts(model)  # a resume loads the checkpoint's gathered weights into the shards
     if not plan.stage.policy:
         data.eval_prompts = None  # a reward model does not generate: no held-out answer accuracy
     before = stage_accuracy(plan, model, tokenizer, data.eval_prompts, "before")
