@@ -42,8 +42,9 @@ def rank_main(argv: list[str]) -> None:
         composed = compose(config_name="config", overrides=[*overrides, f"output_dir={out_dir}"])
     plan = plan_run(composed, Path(out_dir))
     from pipeline.train.model.build import build_model
-    from pipeline.train.model.fsdp2 import fsdp2_share, is_fsdp2
+    from pipeline.train.model.fsdp2 import fsdp2_share
     from pipeline.train.model.sharded import sharded_loading
+    from pipeline.train.runtime.fsdp2 import is_fsdp2
     from pipeline.train.stages.trl_args import training_args
 
     sampler = AnonPeak()

@@ -41,22 +41,24 @@ def assert_half_each(output: str) -> None:
         assert held * 2 == total, shares
 
 
-@pytest.mark.parametrize("peft", ["lora", "full"])
-def test_fsdp2_trains_on_two_ranks_each_holding_half(peft: str, tmp_path: Path, model_cache: Path) -> None:
-    overrides = two_rank_args("sft", tmp_path, model_cache, "zero=fsdp2", f"peft={peft}", "stage.save_steps=2")
-    proc = launch([sys.executable, RUN, *overrides], tmp_path, f"fsdp2-{peft}")
+# GRPO: generation under FSDP2 runs synced (every rank in every forward); its LoRA merge and prefill levers step aside
+@pytest.mark.parametrize(("stage", "peft"), [("sft", "lora"), ("sft", "full"),
+                                             pytest.param("grpo", "lora", marks=pytest.mark.slow)])
+def test_fsdp2_trains_on_two_ranks_each_holding_half(stage: str, peft: str, tmp_path: Path, model_cache: Path) -> None:
+    overrides = two_rank_args(stage, tmp_path, model_cache, "zero=fsdp2", f"peft={peft}", "stage.save_steps=2")
+    proc = launch([sys.executable, RUN, *overrides], tmp_path, f"fsdp2-{stage}-{peft}")
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     assert "re-launching 2 processes: accelerate launch --multi_gpu --num_processes 2" in output
     assert_half_each(output)
-    (run,) = (tmp_path / "sft").iterdir()
+    (run,) = (tmp_path / stage).iterdir()
     (saved,) = checkpoints(run)
     record = json.loads((saved / "checkpoint_complete.json").read_text())
     # a torch distributed checkpoint: the index and one shard file per rank, listed in the completeness marker
     assert record["layout"] == "fsdp2" and {"fsdp2/.metadata", "fsdp2/__0_0.distcp", "fsdp2/__1_0.distcp"} <= set(
         record["files"])
     if peft == "lora":
-        check_two_rank_run(tmp_path, "sft", output, "fsdp2", model_cache)
+        check_two_rank_run(tmp_path, stage, output, "fsdp2", model_cache)
         return
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["world_size"], summary["engine"], summary["steps"]) == (2, "fsdp2", 2)
@@ -195,8 +197,9 @@ def test_fsdp2_checkpoint_of_two_ranks_resumes_on_three(tmp_path: Path, model_ca
     """DCP reshards on load: the optimizer state written as 2 shards loads into 3 (a warning says the per-rank
     random streams start anew)."""
     run_dir = tmp_path / "grown"
-    run(fsdp2_command(run_dir, model_cache, "max_steps=2"), tmp_path)
-    output = run(fsdp2_command(run_dir, model_cache, "hw.num_processes=3", "hw.micro_batch=1", "resume=auto",
+    batch = ("stage.batch_size=12", "hw.micro_batch=2")  # splits over 2 ranks (3 x 2 each) and 3 (2 x 2 each)
+    run(fsdp2_command(run_dir, model_cache, *batch, "max_steps=2"), tmp_path)
+    output = run(fsdp2_command(run_dir, model_cache, *batch, "hw.num_processes=3", "resume=auto",
                                "checkpoint.allow_changes=true"), tmp_path)
     assert "written by 2 process(es), resumed with 3" in output
     assert "FSDP2: model and optimizer shards loaded" in output

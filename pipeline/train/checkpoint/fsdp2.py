@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from pipeline.train.model.fsdp2 import reshard
+from pipeline.train.runtime.fsdp2 import reshard
 
 log = logging.getLogger(__name__)
 

@@ -33,11 +33,6 @@ def fsdp2_load_kwargs(cfg: RunConfig) -> dict[str, Any]:
     return {"distributed_config": DistributedConfig(fsdp_size=world_size(cfg))}
 
 
-def is_fsdp2(model: Any) -> bool:
-    """Whether the model was sharded by FSDP2 as it loaded (a PeftModel around one included)."""
-    return any(getattr(m, "is_distributed_loading_by_transformers", False) for m in model.modules())
-
-
 def fsdp2_share(model: PreTrainedModel) -> tuple[int, int]:
     """(weight elements this rank holds, elements of the whole model) of an FSDP2 model: each sharded weight is a
     DTensor whose local tensor is this rank's rows; a replicated one (a LoRA adapter) counts whole on both sides."""
@@ -48,17 +43,6 @@ def fsdp2_share(model: PreTrainedModel) -> tuple[int, int]:
         local = param.to_local() if isinstance(param, DTensor) else param
         held, total = held + local.numel(), total + param.numel()
     return held, total
-
-
-def reshard(model: Any) -> None:
-    """Back to the sharded weights after a forward without backward (generation): FSDP2 keeps the groups it does not
-    reshard after forward (the root, the LM head's) unsharded, with their whole tensors registered as the module's
-    parameters; an optimizer built then, or a checkpoint taken then, would see those instead of the shards."""
-    from torch.distributed.fsdp import FSDPModule
-
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            module.reshard()
 
 
 def accept_full_state_dicts(model: Any) -> None:

@@ -22,8 +22,8 @@ from pipeline.config.plan import RunPlan
 from pipeline.rewards.answer import is_correct
 from pipeline.train.levers.compact_decoding import compact_sample
 from pipeline.train.model.build import partitioned as is_sharded
-from pipeline.train.model.fsdp2 import is_fsdp2, reshard
 from pipeline.train.model.templates import chat_text
+from pipeline.train.runtime.fsdp2 import is_fsdp2, reshard
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from pipeline.train.checkpoint.fsdp2 import Fsdp2Checkpoint
 from pipeline.train.checkpoint.resume import SignalCheckpoint, already_done, load_finished
 from pipeline.train.checkpoint.saving import save_model_dir
 from pipeline.train.levers.lean_lm_head import lean_lm_head
-from pipeline.train.model.fsdp2 import is_fsdp2
 from pipeline.train.observe.console import console, end_block, install_console
 from pipeline.train.observe.eval_callback import best_checkpoint
 from pipeline.train.observe.heldout import stage_accuracy
 from pipeline.train.observe.monitoring import best_metrics, final_metrics
 from pipeline.train.observe.plots import plot_run
 from pipeline.train.runtime.distributed import release_shared_memory_names
+from pipeline.train.runtime.fsdp2 import is_fsdp2
 from pipeline.train.stages.prepare import Prepared, prepare, trainer_inputs
 from pipeline.train.stages.trl_args import trl_args
 

@@ -23,11 +23,12 @@ from pipeline.train.checkpoint.changes import check_resume_changes
 from pipeline.train.checkpoint.resume import resolve_resume
 from pipeline.train.model.build import build_model, check_device, explain_load_error, load_tokenizer, model_dir
 from pipeline.train.model.build import partitioned as is_sharded
-from pipeline.train.model.fsdp2 import accept_full_state_dicts, fsdp2_share, is_fsdp2
+from pipeline.train.model.fsdp2 import accept_full_state_dicts, fsdp2_share
 from pipeline.train.model.sharded import shard_share, sharded_loading
 from pipeline.train.model.templates import check_tool_rendering
 from pipeline.train.observe.eval_callback import loss_rows
 from pipeline.train.observe.heldout import Accuracy, stage_accuracy
+from pipeline.train.runtime.fsdp2 import is_fsdp2
 from pipeline.train.stages.long_rows import long_rows
 from pipeline.train.stages.trl_args import callbacks, training_args
 
