@@ -2,7 +2,8 @@
 zero=fsdp2` re-launches itself through accelerate, and transformers shards the model over the ranks as it loads.
 
 Each rank reports what it holds from its own DTensor shards; full fine-tuning and LoRA both train and save a final
-model; the checkpoints are torch distributed checkpoints (one shard file per rank) that kill -9 + resume=auto,
+model (full fine-tuning also its best/, read back by export and evaluate with which=best); the checkpoints are
+torch distributed checkpoints (one shard file per rank) that kill -9 + resume=auto,
 SIGTERM and a different number of ranks all resume from.
 """
 
@@ -23,7 +24,7 @@ from pipeline.train.checkpoint.resume import checkpoints, is_complete
 from tests.helpers.distributed import RUN, TWO_RANKS, check_two_rank_run, launch
 from tests.helpers.distributed import args as two_rank_args
 from tests.helpers.resume import STEPS, args_for, assert_same_losses
-from tests.helpers.runs import logged, offline_env, tiny_model_dir
+from tests.helpers.runs import logged, offline_env, run_tool, tiny_model_dir
 
 HELD = re.compile(r"FSDP2 sharded load: this rank holds (\d+) of (\d+) weight elements")
 
@@ -45,7 +46,10 @@ def assert_half_each(output: str) -> None:
 @pytest.mark.parametrize(("stage", "peft"), [("sft", "lora"), ("sft", "full"),
                                              pytest.param("grpo", "lora", marks=pytest.mark.slow)])
 def test_fsdp2_trains_on_two_ranks_each_holding_half(stage: str, peft: str, tmp_path: Path, model_cache: Path) -> None:
-    overrides = two_rank_args(stage, tmp_path, model_cache, "zero=fsdp2", f"peft={peft}", "stage.save_steps=2")
+    # full fine-tuning also keeps best/ (eval.every_steps: every rank joins the held-out generation, the weights
+    # being sharded), which export and evaluate then read with which=best in one plain process
+    evals = ["eval.every_steps=1"] if peft == "full" else []
+    overrides = two_rank_args(stage, tmp_path, model_cache, "zero=fsdp2", f"peft={peft}", "stage.save_steps=2", *evals)
     proc = launch([sys.executable, RUN, *overrides], tmp_path, f"fsdp2-{stage}-{peft}")
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
@@ -71,6 +75,14 @@ def test_fsdp2_trains_on_two_ranks_each_holding_half(stage: str, peft: str, tmp_
     # (the tied LM head is written out too: the gathered state dict names it beside the embedding)
     assert set(base) <= set(final) and all(final[k].shape == base[k].shape for k in base)
     assert any(not (final[k] == base[k]).all() for k in base)
+    best = json.loads((run / "best" / "best.json").read_text())
+    assert best["step"] in (1, 2) and (run / "best" / "model.safetensors").is_file()
+    for tool in ("export", "evaluate"):
+        done = run_tool(tool, str(run), "which=best")
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert (run / "export_best" / "model.safetensors").is_file()
+    assert json.loads((run / "eval" / "eval.json").read_text())["models"]["best"]["accuracy"] == pytest.approx(
+        best["value"])
 
 
 # ---- checkpoints: kill -9, SIGTERM, another number of ranks ----------------------------------------------------
@@ -205,24 +217,3 @@ def test_fsdp2_checkpoint_of_two_ranks_resumes_on_three(tmp_path: Path, model_ca
     assert "FSDP2: model and optimizer shards loaded" in output
     assert sorted(logged(run_dir)) == list(range(1, STEPS + 1))
 
-
-# ---- the tools on an FSDP2 run: best/ kept during training, export and evaluate with which=best ---------------
-
-
-def test_fsdp2_best_and_the_tools_on_it(tmp_path: Path, model_cache: Path) -> None:
-    """eval.every_steps under FSDP2: every rank joins the held-out generation (the weights are sharded), rank 0
-    keeps best/ (gathered); export and evaluate then read it in one plain process."""
-    from tests.helpers.runs import run_tool
-
-    overrides = two_rank_args("sft", tmp_path, model_cache, "zero=fsdp2", "peft=full", "eval.every_steps=1")
-    proc = launch([sys.executable, RUN, *overrides], tmp_path, "fsdp2-best")
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    (run,) = (tmp_path / "sft").iterdir()
-    best = json.loads((run / "best" / "best.json").read_text())
-    assert best["step"] in (1, 2) and (run / "best" / "model.safetensors").is_file()
-    for tool in ("export", "evaluate"):
-        done = run_tool(tool, str(run), "which=best")
-        assert done.returncode == 0, done.stderr[-3000:]
-    assert (run / "export_best" / "model.safetensors").is_file()
-    assert json.loads((run / "eval" / "eval.json").read_text())["models"]["best"]["accuracy"] == pytest.approx(
-        best["value"])
