@@ -96,6 +96,7 @@ def env() -> dict[str, str]:
 
 
 def fsdp2_command(run_dir: Path, cache: Path, *extra: str) -> list[str]:
+    # full fine-tuning unless extra says peft=lora (later overrides win)
     return [sys.executable, RUN, *args_for("sft", run_dir, cache, *TWO_RANKS, "zero=fsdp2", "peft=full", *extra)]
 
 
@@ -162,8 +163,9 @@ def rank_pids(proc: subprocess.Popen) -> list[int]:
 
 
 @pytest.mark.slow  # ~3 launches of 2 ranks; the default suite trains and checkpoints FSDP2 above
-def test_fsdp2_kill_9_then_resume_equals_uninterrupted(tmp_path: Path, model_cache: Path) -> None:
-    extra = ("checkpoint.keep=1",)
+@pytest.mark.parametrize("peft", ["full", "lora"])
+def test_fsdp2_kill_9_then_resume_equals_uninterrupted(peft: str, tmp_path: Path, model_cache: Path) -> None:
+    extra = ("checkpoint.keep=1", f"peft={peft}")
     reference_dir = tmp_path / "uninterrupted"
     run(fsdp2_command(reference_dir, model_cache, *extra), tmp_path)
     reference = logged(reference_dir)

@@ -44,7 +44,9 @@ def _states(model: Any, optimizer: Any) -> dict[str, Any]:
 
     reshard(model)  # a generation since the last backward (held-out samples at this step) left whole weights behind
     model_state, optim_state = get_state_dict(model, optimizer, options=_options())
-    return {"model": model_state, "optimizer": optim_state}
+    # ignore_frozen_params misses a frozen weight reached under a second name (the tied LM head)
+    frozen = {name for name, param in model.named_parameters(remove_duplicate=False) if not param.requires_grad}
+    return {"model": {k: v for k, v in model_state.items() if k not in frozen}, "optimizer": optim_state}
 
 
 def rng_states() -> dict[str, Any]:
