@@ -35,8 +35,9 @@ SCHEDULER = "scheduler.pt"
 def _options() -> Any:
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-    # frozen weights never change: a LoRA run's checkpoint holds the adapter (and its optimizer state) only
-    return StateDictOptions(ignore_frozen_params=True)
+    # frozen weights never change: a LoRA run's checkpoint holds the adapter (and its optimizer state) only; not
+    # strict, since the model then lacks the frozen keys on load (dcp.load still fails on any trainable key missing)
+    return StateDictOptions(ignore_frozen_params=True, strict=False)
 
 
 def _states(model: Any, optimizer: Any) -> dict[str, Any]:
