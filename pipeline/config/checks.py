@@ -34,6 +34,7 @@ from pipeline.config.peft_checks import peft_problems
 from pipeline.config.precision import precision_problems, resolve_auto
 from pipeline.config.schema import RunConfig
 from pipeline.config.stage_table import STAGES, UnknownStageError, stage_spec
+from pipeline.config.teacher import teacher_problems
 from pipeline.config.trl_checks import name_problems, trl_problems
 from pipeline.config.user_errors import UserError
 from pipeline.data.mixing import mix_problems
@@ -87,6 +88,7 @@ def validate(cfg: RunConfig, produced: frozenset[str] = frozenset()) -> None:
         *_check_data(cfg),
         *template_problems(cfg.model.chat_template, cfg.model.chat_template_kwargs),
         *reward_problems(cfg, produced),
+        *teacher_problems(cfg, produced),
         *env_problems(cfg),
         *_check_distributed(cfg),
     ]

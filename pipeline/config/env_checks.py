@@ -129,8 +129,10 @@ def _environment_reward_problems(cfg: RunConfig, classes: list[type]) -> list[st
     owning = [c.__name__ for c in classes if callable(getattr(c, "get_reward", None))]
     if owning and EPISODE_REWARD_PATH not in functions:
         return [f"env={cfg.env.name}: {', '.join(owning)} scores its episodes (get_reward), but "
-                f"reward={cfg.reward.name} has no term to count it. Fix: reward=environment, or add "
-                f"'+reward.terms.environment={{_target_: {EPISODE_REWARD_PATH}}}' next to the other terms."]
+                f"reward={cfg.reward.name} has no term to count it. Fix: reward=environment, or a reward option "
+                f"(conf/reward/<name>.yaml, or beside it with hydra.searchpath) whose terms add "
+                f"'environment: {{_target_: {EPISODE_REWARD_PATH}}}' to yours (Hydra cannot add a typed term "
+                f"from the command line)."]
     if EPISODE_REWARD_PATH in functions and not owning:
         return [f"reward={cfg.reward.name} scores {EPISODE_REWARD_PATH}, but env={cfg.env.name} has no "
                 "environment with get_reward() to score it. Fix: an env with an environment (e.g. "

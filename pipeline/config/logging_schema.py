@@ -12,9 +12,9 @@ from pipeline.config.frozen import Schema
 
 @dataclass
 class HealthConfig(Schema):
-    """When a GRPO training signal looks unhealthy (the failure modes of axolotl's training-stability guide), one
-    warning line naming the metric, its value and the usual fix, once per run, and `health/*` scalars
-    (pipeline/train/observe/health.py)."""
+    """When a training signal looks unhealthy (the failure modes of axolotl's training-stability guide: RL, SFT,
+    preference pairs), one warning line naming the metric, its value and the usual fix, once per run, and `health/*`
+    scalars (pipeline/train/observe/health.py, health_supervised.py)."""
 
     # false: no warnings and no health/* scalars.
     enabled: bool = True
@@ -31,6 +31,23 @@ class HealthConfig(Schema):
     accuracy_drop: float = 0.05
     # A reward term whose batch std (`rewards/<term>/std`) is 0 for this many logged steps in a row never varies.
     constant_term_steps: int = 5
+    # ---- SFT and every stage without rewards
+    # The mean loss of the last loss_window logged steps not loss_min_drop (a fraction) below the first window's.
+    loss_window: int = 10
+    loss_min_drop: float = 0.01
+    # grad_norm above grad_spike_factor x the median of the logged steps before it (from grad_spike_after steps on).
+    grad_spike_factor: float = 10.0
+    grad_spike_after: int = 5
+    # Eval loss this fraction above its best while the training loss is below what it was then: overfitting.
+    eval_rise: float = 0.05
+    # ---- preference pairs (DPO, ORPO, SimPO)
+    # rewards/margins below half its best, once the best passed this.
+    margin_min: float = 0.1
+    # logps/chosen this many nats below its first logged value: the chosen answers get less likely too.
+    displacement_nats: float = 5.0
+    # rewards/accuracies within chance_band of 0.5 for chance_steps logged steps in a row.
+    chance_band: float = 0.05
+    chance_steps: int = 10
 
 
 @dataclass
@@ -47,5 +64,5 @@ class LoggingConfig(Schema):
     samples_every: int = 5
     # Completions shown per sample event (the first ones of the latest generation batch).
     samples_shown: int = 4
-    # Training-health warnings and health/* scalars (GRPO): thresholds above.
+    # Training-health warnings and health/* scalars (every stage; the signs by stage family): thresholds above.
     health: HealthConfig = field(default_factory=HealthConfig)

@@ -1,7 +1,5 @@
 """Schemas of the `stage` group: the knobs of each training method (one option file per stage in conf/stage/).
-
-Which schema a stage name uses, and everything else about a stage, is in `pipeline.config.stage_table`.
-"""
+Which schema a stage name uses, and everything else about a stage, is in `pipeline.config.stage_table`."""
 
 from __future__ import annotations
 
@@ -78,13 +76,11 @@ class DPOStageConfig(StageConfig):
     max_length: int = 1024
     label_smoothing: float = 0.0
     # Forward each prompt once per pair in the policy and reference passes ([prompt, chosen, rejected] as one packed
-    # row with a shared-prefix mask; same numbers as per-row, train/levers/shared_prefix_dpo.py); per-row where it
-    # can't apply. On by default: exact (tests/train/levers/test_shared_prefix_dpo.py), faster in every measurement
-    # (bench/README).
+    # row with a shared-prefix mask, train/levers/shared_prefix_dpo.py); per-row where it can't apply. On by default:
+    # exact (tests/train/levers/test_shared_prefix_dpo.py), faster in every measurement (bench/README).
     shared_prefix: bool = True
-    # Reference log-probs scored once per training row before training (TRL's precompute_ref_log_probs) instead of
-    # in every step: null = when a single-process run reads its rows more than once (then fewer reference forwards;
-    # under full fine-tuning the reference model is not kept in memory), true/false to force. Same losses.
+    # Reference log-probs scored once per row before training (TRL's precompute_ref_log_probs), not in every step:
+    # null = when one process reads its rows more than once (fewer forwards, no reference model kept); true/false.
     precompute_ref_log_probs: bool | None = None
 
 
@@ -125,12 +121,10 @@ class GRPOStageConfig(StageConfig):
     # Forward each prompt once per group in the log-prob passes (prompt + its completions as one packed row with a
     # shared-prefix mask; same numbers as per-row, train/levers/shared_prefix.py); per-row where it can't apply.
     shared_prefix: bool = False
-    # Prefill each distinct prompt once in generation and copy its KV cache to its rows (same samples;
-    # train/levers/prefill_once.py); transformers generation only, not under ZeRO-3. On by default: exact, and it
-    # only removes work (G-1 of every G prompt prefills) without adding memory.
+    # Prefill each distinct prompt once in generation and copy its KV cache to its rows (same samples,
+    # train/levers/prefill_once.py); transformers generation only, not ZeRO-3. On: exact, saves G-1 of G prefills.
     prefill_once: bool = True
-    # Rows that finished leave the decode batch, so a step costs only the rows still generating (same distribution;
-    # pipeline/train/levers/compact_decoding.py); generate's own loop where rows cannot leave (logged).
+    # Finished rows leave the decode batch (same distribution, levers/compact_decoding.py), else generate's loop.
     drop_finished_rows: bool = False
     # transformers | vllm_colocate (CUDA + `pip install -e '.[gpu]'`; TRL syncs the policy, LoRA merged, each step)
     generation: GenerationEngine = GenerationEngine.transformers
@@ -265,11 +259,30 @@ class RLOOStageConfig(StageConfig):
 
 
 @dataclass
+class DistillStageConfig(StageConfig):
+    """On-policy distillation (TRL's DistillationTrainer): the student samples a completion per prompt, the frozen
+    teacher scores each token, the loss is the generalized JSD of their next-token distributions (no lmbda in 1.16)."""
+
+    name: str = "distill"
+    # Whose distribution the student learns: a model option (conf/model/<name>), a model dir, a run dir (its
+    # final/), a hub id, or chain:<step>. Must share the student's tokenizer (checked before weights load).
+    teacher: str = ""
+    # TRL's default for full fine-tuning; LoRA tolerates 1e-5..1e-4.
+    learning_rate: float = 1e-6
+    # Prompts (= completions: one each) per optimizer step over all processes.
+    batch_size: int = 16
+    max_completion_length: int = 256
+    # 0 forward KL (covers all the teacher's modes), 1 reverse KL (seeks its main mode; TRL's default), 0.5 JSD.
+    beta: float = 1.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
 class ChainStageConfig(Schema):
     """Stages run one after another in one run dir (pipeline/train/stages/chain.py); each starts from the previous
-    policy's final adapter/model (a reward model step does not feed init_from). Any string value "chain:<name>" in
-    a later step's config becomes that earlier step's final/ dir. Only the sub-stages have training knobs: a stray
-    key here fails at compose time."""
+    policy's final adapter/model (not a reward model's). A string "chain:<name>" in a later step's config becomes that
+    earlier step's final/ dir. Only the sub-stages have training knobs: a stray key here fails at compose time."""
 
     name: str = "sft_then_grpo"
     # Sub-stage names, in order; each writes <run dir>/<i>_<name>/ and is skipped when it already finished.
@@ -282,5 +295,6 @@ class ChainStageConfig(Schema):
     orpo: ORPOStageConfig = field(default_factory=ORPOStageConfig)
     simpo: SimPOStageConfig = field(default_factory=SimPOStageConfig)
     rm: RMStageConfig = field(default_factory=RMStageConfig)
+    distill: DistillStageConfig = field(default_factory=DistillStageConfig)
     # Per sub-stage overrides of data keys, e.g. {sft: {path: sft.jsonl}}; by default every stage reads `data`.
     data: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -13,6 +13,7 @@ from enum import Enum
 from pipeline.config.enums import DataFormat
 from pipeline.config.stage_schemas import (
     ChainStageConfig,
+    DistillStageConfig,
     DPOStageConfig,
     GroupPrefStageConfig,
     GRPOStageConfig,
@@ -90,7 +91,7 @@ _SFT_FORMATS = (
 _CHAIN_RUNNER = "pipeline.train.stages.chain:run_chain"
 _PAIRS = (DataFormat.preference, DataFormat.llamafactory_dpo, DataFormat.scored_groups, DataFormat.sharegpt)
 _PAIR_COLUMNS = frozenset({"prompt", "chosen", "rejected"})
-_PROMPTS = (DataFormat.prompt_answer, DataFormat.mcq, DataFormat.s1k, DataFormat.gsm8k)  # GRPO and RLOO
+_PROMPTS = (DataFormat.prompt_answer, DataFormat.mcq, DataFormat.s1k, DataFormat.gsm8k)  # GRPO, RLOO, distill
 _PROMPT_COLUMNS = frozenset({"prompt", "answer"})
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
@@ -107,6 +108,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           columns=_PROMPT_COLUMNS, rewards=True, length_key="max_completion_length", assumed_prompt_tokens=256,
           checks_row_length=False, counts_tokens=False, generates=True, chainable=True,
           trl_config="trl.trainer.rloo_config:RLOOConfig"),
+    # on-policy distillation: GRPO's prompts, a frozen teacher's next-token distributions instead of rewards
+    Stage("distill", DistillStageConfig, "pipeline.train.stages.distill:run_distill", _PROMPTS, RowShape.answer,
+          columns=_PROMPT_COLUMNS, length_key="max_completion_length", assumed_prompt_tokens=256,
+          checks_row_length=False, counts_tokens=False, generates=True, chainable=True,
+          trl_config="trl.trainer.distillation_config:DistillationConfig"),
     Stage("group_pref", GroupPrefStageConfig, "pipeline.train.stages.group_pref:run_group_pref",
           (DataFormat.scored_groups,), RowShape.ranked_group, columns=frozenset({"prompt", "responses", "scores"}),
           checks_row_length=False, trl_config="transformers.training_args:TrainingArguments"),

@@ -56,6 +56,10 @@ OWNED = {
     "use_vllm": "stage.generation",
     "vllm_mode": "stage.generation",
     "max_tool_calling_iterations": "env.max_tool_calling_iterations",
+    # distill: the teacher is built by us from stage.teacher (pipeline/train/model/teacher.py)
+    "teacher_model_name_or_path": "stage.teacher",
+    "teacher_model_init_kwargs": "stage.teacher",
+    "teacher_model_revision": "stage.teacher",
     # SFT: padding-free is decided from stage.padding_free and the rows' lengths
     "padding_free": "stage.padding_free",
 }

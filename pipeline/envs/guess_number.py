@@ -4,7 +4,8 @@
 
 TRL makes one instance per rollout and, before each episode, calls ``reset(**row)`` with the dataset row's fields
 (the `prompt` too). The row's `seed` picks the secret, so the G rollouts of one prompt play the same game (GRPO
-compares them) and a resumed run replays the same games; a row without one draws from the instance's own RNG.
+compares them) and a resumed run replays the same games; a row without one draws from the instance's own RNG
+(kept in each checkpoint: pipeline/train/checkpoint/environment_state.py).
 ``reset`` returns the rules, which TRL appends to the row's last user message; `placeholder_rows` (loading.py)
 makes rows with an empty user message and a seed each. (TRL's own placeholder rows, made when train_dataset is None,
 carry no seed: every game then comes from the instance RNG.) Each public method other than reset/get_reward is a

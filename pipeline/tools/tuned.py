@@ -9,38 +9,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline.config.run_dir import RunDir, partial_of
+from pipeline.config.saved_run import RunDirError, run_config
 from pipeline.config.schema import QuantConfig, RunConfig
-from pipeline.config.stage_table import UnknownStageError, stage_spec
-from pipeline.config.user_errors import UserError
 from pipeline.train.model.build import build_model, load_tokenizer
-
-
-class RunDirError(UserError, ValueError):
-    """The directory is not a finished run; the message says what is missing and what to do."""
-
-
-def run_config(run_dir: Path) -> RunConfig:
-    """The typed config a run used (<run>/config.yaml, written before training)."""
-    path = RunDir(run_dir).config
-    if not path.is_file():
-        raise RunDirError(f"{path} not found: {run_dir} is not a run directory. Fix: give outputs/<stage>/<run_id>.")
-    raw = OmegaConf.load(path)
-    # `stage` is typed per option: rebuild it from the schema its name selects, so its fields are checked too.
-    try:
-        stage_schema = stage_spec(raw.stage.name).schema
-    except UnknownStageError:
-        raise RunDirError(f"{path}: unknown stage.name={raw.stage.name}.") from None
-    stage = OmegaConf.merge(OmegaConf.structured(stage_schema), raw.stage)
-    del raw["stage"]
-    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), raw)
-    cfg.stage = stage
-    return OmegaConf.to_object(cfg)
-
 
 WHICH = ("final", "best")
 

@@ -44,6 +44,9 @@ PRIVATE_HOOKS: tuple[Private, ...] = (
             "groups and resample generates fresh prompts through it"),
     Private(_GRPO, "_calculate_rewards", "every process's rewards of a batch: which groups teach nothing"),
     Private(_GRPO, "_logs", "the latest generation batch TRL prints to console / wandb (instance attribute)"),
+    # checkpoint/environment_state.py
+    Private(_GRPO, "_environment_pool", "the reused environment instances whose random state a checkpoint keeps "
+            "(instance attribute)"),
     # levers/shared_prefix_dpo.py
     Private(_DPO, "_compute_loss", "the policy and reference forwards of a DPO step: shared_prefix packs their rows"),
     # levers/shared_prefix.py
@@ -109,6 +112,14 @@ def latest_completions(trainer: Any) -> dict[str, Any] | None:
     if logs is not None:
         reached["_logs"] += 1
     return logs
+
+
+def environment_pool(trainer: Any) -> dict[Any, list[Any]]:
+    """GRPO's environment instances by environment name, in the order TRL hands them out; {} without environments."""
+    pool = getattr(trainer, "_environment_pool", None)
+    if pool is not None:
+        reached["_environment_pool"] += 1
+    return pool or {}
 
 
 def load_checkpoint_weights(trainer: Trainer, checkpoint: str) -> None:

@@ -19,6 +19,7 @@ REQUIRED = {
     ("data", "llamafactory"): ["data.dataset_dir=tests/fixtures/llamafactory", "data.dataset=qa_answers"],
     ("data", "mix"): ["data.mix=[{path: tests/fixtures/config/prompt_answer.jsonl, weight: 0.5}]"],
     ("reward", "model"): ["reward.terms.rm.model=org/reward-model"],
+    ("stage", "distill"): ["stage.teacher=smollm2_135m"],
     ("reward", "judge"): ["reward.terms.judge.url=http://127.0.0.1:8000/v1", "reward.terms.judge.model=m"],
 }
 

@@ -35,8 +35,10 @@ def baseline(stage: str, tmp_path: Path, cache: Path) -> dict[int, dict]:
     return losses
 
 
-# SFT's kill -9 equality is in -m slow (the default suite's time); its resume path is the Trainer's, as GRPO's is
-@pytest.mark.parametrize("stage", [pytest.param("sft", marks=pytest.mark.slow), "grpo"])
+# In -m slow (the default suite's time): SFT's resume path is the Trainer's, as GRPO's is, and GRPO's kill -9
+# equality runs by default with an environment on top (tests/e2e/test_tools_scale.py, the game's own RNG restored)
+@pytest.mark.parametrize("stage", [pytest.param("sft", marks=pytest.mark.slow),
+                                   pytest.param("grpo", marks=pytest.mark.slow)])
 def test_kill_9_between_checkpoints_then_resume_equals_uninterrupted(stage, tmp_path, model_cache) -> None:
     kill_9_and_resume(stage, tmp_path, model_cache)
 

@@ -61,7 +61,7 @@ def test_scripted_tool_calls_run_are_counted_and_masked(tmp_path, monkeypatch) -
 
     monkeypatch.setattr(LeveredGRPOTrainer, "compute_loss", recording)
     run_dir = tmp_path / "run"
-    overrides = [*SMALL, "stage.max_completion_length=192", f"output_dir={run_dir}",
+    overrides = [*SMALL, "stage.max_completion_length=192", "logging.samples_every=1", f"output_dir={run_dir}",
                  f"paths.cache_dir={tmp_path / 'cache'}"]
     from pipeline.train.stages import run_stage
 
@@ -93,6 +93,15 @@ def test_scripted_tool_calls_run_are_counted_and_masked(tmp_path, monkeypatch) -
         assert "<tool_response>" in result and "<tool_response>" not in own
         assert own.startswith("<tool_call>")
         assert ("error" in result) == ('"expr"' in own)  # a bad call's error message is a tool result too
+
+    # seen: the completions table holds whole episodes (the call, the marked result, the answer) with their turns
+    rows = [json.loads(line) for line in (run_dir / "samples" / "completions.jsonl").read_text().splitlines()]
+    assert rows and all(row["turns"] == 2 and row["tool_calls"] == 1 for row in rows)
+    first = rows[0]["completion"].splitlines()
+    assert first[0].startswith("-> call calculate(") and first[1].startswith("[tool result: calculate] ")
+    assert [e.value for e in events.Scalars("trajectory/turns_mean")] == [2.0, 2.0]
+    assert [e.value for e in events.Scalars("trajectory/tool_calls_mean")] == [1.0, 1.0]
+    assert "| turns | tool_calls |" in events.Tensors("completions/text_summary")[0].tensor_proto.string_val[0].decode()
 
 
 def test_guess_number_runs_through_run_py_and_is_scored_as_a_reward_term(tmp_path) -> None:

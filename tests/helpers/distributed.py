@@ -44,8 +44,9 @@ def launch(command: list[str], cwd: Path, run_id: str, **extra: str) -> subproce
     return proc
 
 
-def check_two_rank_run(root: Path, stage: str, output: str, engine: str, cache: Path) -> dict:
-    """The assertions every 2-process run must pass; returns summary.json."""
+def check_two_rank_run(root: Path, stage: str, output: str, engine: str, cache: Path, heldout: bool = True) -> dict:
+    """The assertions every 2-process run must pass; returns summary.json. `heldout=False`: a run whose environment
+    writes its own prompts (placeholder rows) has no held-out problems after training."""
     runs = [p for p in (root / stage).iterdir() if p.is_dir()]
     assert len(runs) == 1, f"one run dir expected (shared RUN_ID), found {runs}"
     run = runs[0]
@@ -57,7 +58,8 @@ def check_two_rank_run(root: Path, stage: str, output: str, engine: str, cache: 
     assert "rank 0/2 finished" in log_file and "rank 1/2" not in log_file
     # rank-0-only artefacts: one TensorBoard event file, one held-out record per phase, no half-saved model
     assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
-    assert (run / "samples" / "eval_after.jsonl").read_text().count("\n") == 8
+    if heldout:
+        assert (run / "samples" / "eval_after.jsonl").read_text().count("\n") == 8
     assert (run / ".hydra" / "config.yaml").exists() and not (run / "final.partial").exists()
     adapter = load_file(str(run / "final" / "adapter_model.safetensors"))
     assert adapter and all(t.numel() > 0 for t in adapter.values()), "empty adapter tensors (ZeRO-3 + LoRA trap)"

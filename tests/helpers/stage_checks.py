@@ -25,8 +25,11 @@ TRL_PASS_THROUGH = {
              {"num_generations": 4, "beta": 0.1, "normalize_advantages": True, "max_completion_length": 8,
               "reward_clip_range": [-2.0, 2.0]},
              ["train/kl", "train/rewards/correctness/mean"]),
+    # tests/e2e/test_distill.py: beta (the divergence) off TRL's default 1.0, and a sampling field of TRL's
+    "distill": ("stage.trl.top_k=20", {"beta": 0.5, "max_completion_length": 8, "temperature": 0.9, "top_k": 20},
+                ["train/entropy"]),
 }
-GENERATING = ("sft", "dpo", "grpo", "rloo", "kto", "orpo", "simpo")
+GENERATING = ("sft", "dpo", "grpo", "rloo", "kto", "orpo", "simpo", "distill")
 
 
 def check_run_dir(run_dir: Path, stage: str, steps: int, cache: Path, peft: str = "lora", quant: str = "none") -> None:

@@ -60,3 +60,18 @@ def repeated_prompts() -> tuple[torch.Tensor, torch.Tensor]:
         prompt = long if row % 2 == 0 else short
         ids[row, 7 - len(prompt):], mask[row, 7 - len(prompt):] = prompt, 1
     return ids, mask
+
+
+def tiny_teacher(path: Path, vocab: int | None = None, extra_token: str | None = None) -> Path:
+    """The tiny Qwen3 causal LM (seed 1; hidden 32, model=tiny's is 64) with the SmolLM2 tokenizer, saved in path: a
+    teacher for stage=distill. `vocab`: its embedding rows (default: the tokenizer's); `extra_token`: one token added
+    to its tokenizer, so its vocabulary differs from the student's."""
+    from transformers import AutoTokenizer, Qwen3ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
+    if extra_token is not None:
+        tokenizer.add_tokens([extra_token])
+    torch.manual_seed(1)
+    Qwen3ForCausalLM(tiny_config(vocab or 49152)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,5 +1,6 @@
-"""Training-health warnings for GRPO (`logging.health.*`): the failure modes axolotl's training-stability guide lists
-for RL runs, read from the metrics TRL logs each step.
+"""Training-health warnings (`logging.health.*`): the failure modes axolotl's training-stability guide lists, read
+from the metrics TRL logs each step -- for RL runs (GRPO, RLOO: below), for SFT and the preference stages (DPO and
+its kin: pipeline/train/observe/health_supervised.py, which every stage without rewards gets).
 
 Each sign gives one warning line -- metric, value, threshold and the usual fix -- the first time it shows (a run
 that collapses does not repeat it every step), and a `health/<sign>` scalar on every logged step (1 while the sign
@@ -22,10 +23,12 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.config.logging_schema import HealthConfig
+from pipeline.config.stage_table import RowShape, Stage
+from pipeline.train.observe.health_supervised import PREFERENCE_FIXES, SFT_FIXES, PreferenceSigns, SupervisedSigns
 
 log = logging.getLogger(__name__)
 
-FIXES = {
+RL_FIXES = {
     "entropy_collapse": "raise stage.temperature, widen the upper clip (stage.epsilon_high=0.28, DAPO's clip-higher) "
                         "or lower stage.learning_rate",
     "kl_blowup": "lower stage.learning_rate or raise stage.beta (a tighter pull to the reference)",
@@ -37,6 +40,16 @@ FIXES = {
     "constant_reward": "check the term's function and kwargs (and that its data column exists): a constant score "
                        "gives no signal; fix or remove it (reward.terms.<name>)",
 }
+FIXES = {**RL_FIXES, **SFT_FIXES, **PREFERENCE_FIXES}
+# the signs a family of stages is watched for: RL with rewards, preference pairs (plus the loss signs), the rest
+FAMILIES = {"rl": tuple(RL_FIXES), "preference": (*SFT_FIXES, *PREFERENCE_FIXES), "supervised": tuple(SFT_FIXES)}
+
+
+def health_family(stage: Stage) -> str:
+    """Which signs a stage is watched for, from its table entry (rewards; preference rows of a policy)."""
+    if stage.rewards:
+        return "rl"
+    return "preference" if stage.rows == RowShape.preference and stage.policy else "supervised"
 
 
 @dataclass
@@ -56,6 +69,7 @@ class HealthMonitor:
     """What the logged metrics say, step by step; `check(logs)` returns the signs that hold in this log."""
 
     cfg: HealthConfig
+    family: str = "rl"
     said: set[str] = field(default_factory=set)
     # rewards/<term>/std == 0 streaks; the best eval/accuracy and the training reward at that evaluation
     constant_steps: dict[str, int] = field(default_factory=dict)
@@ -63,7 +77,16 @@ class HealthMonitor:
     reward_at_best: float | None = None
     last_reward: float | None = None
 
+    def __post_init__(self) -> None:
+        self.supervised = SupervisedSigns(self.cfg)
+        self.preference = PreferenceSigns(self.cfg)
+
     def check(self, logs: dict[str, Any]) -> list[Sign]:
+        if self.family != "rl":
+            found = self.supervised.check(logs)
+            if self.family == "preference" and not _is_eval(logs):
+                found += self.preference.check(logs)
+            return [Sign(*sign) for sign in found]
         c, signs = self.cfg, []
         signs += _below(logs, "entropy", c.entropy_min, "entropy_collapse")
         signs += _above(logs, "kl", c.kl_max, "kl_blowup")
@@ -102,8 +125,10 @@ class HealthMonitor:
 
     def scalars(self, signs: list[Sign], logs: dict[str, Any]) -> dict[str, float]:
         """health/<sign> for the signs this log can show (1 holds, 0 not); evaluation logs only the eval sign."""
-        held = {s.name for s in signs}
-        names = ["reward_hacking"] if _is_eval(logs) else [n for n in FIXES if n != "reward_hacking"]
+        held, family = {s.name for s in signs}, FAMILIES[self.family]
+        # each evaluation-time sign on evaluation logs only, the others on training logs only
+        at_eval = {"reward_hacking", "overfitting"}
+        names = [n for n in family if (n in at_eval) == _is_eval(logs)]
         return {f"health/{name}": float(name in held) for name in names}
 
     def new(self, signs: list[Sign]) -> list[Sign]:
@@ -132,13 +157,14 @@ def _is_eval(logs: dict[str, Any]) -> bool:
 
 
 class HealthCallback(TrainerCallback):
-    """Adds health/* to each training log (before TensorBoard writes it) and warns once per sign; GRPO only."""
+    """Adds health/* to each training log (before TensorBoard writes it) and warns once per sign."""
 
-    def __init__(self, cfg: HealthConfig) -> None:
-        self.monitor = HealthMonitor(cfg)
+    def __init__(self, cfg: HealthConfig, family: str = "rl") -> None:
+        self.monitor = HealthMonitor(cfg, family)
 
     def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if not logs or "train_runtime" in logs:  # the end-of-training summary repeats no step
+        # the end-of-training summary (train_loss, ...) repeats no step; DPO's step logs carry train_runtime too
+        if not logs or "train_loss" in logs:
             return
         if "loss" not in logs and not _is_eval(logs):
             return

@@ -19,6 +19,7 @@ from pipeline.config.schema import LoggingConfig
 from pipeline.rewards.answer import is_correct
 from pipeline.train.observe.health import HealthCallback
 from pipeline.train.observe.heldout import generate_greedy
+from pipeline.train.observe.trajectories import episode_counts, is_trajectory, tool_calls, trajectory_text, turns
 from pipeline.train.trl_surface import latest_completions
 
 
@@ -64,13 +65,13 @@ def best_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
 # ---- callbacks: metrics.jsonl + throughput/memory, TensorBoard, completions as text ------------------------------
 
 
-def build_callbacks(run_dir: Path, logging: LoggingConfig, batch_size: int, rewards: bool = False,
+def build_callbacks(run_dir: Path, logging: LoggingConfig, batch_size: int, health: str = "supervised",
                     ) -> list[TrainerCallback]:
-    """Rank 0's monitoring callbacks, in the order they must run: metrics (health/* for a stage with rewards, GRPO)
-    are added to a log before metrics.jsonl and TensorBoard write it, and completions are logged with the same
-    step."""
+    """Rank 0's monitoring callbacks, in the order they must run: metrics (health/* for the stage's family of signs,
+    observe/health.py) are added to a log before metrics.jsonl and TensorBoard write it, and completions are logged
+    with the same step."""
     tb = tensorboard_callback(run_dir) if "tensorboard" in logging.report_to else None
-    found: list[TrainerCallback] = [HealthCallback(logging.health)] if rewards and logging.health.enabled else []
+    found: list[TrainerCallback] = [HealthCallback(logging.health, health)] if logging.health.enabled else []
     found.append(MetricsCallback(run_dir, batch_size))
     if tb is not None:
         found.append(tb)
@@ -148,9 +149,14 @@ class CompletionsCallback(TrainerCallback):
         self.trainer, self.eval_prompts = trainer, eval_prompts
 
     def on_log(self, args, state: TrainerState, control, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if self.trainer is None or state.global_step % self.every or "loss" not in (logs or {}):
+        if self.trainer is None or "loss" not in (logs or {}):
             return
         sampled = latest_completions(self.trainer)
+        if sampled is not None and self._tools() and self.write and self.writer is not None:
+            for key, value in episode_counts(sampled["completion"]).items():
+                self.writer.add_scalar(key, value, state.global_step)
+        if state.global_step % self.every:
+            return
         rows = self._sampled_rows(sampled) if sampled is not None else self._greedy_rows()
         if not rows or not self.write:
             return
@@ -166,12 +172,20 @@ class CompletionsCallback(TrainerCallback):
         n = min(self.shown, len(logs["prompt"]))
         rewards = {name: list(values) for name, values in logs["rewards"].items()}
         advantages = list(logs["advantages"])
-        return [
-            {"prompt": _text(logs["prompt"][i]), "completion": _text(logs["completion"][i]),
+        rows = [
+            {"prompt": _text(logs["prompt"][i]), "completion": _completion_text(logs["completion"][i]),
              "rewards": {name: values[i] for name, values in rewards.items() if i < len(values)},
              "advantage": advantages[i] if i < len(advantages) else None}
             for i in range(n)
         ]
+        if self._tools():  # whole episodes: how many turns and calls each took
+            for row, completion in zip(rows, logs["completion"], strict=False):
+                if is_trajectory(completion):
+                    row.update(turns=turns(completion), tool_calls=tool_calls(completion))
+        return rows
+
+    def _tools(self) -> bool:
+        return bool(getattr(self.trainer, "tools", None))
 
     def _greedy_rows(self) -> list[dict[str, Any]]:
         if self.eval_prompts is None or not len(self.eval_prompts):
@@ -184,12 +198,16 @@ class CompletionsCallback(TrainerCallback):
 
 
 def completions_markdown(rows: list[dict[str, Any]]) -> str:
-    """A markdown table TensorBoard's Text tab renders: prompt | completion | one column per reward."""
+    """A markdown table TensorBoard's Text tab renders: prompt | completion | one column per reward (and, in tool
+    runs, the episode's turns and tool calls)."""
     names = sorted({name for row in rows for name in row["rewards"]})
-    header = "| prompt | completion | " + " | ".join(names) + " |\n|---|---|" + "---|" * len(names) + "\n"
+    counts = [key for key in ("turns", "tool_calls") if any(key in row for row in rows)]
+    columns = [*names, *counts]
+    header = "| prompt | completion | " + " | ".join(columns) + " |\n|---|---|" + "---|" * len(columns) + "\n"
     body = "".join(
         f"| {_cell(r['prompt'])} | {_cell(r['completion'])} | "
-        + " | ".join(_number(r["rewards"].get(n)) for n in names) + " |\n"
+        + " | ".join([*(_number(r["rewards"].get(n)) for n in names), *(_number(r.get(k)) for k in counts)])
+        + " |\n"
         for r in rows
     )
     return header + body
@@ -200,6 +218,11 @@ def _text(value: Any) -> str:
     if isinstance(value, list) and value and isinstance(value[-1], dict):
         return str(value[-1].get("content", ""))
     return str(value)
+
+
+def _completion_text(value: Any) -> str:
+    # a multi-turn completion shows every turn: calls, marked tool results, the answer
+    return trajectory_text(value) if is_trajectory(value) else _text(value)
 
 
 def _cell(text: str) -> str:

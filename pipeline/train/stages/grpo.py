@@ -16,6 +16,7 @@ from trl import GRPOConfig
 from pipeline.config.plan import RunPlan
 from pipeline.config.stage_schemas import GenerationEngine, GRPOStageConfig, RLOOStageConfig
 from pipeline.rewards import build_reward_funcs, place_reward_models
+from pipeline.train.checkpoint.environment_state import EnvironmentState
 from pipeline.train.levers.grpo_trainer import GRPOLevers, LeveredGRPOTrainer
 from pipeline.train.stages.agent import agent_inputs
 from pipeline.train.stages.finish import finish, train
@@ -51,6 +52,9 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
                                  **(agent.trainer_kwargs if agent else {}), tool_stats=agent.stats if agent else None)
     # reward models (reward.terms.*.model) score on this rank's training device, frozen, loaded at their first call
     place_reward_models(reward_funcs, trainer.accelerator.device)
+    if agent and agent.trainer_kwargs.get("environment_factory"):
+        # before CheckpointCallback, whose marker lists the checkpoint's files
+        trainer.callback_handler.callbacks.insert(0, EnvironmentState(prep.checkpoint))
     train(plan, trainer, prep)
     # summary.json: every tool's calls, failures, timeouts and truncated results over the run; groups skipped and
     # resampled (stage.zero_std_groups)

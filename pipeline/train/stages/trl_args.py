@@ -21,6 +21,7 @@ from pipeline.train.checkpoint.fsdp2 import Fsdp2Checkpoint
 from pipeline.train.checkpoint.peft_init import InitialAdapter
 from pipeline.train.checkpoint.resume import CheckpointCallback, SignalCheckpoint
 from pipeline.train.observe.eval_callback import eval_callbacks
+from pipeline.train.observe.health import health_family
 from pipeline.train.observe.monitoring import CompletionsCallback, build_callbacks, wandb_env
 from pipeline.train.runtime.distributed import warn_stale_build_locks
 from pipeline.train.runtime.guards import NanGuard
@@ -111,7 +112,7 @@ def callbacks(plan: RunPlan) -> list[TrainerCallback]:
     if cfg.peft.init in MUTATING:  # PiSSA / OLoRA: final/ is converted onto the original base from this
         found.append(InitialAdapter(plan.dir))
     if plan.dir.writes:
-        found += build_callbacks(run_dir, cfg.logging, cfg.stage.batch_size, plan.stage.rewards)
+        found += build_callbacks(run_dir, cfg.logging, cfg.stage.batch_size, health_family(plan.stage))
         found += eval_callbacks(plan)
     elif shards_weights(cfg) and cfg.logging.samples_every > 0:
         # ZeRO-3/FSDP2: rank 0's sample generation gathers weights from every rank, so every rank must generate too.
