@@ -82,15 +82,21 @@ def machine() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("case", choices=sorted([*CASES, "zero3_load"]))
+    parser.add_argument("case", choices=sorted([*CASES, "zero3_load", "fsdp2_load"]))
     parser.add_argument("--repeats", type=int, default=2, help="pairs of runs; medians are reported")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the case's)")
-    parser.add_argument("--model", default="qwen2.5_0.5b_shape", help="zero3_load only: the model preset loaded")
+    parser.add_argument("--model", default="qwen2.5_0.5b_shape",
+                        help="zero3_load / fsdp2_load only: the model preset loaded")
     args = parser.parse_args()
     if args.case == "zero3_load":  # load memory per rank, not ours-vs-TRL: a harness of its own
         import zero3_load
 
         save(zero3_load.main(args.model))
+        return
+    if args.case == "fsdp2_load":  # FSDP2 vs ZeRO-3: load memory per rank and step time (bench/fsdp2_load.py)
+        import fsdp2_load
+
+        save(fsdp2_load.main(args.model, args.steps or 3))
         return
     case = CASES[args.case]
     if case.needs_cuda and not _has_cuda():

@@ -26,6 +26,7 @@ from pipeline.config.enums import (
     QuantMethod,
 )
 from pipeline.config.env_checks import env_problems
+from pipeline.config.fsdp_checks import fsdp2_problems
 from pipeline.config.gpu_levers import lever_problems
 from pipeline.config.grpo_checks import zero_std_problems
 from pipeline.config.hostfile import hostfile_problems
@@ -82,6 +83,7 @@ def validate(cfg: RunConfig, produced: frozenset[str] = frozenset()) -> None:
         *zero_std_problems(cfg),
         *_check_quantization(cfg),
         *peft_problems(cfg),
+        *fsdp2_problems(cfg, produced),
         *_check_batch(cfg),
         *_check_data(cfg),
         *template_problems(cfg.model.chat_template, cfg.model.chat_template_kwargs),

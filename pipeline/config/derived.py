@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from pipeline.config.data_schema import DataConfig
-from pipeline.config.enums import Device
+from pipeline.config.enums import Device, ShardEngine
 from pipeline.config.env_schema import EnvConfig
 from pipeline.config.run_dir import RunDir
 from pipeline.config.schema import RunConfig
@@ -25,6 +25,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 def world_size(cfg: RunConfig) -> int:
     return cfg.hw.num_processes * cfg.hw.num_nodes
+
+
+def fsdp2(cfg: RunConfig) -> bool:
+    """zero=fsdp2: PyTorch's fully_shard over all ranks instead of DeepSpeed (pipeline/train/model/fsdp2.py)."""
+    return cfg.zero.engine == ShardEngine.fsdp2
+
+
+def shards_weights(cfg: RunConfig) -> bool:
+    """Each rank holds only a shard of every weight (ZeRO-3 or FSDP2 over several ranks): a forward pass needs
+    every rank, so generation on rank 0 alone would hang."""
+    return (cfg.zero.stage >= 3 or fsdp2(cfg)) and world_size(cfg) > 1
 
 
 def split_batch(cfg: RunConfig) -> tuple[int, int]:

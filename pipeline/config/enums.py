@@ -36,6 +36,13 @@ class Launcher(str, Enum):
     torchrun = "torchrun"
 
 
+class ShardEngine(str, Enum):
+    # What shards a multi-process run (the zero group): DeepSpeed's ZeRO stage (0 = DDP), or PyTorch's FSDP2
+    # (fully_shard through accelerate's FSDP plugin: weights, gradients and optimizer states, like ZeRO-3).
+    deepspeed = "deepspeed"
+    fsdp2 = "fsdp2"
+
+
 class PeftInit(str, Enum):
     # how LoRA's A and B start (peft's init_lora_weights); pissa and olora move the base weights' principal part
     # into the adapter (the base is changed): final/ is converted back to a plain LoRA on the original base

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.config.derived import fsdp2
 from pipeline.config.enums import PeftInit, PeftMethod, QuantMethod
 from pipeline.config.schema import PeftConfig, RunConfig
 
@@ -51,9 +52,9 @@ def peft_problems(cfg: RunConfig) -> list[str]:
         problems.append(f"peft.init={peft.init.value} with peft.use_dora=true: final/ is converted onto the original "
                         "base through peft's conversion, which covers LoRA's A and B but not DoRA's magnitudes "
                         "(computed from the changed base), so the saved adapter would be wrong. Use one of them.")
-    if peft.init in MUTATING and cfg.zero.stage >= 3:
+    if peft.init in MUTATING and (cfg.zero.stage >= 3 or fsdp2(cfg)):
         problems.append(f"peft.init={peft.init.value} with zero={cfg.zero.name}: the decomposition and the "
-                        "conversion of final/ need whole weights, which ZeRO-3 shards. Use zero=zero2, or "
+                        "conversion of final/ need whole weights, which ZeRO-3 and FSDP2 shard. Use zero=zero2, or "
                         "peft.init=default.")
     if not _asks_for_a_variant(peft) or problems:
         return problems

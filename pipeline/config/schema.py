@@ -25,6 +25,7 @@ from pipeline.config.enums import (
     PeftMethod,
     Precision,
     QuantMethod,
+    ShardEngine,
 )
 from pipeline.config.env_schema import EnvConfig
 from pipeline.config.frozen import Schema
@@ -177,8 +178,10 @@ class HwConfig(Schema):
 
 @dataclass
 class ZeroConfig(Schema):
-    # DeepSpeed ZeRO profile; the hw profile picks a default, `zero=<name>` overrides it.
+    # Sharding profile (DeepSpeed ZeRO or FSDP2); the hw profile picks a default, `zero=<name>` overrides it.
     name: str = "none"
+    # deepspeed: the ZeRO stage below; fsdp2: PyTorch's fully_shard over all ranks (stage and config_file unused).
+    engine: ShardEngine = ShardEngine.deepspeed
     # 0 = DeepSpeed off (plain DDP when several processes); 1 optimizer, 2 + gradients, 3 + weights partitioned.
     stage: int = 0
     # JSON in ds_configs/ (or an absolute path); its "auto" values are filled from this config by the Trainer.

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.config.derived import fsdp2
 from pipeline.config.enums import Device, ModelSource, PeftMethod, Precision, QuantMethod
 from pipeline.config.plan import RunPlan
 from pipeline.config.schema import ModelConfig
@@ -115,6 +116,8 @@ def estimate(plan: RunPlan) -> Estimate:
         weights = 0 if zero.offload_params else weights / world
     parts = {"weights": weights, "gradients": grads, "optimizer": optim,
              "activations": _activation_bytes(plan, shapes, half)}
+    if fsdp2(cfg):
+        parts.update(_fsdp2_parts(shapes, parts, world, lora, dtype_bytes))
     if plan.stage.generates:
         # TRL generates a rank's whole share of the batch at once (steps_per_generation = accumulation): K and V
         # per layer for every token of those completions, in the weight dtype
@@ -123,6 +126,17 @@ def estimate(plan: RunPlan) -> Estimate:
     if hw.device == Device.cuda:
         parts["runtime"] = GIB
     return Estimate(shapes, trainable, {k: v / GIB for k, v in parts.items()}, hw.memory_gb)
+
+
+def _fsdp2_parts(s: Shapes, parts: dict[str, float], world: int, lora: bool, dtype_bytes: int) -> dict[str, float]:
+    """FSDP2 shards what it wraps: the weights, and for full fine-tuning their gradients and optimizer states (a
+    LoRA adapter, attached after sharding, stays whole on every rank); each rank also holds two decoder layers whole
+    while it computes one and prefetches the next."""
+    sharded = {"weights": parts["weights"] / world}
+    if not lora:
+        sharded |= {"gradients": parts["gradients"] / world, "optimizer": parts["optimizer"] / world}
+    layer = (s.params - s.embedding) / max(s.layers, 1)
+    return sharded | {"fsdp2 gather": 2 * layer * dtype_bytes}
 
 
 def _weight_bytes(s: Shapes, quant: QuantMethod, dtype_bytes: int) -> float:

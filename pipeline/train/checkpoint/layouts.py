@@ -7,6 +7,9 @@
   ZeRO-3 also one model-state shard per rank). Consolidated weights lie beside them whenever the engine writes
   them (ZeRO-1/2, and LoRA under ZeRO-3); ZeRO-3 full fine-tuning without `stage3_gather_16bit_weights_on_model_save`
   keeps its weights only in the shards.
+- FSDP2: the gathered weights (or adapter), `scheduler.pt`, `rng_state_<rank>.pth` and `fsdp2/`: a torch distributed
+  checkpoint (`.metadata` and one `__<rank>_0.distcp` per rank) of the trainable weights and the optimizer state
+  (checkpoint/fsdp2.py). DCP reshards on load, so it resumes on any number of ranks.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import re
 from pathlib import Path
 
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-DEEPSPEED, TORCH = "deepspeed", "torch"
+DEEPSPEED, TORCH, FSDP2 = "deepspeed", "torch", "fsdp2"
 _RNG = re.compile(r"^rng_state_(\d+)\.pth$")
 
 
 def layout(path: Path) -> str:
-    return DEEPSPEED if (path / "latest").is_file() else TORCH
+    if (path / "latest").is_file():
+        return DEEPSPEED
+    return FSDP2 if (path / FSDP2).is_dir() else TORCH
 
 
 def rng_files(world_size: int) -> list[str]:
@@ -48,6 +53,12 @@ def missing(path: Path, world_size: int) -> list[str]:
         if not model_states:
             absent.append(f"{tag}/*model_states.pt")
         has_weights = has_weights or model_states
+    elif layout(path) == FSDP2:
+        shards = path / FSDP2
+        if not (shards / ".metadata").is_file():
+            absent.append(f"{FSDP2}/.metadata (the distributed checkpoint's index)")
+        absent += [f"{FSDP2}/__{r}_0.distcp (rank {r}'s shards)" for r in range(world_size)
+                   if not (shards / f"__{r}_0.distcp").is_file()]
     elif not (path / "optimizer.pt").is_file():
         absent.append("optimizer.pt")
     if not has_weights:

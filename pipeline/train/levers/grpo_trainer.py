@@ -48,6 +48,7 @@ from pipeline.train.levers.zero_std_groups import (
     skip_rows,
     zero_std_rows,
 )
+from pipeline.train.runtime.fsdp2 import is_fsdp2
 from pipeline.train.trl_surface import reached
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,16 @@ class GRPOLevers:
         transformers_generation = not trainer.use_vllm
         zero3 = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
         model = trainer.accelerator.unwrap_model(trainer.model)
+        # FSDP2 (zero=fsdp2): each rank holds shards too; merging LoRA into them or a prefill outside generate is not
+        # proven there
+        sharded = zero3 or is_fsdp2(model)
         levers = self.without_row_layout_levers() if trainer.tools else self
         return dataclasses.replace(
             levers,
-            merge_lora=levers.merge_lora and transformers_generation and mergeable(model, zero3),
+            merge_lora=levers.merge_lora and transformers_generation and mergeable(model, sharded),
             fast_sampling=levers.fast_sampling and transformers_generation,
             # ZeRO-3 generates through gathered parameters of a wrapper the prefill would not go through
-            prefill_once=levers.prefill_once and transformers_generation and not zero3,
+            prefill_once=levers.prefill_once and transformers_generation and not sharded,
             drop_finished_rows=levers.drop_finished_rows and transformers_generation,
         )
 

@@ -41,6 +41,7 @@ from pipeline.config.peft_checks import lora_kwargs, target_problems
 from pipeline.config.run_dir import replacing
 from pipeline.config.schema import HwConfig, ModelConfig, PeftConfig, QuantConfig, RunConfig
 from pipeline.config.user_errors import UserError
+from pipeline.train.model.fsdp2 import fsdp2_load_kwargs
 from pipeline.train.model.templates import configure_chat_template
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def build_model(cfg: RunConfig, *, for_training: bool = True, reward_head: bool 
 def _start_weights(cfg: RunConfig, auto_class: type = AutoModelForCausalLM) -> PreTrainedModel:
     """The configured base, or what `init_from` points at, loaded as `auto_class`."""
     if not cfg.init_from:
-        return load_model(cfg.model, cfg.quant, cfg.hw, cfg.paths.cache_dir, auto_class)
+        return load_model(cfg.model, cfg.quant, cfg.hw, cfg.paths.cache_dir, auto_class, fsdp2_load_kwargs(cfg))
     start = Path(cfg.init_from)
     if (start / "adapter_config.json").exists():
         from peft import PeftModel
@@ -119,7 +120,7 @@ def _start_weights(cfg: RunConfig, auto_class: type = AutoModelForCausalLM) -> P
     if (start / "config.json").exists():
         log.info("starting from the full model in %s", start)
         model_cfg = dataclasses.replace(cfg.model, path=str(start), source=ModelSource.pretrained)
-        return load_model(model_cfg, cfg.quant, cfg.hw, cfg.paths.cache_dir, auto_class)
+        return load_model(model_cfg, cfg.quant, cfg.hw, cfg.paths.cache_dir, auto_class, fsdp2_load_kwargs(cfg))
     raise FileNotFoundError(
         f"init_from={cfg.init_from}: no adapter_config.json or config.json there. "
         "Point it at a finished run's final/ dir (or drop init_from to start from model.path)."
@@ -161,8 +162,9 @@ def load_tokenizer(model: ModelConfig, cache_dir: str) -> PreTrainedTokenizerBas
 
 
 def load_model(model: ModelConfig, quant: QuantConfig, hw: HwConfig, cache_dir: str,
-               auto_class: type = AutoModelForCausalLM) -> PreTrainedModel:
-    """`auto_class` (causal LM, or sequence classification with one output for a reward model) from model_dir."""
+               auto_class: type = AutoModelForCausalLM, sharding: dict | None = None) -> PreTrainedModel:
+    """`auto_class` (causal LM, or sequence classification with one output for a reward model) from model_dir;
+    `sharding`: FSDP2's from_pretrained arguments (model/fsdp2.py), each rank loading only its shard."""
     kwargs: dict = {
         # bf16 on CPU is autocast over fp32 weights (the Trainer's bf16=True): LoRA, optimizer and master weights stay
         # fp32, only the matmuls run in bf16
@@ -177,6 +179,7 @@ def load_model(model: ModelConfig, quant: QuantConfig, hw: HwConfig, cache_dir: 
         kwargs["device_map"] = {"": 0 if hw.device == Device.cuda else "cpu"}
     if auto_class is AutoModelForSequenceClassification:
         kwargs["num_labels"] = 1  # one scalar reward per sequence
+    kwargs.update(sharding or {})
     location = model_dir(model, cache_dir)
     if is_deepspeed_zero3_enabled() and quant.method == QuantMethod.none:
         from pipeline.train.levers.zero3_slices import sliced_zero3_loading

@@ -18,6 +18,7 @@ from typing import Any
 
 from transformers import PreTrainedModel, TrainingArguments
 
+from pipeline.config.derived import fsdp2
 from pipeline.config.enums import QuantMethod
 from pipeline.config.plan import RunPlan
 
@@ -27,6 +28,8 @@ def sharded_loading(plan: RunPlan, args: dict[str, Any]) -> TrainingArguments | 
     filled, is registered for `from_pretrained`; None otherwise. transformers keeps only a weak reference to it: the
     caller must hold the returned object until the model has loaded (the trainer's own arguments replace it)."""
     cfg = plan.cfg
+    if fsdp2(cfg):  # FSDP2 shards as it loads (model/fsdp2.py): the process group must exist first
+        return TrainingArguments(**args)
     # 4-bit / 8-bit weights are never partitioned by zero.Init (and quant x ZeRO-3 is refused by validation).
     if plan.ds_config is None or cfg.zero.stage < 3 or cfg.quant.method != QuantMethod.none:
         return None

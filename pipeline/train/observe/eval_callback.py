@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
+from pipeline.config.derived import shards_weights
 from pipeline.config.plan import RunPlan
 from pipeline.rewards import build_reward_funcs, place_reward_models, score_completions
 from pipeline.train.checkpoint.saving import save_model_dir
@@ -37,8 +38,8 @@ _SLOW_TOKENS = 50_000
 
 
 def partitioned(plan: RunPlan) -> bool:
-    """ZeRO-3 over several ranks: generation needs every rank."""
-    return plan.cfg.zero.stage >= 3 and plan.world_size > 1
+    """ZeRO-3 or FSDP2 over several ranks: generation needs every rank."""
+    return shards_weights(plan.cfg)
 
 
 def every_rank(plan: RunPlan) -> bool:

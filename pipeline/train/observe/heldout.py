@@ -17,11 +17,13 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from pipeline.config.derived import shards_weights
 from pipeline.config.plan import RunPlan
 from pipeline.rewards.answer import is_correct
 from pipeline.train.levers.compact_decoding import compact_sample
 from pipeline.train.model.build import partitioned as is_sharded
 from pipeline.train.model.templates import chat_text
+from pipeline.train.runtime.fsdp2 import is_fsdp2, reshard
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ def stage_accuracy(plan: RunPlan, model: PreTrainedModel, tokenizer: PreTrainedT
     # Once ZeRO-3 has partitioned the weights, each forward gathers them from every rank: generation on rank 0
     # alone would hang, so all ranks generate the same problems (generate syncs their steps); rank 0 writes.
     cfg, writes = plan.cfg, plan.dir.writes
-    partitioned = cfg.zero.stage >= 3 and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+    partitioned = shards_weights(cfg) and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
     if problems is None or not (writes or partitioned):
         return None
     if phase == "before" and is_sharded(model):
@@ -125,6 +127,8 @@ def stage_accuracy(plan: RunPlan, model: PreTrainedModel, tokenizer: PreTrainedT
         max_new_tokens=cfg.stage.eval_max_new_tokens, batch_size=cfg.hw.eval_batch,
         predictions_path=plan.dir.samples / f"eval_{phase}.jsonl" if writes else None,
     )
+    if is_fsdp2(model):
+        reshard(model)  # before the trainer builds its optimizer over the parameters
     if not writes:
         return None
     log.info("held-out accuracy %s training: %.3f (%d/%d)", phase, acc.value, acc.correct, acc.total)

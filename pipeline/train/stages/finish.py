@@ -17,6 +17,7 @@ from pipeline.config.plan import RunPlan
 from pipeline.config.run_dir import partial_of
 from pipeline.data.predictions import write_predictions
 from pipeline.train.checkpoint.disk import checkpoint_bytes, checkpoint_writes, needed_bytes, warn_if_short
+from pipeline.train.checkpoint.fsdp2 import Fsdp2Checkpoint
 from pipeline.train.checkpoint.resume import SignalCheckpoint, already_done, load_finished
 from pipeline.train.checkpoint.saving import save_model_dir
 from pipeline.train.levers.lean_lm_head import lean_lm_head
@@ -26,6 +27,7 @@ from pipeline.train.observe.heldout import stage_accuracy
 from pipeline.train.observe.monitoring import best_metrics, final_metrics
 from pipeline.train.observe.plots import plot_run
 from pipeline.train.runtime.distributed import release_shared_memory_names
+from pipeline.train.runtime.fsdp2 import is_fsdp2
 from pipeline.train.stages.prepare import Prepared, prepare, trainer_inputs
 from pipeline.train.stages.trl_args import trl_args
 
@@ -40,6 +42,8 @@ def train(plan: RunPlan, trainer: Trainer, prep: Prepared) -> None:
     for callback in trainer.callback_handler.callbacks:
         if hasattr(callback, "bind"):
             callback.bind(trainer, prep.data.eval_prompts)
+        if isinstance(callback, Fsdp2Checkpoint):  # FSDP2 loads its sharded optimizer state itself
+            callback.checkpoint = checkpoint
     if already_done(checkpoint, cfg.max_steps):
         load_finished(trainer, checkpoint)
         return
@@ -127,6 +131,8 @@ def _engine(trainer: Trainer) -> str:
         offloaded = [k.split("_")[1] for k in ("offload_optimizer", "offload_param")
                      if zero.get(k, {}).get("device", "none") != "none"]
         return f"deepspeed-zero{plugin.zero_stage}" + (f"+offload-{'-'.join(offloaded)}" if offloaded else "")
+    if is_fsdp2(trainer.model):
+        return "fsdp2"
     return "ddp" if trainer.args.world_size > 1 else "single"
 
 

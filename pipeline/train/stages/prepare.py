@@ -23,10 +23,12 @@ from pipeline.train.checkpoint.changes import check_resume_changes
 from pipeline.train.checkpoint.resume import resolve_resume
 from pipeline.train.model.build import build_model, check_device, explain_load_error, load_tokenizer, model_dir
 from pipeline.train.model.build import partitioned as is_sharded
+from pipeline.train.model.fsdp2 import accept_full_state_dicts, fsdp2_share
 from pipeline.train.model.sharded import shard_share, sharded_loading
 from pipeline.train.model.templates import check_tool_rendering
 from pipeline.train.observe.eval_callback import loss_rows
 from pipeline.train.observe.heldout import Accuracy, stage_accuracy
+from pipeline.train.runtime.fsdp2 import is_fsdp2
 from pipeline.train.stages.long_rows import long_rows
 from pipeline.train.stages.trl_args import callbacks, training_args
 
@@ -88,6 +90,9 @@ def prepare(plan: RunPlan) -> Prepared:
     del live_ds_config  # the model has loaded; the stage's own TrainingArguments register the config from now on
     if is_sharded(model):
         log.info("ZeRO-3 sharded load: this rank holds %d of %d weight elements", *shard_share(model))
+    elif is_fsdp2(model):
+        log.info("FSDP2 sharded load: this rank holds %d of %d weight elements", *fsdp2_share(model))
+        accept_full_state_dicts(model)  # a resume loads the checkpoint's gathered weights into the shards
     if not plan.stage.policy:
         data.eval_prompts = None  # a reward model does not generate: no held-out answer accuracy
     before = stage_accuracy(plan, model, tokenizer, data.eval_prompts, "before")

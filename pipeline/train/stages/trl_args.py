@@ -12,10 +12,12 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainingArguments
 
+from pipeline.config.derived import fsdp2, shards_weights
 from pipeline.config.enums import Device, Precision
 from pipeline.config.frozen import thawed
 from pipeline.config.peft_checks import MUTATING
 from pipeline.config.plan import RunPlan
+from pipeline.train.checkpoint.fsdp2 import Fsdp2Checkpoint
 from pipeline.train.checkpoint.peft_init import InitialAdapter
 from pipeline.train.checkpoint.resume import CheckpointCallback, SignalCheckpoint
 from pipeline.train.observe.eval_callback import eval_callbacks
@@ -68,6 +70,8 @@ def training_args(plan: RunPlan) -> dict[str, Any]:
         "ddp_timeout": hw.collective_timeout_s,
         # the zero profile's JSON; its "auto" values are filled from the values above, so they cannot disagree
         "deepspeed": _deepspeed_config(plan),
+        # FSDP2: the Trainer saves the weights, checkpoint/fsdp2.py the sharded optimizer state, schedule and RNG
+        "save_only_model": fsdp2(cfg),
     }
 
 
@@ -101,6 +105,8 @@ def callbacks(plan: RunPlan) -> list[TrainerCallback]:
     wandb_env(cfg.logging, run_dir)
     # CheckpointCallback on every rank too: its barrier waits for all ranks' files before rank 0 marks them.
     found: list[TrainerCallback] = [NanGuard(), CheckpointCallback(run_dir, cfg.checkpoint.keep)]
+    if fsdp2(cfg):  # before CheckpointCallback: its files are in the checkpoint before the marker is written
+        found.insert(1, Fsdp2Checkpoint())
     if cfg.checkpoint.save_on_signal:
         found.append(SignalCheckpoint())
     if cfg.peft.init in MUTATING:  # PiSSA / OLoRA: final/ is converted onto the original base from this
@@ -108,8 +114,8 @@ def callbacks(plan: RunPlan) -> list[TrainerCallback]:
     if plan.dir.writes:
         found += build_callbacks(run_dir, cfg.logging, cfg.stage.batch_size, health_family(plan.stage))
         found += eval_callbacks(plan)
-    elif cfg.zero.stage >= 3 and cfg.logging.samples_every > 0:
-        # ZeRO-3: rank 0's sample generation gathers weights from every rank, so every rank must generate too.
+    elif shards_weights(cfg) and cfg.logging.samples_every > 0:
+        # ZeRO-3/FSDP2: rank 0's sample generation gathers weights from every rank, so every rank must generate too.
         logging_cfg = cfg.logging
         found.append(CompletionsCallback(run_dir, None, logging_cfg.samples_every, logging_cfg.samples_shown,
                                          write=False))

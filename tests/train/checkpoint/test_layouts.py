@@ -83,3 +83,35 @@ def test_rotation_deletes_whole_deepspeed_checkpoints(tmp_path) -> None:
         mark_complete(deepspeed_checkpoint(tmp_path, step), world_size=2)
     rotate(tmp_path, keep=1)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-6"]
+
+
+def _fsdp2_checkpoint(root, ranks: int = 2):
+    # as checkpoint/fsdp2.py and the Trainer (save_only_model) write it
+    path = root / "checkpoints" / "checkpoint-2"
+    return lay_out(path, [*COMMON, *(f"rng_state_{r}.pth" for r in range(ranks)), "fsdp2/.metadata",
+                          *(f"fsdp2/__{r}_0.distcp" for r in range(ranks))])
+
+
+def test_an_fsdp2_checkpoint_lists_every_rank_s_shard_and_needs_no_optimizer_pt(tmp_path) -> None:
+    path = _fsdp2_checkpoint(tmp_path)
+    mark_complete(path, world_size=2)
+    record = json.loads((path / "checkpoint_complete.json").read_text())
+    assert record["layout"] == "fsdp2" and {"fsdp2/__0_0.distcp", "fsdp2/__1_0.distcp"} <= set(record["files"])
+    check_checkpoint(path, world_size=2)
+
+
+def test_an_fsdp2_checkpoint_missing_a_rank_s_shard_is_not_marked(tmp_path) -> None:
+    path = _fsdp2_checkpoint(tmp_path)
+    (path / "fsdp2" / "__1_0.distcp").unlink()
+    with pytest.raises(CheckpointError, match=r"fsdp2/__1_0.distcp \(rank 1's shards\)"):
+        mark_complete(path, world_size=2)
+    assert not (path / "checkpoint_complete.json").exists()
+
+
+def test_an_fsdp2_checkpoint_resumes_on_another_number_of_ranks_with_a_warning(tmp_path, caplog) -> None:
+    """DCP reshards on load (tests/e2e/test_fsdp2.py resumes 2 ranks' checkpoint on 3)."""
+    path = _fsdp2_checkpoint(tmp_path)
+    mark_complete(path, world_size=2)
+    with caplog.at_level(logging.WARNING):
+        check_checkpoint(path, world_size=3)
+    assert "written by 2 process(es), resumed with 3" in caplog.text
