@@ -4,6 +4,7 @@ every 2-process run must pass."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -40,8 +41,19 @@ def launch(command: list[str], cwd: Path, run_id: str, **extra: str) -> subproce
     if proc.returncode == 0:
         # DeepSpeed's CPU all-reduce never unlinks its per-rank /dev/shm buffers: the run must (66 MiB of RAM each)
         left = [p.name for p in Path("/dev/shm").glob("deepspeed_allreduce_buffer_*") if p.stat().st_mtime >= started]
+        ports = launch_ports(command, proc.stdout + proc.stderr, extra)
+        if ports:  # a buffer's name ends in _<port>_<rank>: another launch running beside this one is not ours
+            left = [name for name in left if name.rsplit("_", 2)[-2] in ports]
         assert not left, f"/dev/shm buffers outlived the run: {left}"
     return proc
+
+
+def launch_ports(command: list[str], output: str, env: dict[str, str]) -> set[str]:
+    """The rendezvous ports this launch used: given on its command line or in its env, or picked by run.py's
+    re-launch (said in its first line)."""
+    ports = {command[i + 1] for i, arg in enumerate(command[:-1]) if arg in ("--master_port", "--main_process_port")}
+    ports |= {env["MASTER_PORT"]} if "MASTER_PORT" in env else set()
+    return ports | set(re.findall(r"--main_process_port (\d+)", output))
 
 
 def check_two_rank_run(root: Path, stage: str, output: str, engine: str, cache: Path, heldout: bool = True) -> dict:
