@@ -220,6 +220,10 @@ class EvalConfig(Schema):
     samples: int = 0
     # Sampling temperature of those k completions.
     temperature: float = 1.0
+    # A run with tools or an environment (env group, stage.tools) plays each held-out problem as its rollouts do:
+    # multi-turn, the same tools under the same limits (eval/tool_calls, eval/turns); false = one turn, no tools.
+    # Sampled completions (eval.samples) stay single-turn.
+    tools: bool = True
 
 
 @dataclass
