@@ -40,8 +40,8 @@ def ask(client: openai.OpenAI, messages: list[dict] = ASK, **kw) -> openai.types
     return client.chat.completions.create(model="tools", messages=messages, **{"tools": TOOLS, "max_tokens": 96, **kw})
 
 
-def post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(body).encode(),
+def post(url: str, body: dict, route: str = "/v1/chat/completions") -> tuple[int, dict]:
+    request = urllib.request.Request(f"{url}{route}", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
@@ -151,6 +151,13 @@ def test_a_streamed_answer_without_a_parsed_call_is_the_whole_answers_content(cl
                {"role": "tool", "tool_call_id": first.tool_calls[0].id, "content": "5"}]
     answer = streamed(client, history)
     assert answer["content"] == "The answer is 5." and answer["reasons"] == ["stop"] and answer["calls"] == []
+
+
+def test_a_server_without_tools_on_runs_no_tools(url: str) -> None:
+    with urllib.request.urlopen(f"{url}/v1/tools?conversation=c1", timeout=30) as response:
+        assert json.loads(response.read())["tools"] == []  # the page offers none
+    status, body = post(url, {"conversation": "c1", "name": "calculate", "arguments": {}}, "/v1/tools/call")
+    assert status == 404 and "tools=on" in body["error"]["message"]
 
 
 def test_bad_tool_turns_are_400s_naming_the_field(url: str) -> None:

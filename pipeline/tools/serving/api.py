@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from pipeline.tools.serving.batcher import Batcher
 from pipeline.tools.serving.decode import Delta, Done, Event, Failed, Prompt, Row, TokenLogprob
+from pipeline.tools.serving.page_tools import add_tool_routes
 from pipeline.tools.serving.responses import Choice, Shape, TokenNames, error_body, sse
 from pipeline.tools.serving.schemas import ChatRequest, CompletionRequest, FieldError
 from pipeline.tools.serving.tool_calls import ToolReplies, template_turns, tool_support, uses_tools
@@ -47,6 +48,8 @@ class Served:
     default_max_tokens: int = 256
     # read from the environment by the caller; None: no key needed
     api_key: str | None = None
+    # the run's own tools for the chat page (serving/page_tools.py); None: the page runs none
+    page_tools: Any = None
 
 
 class ApiError(Exception):
@@ -115,6 +118,7 @@ def create_app(served: Served) -> FastAPI:
         shape = Shape(served.model_id, chat=False, names=names, logprobs=body.logprob_count(), n=body.n)
         return await _answer(served, body, prompts, shape, "prompt", echoes)
 
+    add_tool_routes(v1, served.page_tools)
     app.include_router(v1)
 
     @app.get("/health")
