@@ -174,9 +174,8 @@ def _load_builtin(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tup
         train = labeled_records(train)
     train_rows = [row for _, row in sink.rows(train, fmt, stage.rows, ARITHMETIC, stop_after=data.limit)]
     held = sink.held_out(held_out, fmt, stage, ARITHMETIC, answers=True) if held_out else _HeldOut()
-    if data.arithmetic.tool_demos and stage.rows == RowShape.completion:
-        train_rows = tool_demo_rows(train_rows)
-    return train_rows, held
+    demos = data.arithmetic.tool_demos and stage.rows == RowShape.completion  # SFT rows only
+    return tool_demo_rows(train_rows) if demos else train_rows, held
 
 
 def _load_source(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, _HeldOut]:

@@ -33,8 +33,8 @@ def _check_run_dir(run_dir: Path, steps: int) -> dict:
 
 # Every recipe composes and validates by default (above); these run 2 steps only with -m slow (the default suite's
 # time): their stage/format/reward combination runs by default in another recipe or an e2e test.
-SLOW_SMOKE = {"gsm8k_grpo_qwen2.5_1.5b", "gsm8k_grpo_python_qwen2.5_1.5b", "s1k_grpo_qwen3_1.7b", "s1k_group_pref_qwen3_1.7b",
-              "medical_sft_then_grpo_qwen3", "huanhuan_sft", "zhihu_dpo"}
+SLOW_SMOKE = {"gsm8k_grpo_qwen2.5_1.5b", "gsm8k_grpo_python_qwen2.5_1.5b", "s1k_grpo_qwen3_1.7b",
+              "s1k_group_pref_qwen3_1.7b", "medical_sft_then_grpo_qwen3", "huanhuan_sft", "zhihu_dpo"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n
