@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, Qwen3ForCausalLM
 from pipeline.config.plan import plan_run
 from pipeline.tools.evaluate import evaluate_run
 from tests.helpers.runs import REPO, TINY, compose_config
-from tests.helpers.scripted_tools import expected_correct, scripted_generate
+from tests.helpers.scripted_tools import expected_correct, scripted_bisection, scripted_generate
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
 
@@ -63,3 +63,30 @@ def test_held_out_accuracy_runs_the_tools_in_training_and_in_evaluate(tmp_path, 
     assert off["tools"] == "off" and off["models"]["tuned"]["accuracy"] == 0.0
     assert "tool_calls" not in off["models"]["tuned"]
     assert json.loads((tmp_path / "off" / "eval.json").read_text())["tools"] == "off"
+
+
+def test_an_environment_run_is_evaluated_on_held_out_games(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(Qwen3ForCausalLM, "generate", scripted_bisection(AutoTokenizer.from_pretrained(TOKENIZER)))
+    run_dir = tmp_path / "run"
+    overrides = [*TINY, "stage.batch_size=4", "stage.num_generations=4", "model.chat_template=qwen2.5",
+                 "env=guess_number", "env.placeholder_rows=8", "stage.max_completion_length=600",
+                 f"output_dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    from pipeline.train.stages import run_stage
+
+    run_stage(plan_run(compose_config(overrides), run_dir))
+    # the data group's arithmetic problems are not the game's task: no accuracy before or after
+    assert json.loads((run_dir / "summary.json").read_text())["accuracy_before"] is None
+
+    report = evaluate_run(run_dir, limit=6)
+    assert report["tools"] == "on" and report["data"] == "guess_number" and report["problems"] == 6
+    tuned = report["models"]["tuned"]
+    # bisection finds every secret: each game won (reward > 0), in 2..8 turns (guesses + the closing answer)
+    assert tuned["accuracy"] == 1.0 and 0.5 <= tuned["env_reward"] <= 1.0 and 2 <= tuned["turns"] <= 8
+    rows = jsonl(run_dir / "eval" / "predictions.jsonl")
+    games = [r["tuned_trajectory"] for r in rows]
+    hints = [[m["content"] for m in g if m["role"] == "tool"] for g in games]
+    assert all(h[-1].startswith("Correct!") for h in hints), hints
+    found = [h[-1] for h in hints]
+    # held-out games are not the training games: their seeds follow the 8 training rows'
+    assert len({r["prompt"] for r in rows}) == 1  # the rules; the secrets differ by seed
+    assert len(set(found)) > 1

@@ -41,3 +41,31 @@ def scripted_generate(tokenizer):
 def expected_correct(a: int) -> bool:
     """One good call (an even `a` that is not a multiple of 3) answers a + b; the others do not."""
     return a % 2 == 0 and a % 3 != 0
+
+
+GUESS = '<tool_call>\n{{"name": "guess", "arguments": {{"number": {0}}}}}\n</tool_call><|im_end|>'
+
+
+def scripted_bisection(tokenizer):
+    """A `generate` that plays guess_number by bisection from the rules' range and the game's higher/lower hints,
+    and says so once the game answers "Correct!": it finds any secret in 1..100 within 7 guesses."""
+
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        replies = []
+        for ids in input_ids:
+            text = tokenizer.decode(ids, skip_special_tokens=False)
+            low, high = map(int, re.findall(r"between (\d+) and (\d+)", text)[-1])
+            guesses = [int(g) for g in re.findall(r'"number": (\d+)', text)]
+            hints = re.findall(r"<tool_response>\n(.*?)\n</tool_response>", text, re.DOTALL)
+            if hints and hints[-1].startswith("Correct"):
+                replies.append("Found it.<|im_end|>")
+                continue
+            for guess, hint in zip(guesses, hints, strict=False):
+                low, high = (guess + 1, high) if hint.startswith("higher") else (low, guess - 1)
+            replies.append(GUESS.format((low + high) // 2))
+        ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in replies]
+        width = max(map(len, ids))
+        padded = [row + [tokenizer.pad_token_id] * (width - len(row)) for row in ids]
+        return torch.cat([input_ids, torch.tensor(padded, device=input_ids.device)], dim=1)
+
+    return generate

@@ -129,7 +129,8 @@ def stage_accuracy(plan: RunPlan, model: PreTrainedModel, tokenizer: PreTrainedT
     # alone would hang, so all ranks generate the same problems (generate syncs their steps); rank 0 writes.
     cfg, writes = plan.cfg, plan.dir.writes
     partitioned = cfg.zero.stage >= 3 and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
-    if problems is None or not (writes or partitioned):
+    # an environment that writes its own prompts plays games, not the data's problems (agent.py drops them)
+    if problems is None or not (writes or partitioned) or cfg.env.placeholder_rows is not None:
         return None
     if phase == "before" and is_sharded(model):
         # loaded under zero.Init: no forward pass until the trainer's DeepSpeed engine gathers the shards
