@@ -50,6 +50,7 @@ def main(out_dir: Path, overrides: list[str]) -> None:
     dtype = torch.bfloat16 if hw.precision == Precision.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path if run.model.tokenizer is None else run.model.tokenizer)
+    tools = _tools(run, tokenizer)
     peft_config = None
     if run.peft.method == PeftMethod.lora:
         peft_config = LoraConfig(r=run.peft.r, lora_alpha=run.peft.alpha, target_modules=run.peft.target_modules,
@@ -59,21 +60,38 @@ def main(out_dir: Path, overrides: list[str]) -> None:
         learning_rate=stage.learning_rate, logging_steps=1, save_strategy="no", report_to="tensorboard",
         seed=run.seed, use_cpu=hw.device == Device.cpu, bf16=hw.precision == Precision.bf16,
     )
-    trainer = _trainer(stage, model, tokenizer, rows, peft_config, common)
+    trainer = _trainer(stage, model, tokenizer, rows, peft_config, common, tools)
     trainer.train()
 
 
-def _trainer(stage, model, tokenizer, rows, peft_config, common):
+def _tools(run: RunConfig, tokenizer) -> dict:
+    """The case's tools as a TRL user passes them: the plain functions (no limits, no counters), the chat template
+    that renders them and TRL's Qwen response template to parse the calls (TRL knows no rewritten template)."""
+    if not run.env.active:
+        return {}
+    from trl.chat_template_utils import qwen3_template
+
+    from pipeline.config.chat_templates import chat_template_path
+    from pipeline.envs.registry import build_tool
+
+    tokenizer.chat_template = chat_template_path(run.model.chat_template).read_text()
+    tokenizer.response_template = qwen3_template
+    return {"tools": [build_tool(t) for t in run.env.tools],
+            "max_tool_calling_iterations": run.env.max_tool_calling_iterations}
+
+
+def _trainer(stage, model, tokenizer, rows, peft_config, common, tools):
     if stage.name == "grpo":
         from trl import GRPOConfig, GRPOTrainer
 
         from pipeline.rewards import build_reward_funcs
 
         funcs, weights = build_reward_funcs({"correctness": {}})
+        turns = {"max_tool_calling_iterations": tools["max_tool_calling_iterations"]} if tools else {}
         args = GRPOConfig(**common, num_generations=stage.num_generations, reward_weights=weights,
-                          max_completion_length=stage.max_completion_length, temperature=stage.temperature)
+                          max_completion_length=stage.max_completion_length, temperature=stage.temperature, **turns)
         return GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=rows,
-                           processing_class=tokenizer, peft_config=peft_config)
+                           processing_class=tokenizer, peft_config=peft_config, tools=tools.get("tools"))
     if stage.name == "sft":
         from trl import SFTConfig, SFTTrainer
 

@@ -42,6 +42,13 @@ CASES = {
               "stage.max_completion_length=64", "stage.learning_rate=3e-4"],
         notes="SmolLM2-135M + LoRA r16, 8 prompts x 4 completions x 64 tokens, arithmetic prompts",
     ),
+    "grpo_cpu_tools": Case(
+        name="grpo_cpu_tools", stage="grpo", steps=3, batch=16,
+        ours=[*SMOL, "stage=grpo", "model.chat_template=qwen2.5", "env=calculator", "stage.batch_size=16",
+              "stage.num_generations=4", "stage.max_completion_length=96", "stage.learning_rate=3e-4"],
+        notes="SmolLM2-135M + LoRA r16, env=calculator (up to 4 tool turns per episode), 4 arithmetic prompts x 4 "
+              "completions x 96 tokens; the baseline gets the same calculate tool and tool-turn cap",
+    ),
     "grpo_cpu_longprompt": Case(
         name="grpo_cpu_longprompt", stage="grpo", steps=2, batch=32,
         ours=LONGPROMPT,

@@ -22,6 +22,12 @@ class ArithmeticConfig(Schema):
     ops: list[str] = field(default_factory=lambda: ["+"])
     low: int = 10
     high: int = 99
+    # The second operand's range; null = low / high (e.g. 100..999 x 10..99 for the calculator recipe).
+    low_b: int | None = None
+    high_b: int | None = None
+    # SFT rows become calculator tool-use demonstrations: the assistant calls calculate("a op b"), reads the result
+    # and answers with it (trained on every assistant turn); held-out rows and the other stages' rows are unchanged.
+    tool_demos: bool = False
     seed: int = 1234
 
 

@@ -223,6 +223,9 @@ class EvalConfig(Schema):
     samples: int = 0
     # Sampling temperature of those k completions.
     temperature: float = 1.0
+    # Tool runs play each held-out problem as rollouts do (multi-turn, same tools and limits; eval/tool_calls,
+    # eval/turns); false = one turn, no tools. Sampled completions (eval.samples) stay single-turn.
+    tools: bool = True
 
 
 @dataclass

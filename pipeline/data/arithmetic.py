@@ -29,13 +29,39 @@ def arithmetic_records(cfg: ArithmeticConfig) -> tuple[list[Record], list[Record
     seen: set[tuple[int, str, int]] = set()
     rows = []
     while len(rows) < cfg.num_eval + cfg.num_train:
-        problem = (rng.randint(cfg.low, cfg.high), rng.choice(ops), rng.randint(cfg.low, cfg.high))
+        second = (cfg.low if cfg.low_b is None else cfg.low_b, cfg.high if cfg.high_b is None else cfg.high_b)
+        problem = (rng.randint(cfg.low, cfg.high), rng.choice(ops), rng.randint(*second))
         if problem not in seen:
             seen.add(problem)
             rows.append(_row(*problem, offset=rng.choice(_OFFSETS)))
     eval_rows = [Record(f"{SOURCE}[eval] row {i}", row) for i, row in enumerate(rows[: cfg.num_eval], 1)]
     train_rows = [Record(f"{SOURCE}[train] row {i}", row) for i, row in enumerate(rows[cfg.num_eval :], 1)]
     return train_rows, eval_rows
+
+
+def tool_demo_rows(rows: list[dict]) -> list[dict]:
+    """SFT rows ({prompt, completion: answer}) as calculator tool-use demonstrations: a call to calculate with the
+    question's expression, its result as a tool turn, the result as the answer; `tools` holds calculate's schema
+    (the schema GRPO's rollouts render), so the demonstration reads exactly as a rollout that used the tool."""
+    import json
+    import re
+
+    from transformers.utils import get_json_schema
+
+    from pipeline.envs.calculator import calculate
+
+    tools = json.dumps([get_json_schema(calculate)])
+    out = []
+    for row in rows:
+        question = row["prompt"][-1]["content"]
+        expression = re.match(r"What is (.+?)\?", question).group(1)
+        call = {"type": "function", "function": {"name": "calculate", "arguments": {"expression": expression}}}
+        result = calculate(expression)
+        out.append({"prompt": row["prompt"], "tools": tools, "completion": [
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "name": "calculate", "content": result},
+            {"role": "assistant", "content": row["completion"] if isinstance(row["completion"], str) else result}]})
+    return out
 
 
 def labeled_records(records: list[Record]) -> list[Record]:
@@ -75,6 +101,8 @@ def _check(cfg: ArithmeticConfig) -> list[str]:
         )
     if cfg.low > cfg.high:
         raise DataError(SOURCE, f"low={cfg.low} is above high={cfg.high}", "swap them", "arithmetic.low")
+    if (cfg.low_b if cfg.low_b is not None else cfg.low) > (cfg.high_b if cfg.high_b is not None else cfg.high):
+        raise DataError(SOURCE, f"low_b={cfg.low_b} is above high_b={cfg.high_b}", "swap them", "arithmetic.low_b")
     if cfg.num_train < 1 or cfg.num_eval < 0:
         raise DataError(
             SOURCE,

@@ -24,7 +24,7 @@ from pipeline.config.data_formats import ANSWER_FORMATS
 from pipeline.config.enums import DataFormat, OnBadRow
 from pipeline.config.stage_table import RowShape, Stage, UnknownStageError, stage_spec
 from pipeline.data.arithmetic import SOURCE as ARITHMETIC
-from pipeline.data.arithmetic import arithmetic_records, labeled_records
+from pipeline.data.arithmetic import arithmetic_records, labeled_records, tool_demo_rows
 from pipeline.data.errors import BadRow, BadRows, DataError, DropReport
 from pipeline.data.files import Record
 from pipeline.data.formats import convert, resolve_format
@@ -172,9 +172,10 @@ def _load_builtin(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tup
     train, held_out = arithmetic_records(data.arithmetic)
     if fmt == DataFormat.unpaired:
         train = labeled_records(train)
-    train_rows = sink.rows(train, fmt, stage.rows, ARITHMETIC, stop_after=data.limit)
+    train_rows = [row for _, row in sink.rows(train, fmt, stage.rows, ARITHMETIC, stop_after=data.limit)]
     held = sink.held_out(held_out, fmt, stage, ARITHMETIC, answers=True) if held_out else _HeldOut()
-    return [row for _, row in train_rows], held
+    demos = data.arithmetic.tool_demos and stage.rows == RowShape.completion  # SFT rows only
+    return tool_demo_rows(train_rows) if demos else train_rows, held
 
 
 def _load_source(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, _HeldOut]:

@@ -15,8 +15,9 @@ several environments (pipeline/tools/chat_tools.py).
     python -m pipeline.tools.chat outputs/grpo/RUN web=true [port=8000 host=127.0.0.1]
 
 chats in the browser instead: the page of `python -m pipeline.tools.serve` (system prompt, temperature and max
-tokens are set on the page; max_new_tokens= is its default). The URL is printed; a browser opens only where
-there is a display.
+tokens are set on the page; max_new_tokens= is its default), running the run's tools as the terminal chat does
+(shown as `tool> ...` lines; tools=off, max_tool_calls= and environment= as above). The URL is printed; a
+browser opens only where there is a display.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pipeline.train.model.templates import NoChatTemplateError, prompt_ids, requ
 
 OPTIONS = {"max_new_tokens": int, "temperature": float, "system": str, "which": str, "web": flag, "host": str,
            "port": int, "tools": on_off, "max_tool_calls": int, "environment": str}
-WEB_ONLY, TERMINAL_ONLY = ("host", "port"), ("temperature", "system", "tools", "max_tool_calls", "environment")
+WEB_ONLY, TERMINAL_ONLY = ("host", "port"), ("temperature", "system")
 
 
 def reply(model: Any, tokenizer: Any, history: list[dict[str, str]], max_new_tokens: int, temperature: float) -> str:
@@ -103,12 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     web, which, use_tools = opts.pop("web", False), opts.pop("which", "final"), opts.pop("tools", True)
     misplaced = [key for key in (TERMINAL_ONLY if web else WEB_ONLY) if key in opts]
     if misplaced:
-        where = "are for the terminal chat (the page sets its own sampling and runs no tools)" if web else \
+        where = "are for the terminal chat (the page sets its own system prompt and sampling)" if web else \
             "need web=true"
         raise SystemExit(f"{', '.join(misplaced)}: {where}.")
     if web:
         return run_server(args.run_dir, open_page=True, max_tokens=opts.pop("max_new_tokens", 256), which=which,
-                          **opts)
+                          tools=use_tools, **opts)
     calls, environment = opts.pop("max_tool_calls", None), opts.pop("environment", None)
     try:
         model, tokenizer = load_model_or_run(args.run_dir, which)

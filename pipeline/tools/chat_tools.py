@@ -69,6 +69,16 @@ class ChatTools:
 def run_tools(run_dir: Path, tokenizer: Any, max_calls: int | None = None, environment: str | None = None
               ) -> ChatTools | None:
     """The tools of the run at `run_dir` for a chat, or None when it had none (or it is an export: no config)."""
+    found = run_agent(run_dir, tokenizer)
+    if found is None:
+        return None
+    agent, calls = found
+    return chat_tools(agent, max_calls if max_calls is not None else calls, environment)
+
+
+def run_agent(run_dir: Path, tokenizer: Any) -> tuple[Agent, int] | None:
+    """(the run's agent, its tool turns per user turn) as its rollouts had them, or None when it had no tools.
+    One agent serves many conversations (the web chat's): each chat_tools() of it is a new episode."""
     from pipeline.tools.serving.tool_calls import tool_support
     from pipeline.tools.tuned import RunDirError, run_config
 
@@ -82,8 +92,7 @@ def run_tools(run_dir: Path, tokenizer: Any, max_calls: int | None = None, envir
     if (problem := tool_support(tokenizer)) is not None:
         raise ChatToolsError(f"{problem}. Or chat without them: tools=off.")
     agent = build_agent(AgentSpec.from_env(cfg.env, stage_tools), tokenizer)
-    calls = max_calls if max_calls is not None else (cfg.env.max_tool_calling_iterations or 4)
-    return chat_tools(agent, calls, environment)
+    return agent, cfg.env.max_tool_calling_iterations or 4
 
 
 def chat_tools(agent: Agent, max_calls: int, environment: str | None = None) -> ChatTools:

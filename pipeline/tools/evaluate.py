@@ -5,6 +5,13 @@
     python -m pipeline.tools.evaluate outputs/grpo/RUN compare=outputs/grpo/OTHER limit=50 max_new_tokens=32
     python -m pipeline.tools.evaluate outputs/grpo/RUN which=best       # <run>/best/ (eval.every_steps=N runs)
     python -m pipeline.tools.evaluate outputs/grpo/RUN harness=pipeline_heldout compare=base   # lm-eval tasks
+    python -m pipeline.tools.evaluate outputs/grpo/RUN compare=base tools=off   # a tool run, without its tools
+
+A run trained with tools or an environment is evaluated as its rollouts ran (tools=on, its default): each problem
+is an episode with the run's tools under the env group's limits (pipeline/train/observe/episodes.py); eval.json
+says `tools: on|off` and, with tools, each model's tool calls, turns and environment reward per episode. An
+environment that writes its own prompts (env.placeholder_rows: guess_number) plays held-out games: seeds after the
+training rows' (limit=N of them, 64 by default), a game counting as correct when its reward is positive.
 
 Writes <run>/eval/eval.json and the predictions per problem (predictions.csv for MCQ data, else .jsonl).
 harness=TASKS runs lm-evaluation-harness instead, against our own server (pipeline/tools/harness.py says how and
@@ -24,12 +31,14 @@ from pipeline.config.user_errors import reported
 from pipeline.data.loader import load_stage_data
 from pipeline.tools.options import parse_options
 from pipeline.tools.tuned import RunDirError, final_dir, load_tuned, load_untuned, run_config
-from pipeline.train.observe.heldout import heldout_accuracy
+from pipeline.train.observe.episodes import eval_agent, has_tools
+from pipeline.train.observe.heldout import heldout_records
 
 # ---- CLI: python -m pipeline.tools.evaluate RUN_DIR [compare=base|RUN_DIR] [limit=N] ... ---------------------
 
 OPTIONS = {"compare": str, "limit": int, "max_new_tokens": int, "batch_size": int, "eval_path": str, "out": str,
-           "which": str, "harness": str, "harness.include_path": str, "harness.gsm8k": str, "harness.mcq": str}
+           "which": str, "tools": str, "harness": str, "harness.include_path": str, "harness.gsm8k": str,
+           "harness.mcq": str}
 
 
 def is_mcq(data_format: str, golds: list[str]) -> bool:
@@ -63,7 +72,10 @@ def evaluate_run(run_dir: Path, **opts) -> dict:
         raise SystemExit("harness.*= options need harness=TASKS (e.g. harness=pipeline_heldout).")
     if opts.get("eval_path"):
         cfg = replace(cfg, data=replace(cfg.data, eval_path=opts["eval_path"], eval_split=None, eval_size=0))
-    problems = load_stage_data(cfg.data, cfg.stage.name, cfg.seed).eval_prompts
+    tools = _tools(cfg, opts.get("tools"), run_dir)
+    cfg = replace(cfg, eval=replace(cfg.eval, tools=tools))
+    problems = _games(cfg, opts.get("limit")) if tools and cfg.env.placeholder_rows is not None else \
+        load_stage_data(cfg.data, cfg.stage.name, cfg.seed).eval_prompts
     if problems is None or not len(problems):
         raise SystemExit(f"{run_dir}: data={cfg.data.name} has no held-out rows with answers. Fix: "
                          "eval_path=FILE (prompt/answer rows), or train with data.eval_size=N or data.eval_path.")
@@ -76,24 +88,60 @@ def evaluate_run(run_dir: Path, **opts) -> dict:
     for name, load in loaders.items():
         model, tokenizer = load()
         path = out / f".{name}.jsonl"
-        acc = heldout_accuracy(model, tokenizer, problems, predictions_path=path,
-                               max_new_tokens=opts.get("max_new_tokens") or cfg.stage.eval_max_new_tokens,
-                               batch_size=opts.get("batch_size") or cfg.hw.eval_batch)
+        agent = eval_agent(cfg, tokenizer, opts.get("max_new_tokens"))
+        records = heldout_records(model, tokenizer, problems, agent=agent,
+                                  max_new_tokens=opts.get("max_new_tokens") or cfg.stage.eval_max_new_tokens,
+                                  batch_size=opts.get("batch_size") or cfg.hw.eval_batch)
         del model
-        results[name] = {"correct": acc.correct, "total": acc.total, "accuracy": acc.value}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+        results[name] = _scores(records)
         rows = _merge_predictions(rows, name, path)
-    report = {"run_dir": str(run_dir), "which": which, "data": cfg.data.name, "problems": len(problems),
+    report = {"run_dir": str(run_dir), "which": which, "data": cfg.env.name if tools and cfg.env.placeholder_rows
+              is not None else cfg.data.name, "problems": len(problems), "tools": "on" if tools else "off",
               "models": results}
-    _write_outputs(out, report, rows, mcq=is_mcq(getattr(cfg.data.format, "value", ""), problems["answer"]))
+    _write_outputs(out, report, rows, mcq="answer" in problems.column_names
+                   and is_mcq(getattr(cfg.data.format, "value", ""), problems["answer"]))
     return report
+
+
+def _tools(cfg, asked: str | None, run_dir: Path) -> bool:
+    """tools=on|off: on by default for a run that had tools; on for a run without them is an error."""
+    if asked not in (None, "on", "off"):
+        raise SystemExit(f"tools={asked}: use tools=on (the run's tools, as its rollouts had them) or tools=off.")
+    if asked == "on" and not has_tools(cfg):
+        raise SystemExit(f"tools=on: {run_dir} was trained without tools (env=none, no stage.tools). Fix: leave "
+                         "tools= out.")
+    return has_tools(cfg) and asked != "off"
+
+
+def _games(cfg, limit: int | None):
+    """Held-out games of an environment that writes its own prompts: seeds after the training rows' seeds."""
+    from pipeline.envs.loading import placeholder_rows
+
+    names = sorted(cfg.env.environments) or None
+    return placeholder_rows(limit or 64, seed=cfg.seed + cfg.env.placeholder_rows, environment=names)
+
+
+def _scores(records: list[dict]) -> dict:
+    correct = sum(r["correct"] for r in records)
+    scores = {"correct": correct, "total": len(records), "accuracy": correct / len(records) if records else 0.0}
+    for key, name in (("tool_calls", "tool_calls"), ("tool_failures", "tool_failures"), ("turns", "turns"),
+                      ("reward", "env_reward")):
+        values = [r[key] for r in records if key in r]
+        if values:  # per episode, with tools
+            scores[name] = sum(values) / len(values)
+    return scores
 
 
 def _merge_predictions(rows: list[dict] | None, name: str, path: Path) -> list[dict]:
     records = [json.loads(line) for line in path.read_text().splitlines()]
     path.unlink()
-    rows = rows or [{"prompt": r["prompt"], "answer": r["answer"]} for r in records]
+    rows = rows or [{"prompt": r["prompt"], "answer": r.get("answer")} for r in records]
     for row, record in zip(rows, records, strict=True):
         row[f"{name}_completion"], row[f"{name}_correct"] = record["completion"], record["correct"]
+        if "trajectory" in record:  # what the tools answered, turn by turn
+            row[f"{name}_trajectory"] = record["trajectory"]
     return rows
 
 
@@ -111,9 +159,11 @@ def _write_outputs(out: Path, report: dict, rows: list[dict], mcq: bool) -> None
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{'model':<24} {'correct':>8} {'total':>6} {'accuracy':>9}"]
+    lines = [f"{'model':<24} {'correct':>8} {'total':>6} {'accuracy':>9}" + "  (tools " + report.get("tools", "off")
+             + ")"]
     for name, r in report["models"].items():
-        lines.append(f"{name:<24} {r['correct']:>8} {r['total']:>6} {r['accuracy']:>9.1%}")
+        extra = "".join(f"  {key}={r[key]:.2f}" for key in ("tool_calls", "turns", "env_reward") if key in r)
+        lines.append(f"{name:<24} {r['correct']:>8} {r['total']:>6} {r['accuracy']:>9.1%}{extra}")
     return "\n".join(lines)
 
 

@@ -10,7 +10,9 @@ Routes: /v1/models, /v1/chat/completions and /v1/completions (stream=true for se
 (max_batch=, batch_wait_ms=); temperature 0 or absent is greedy, `seed` makes sampling repeatable, `n` choices
 are sampled in one batch, `logprobs` (chat: true + top_logprobs; completions: an int) and `echo` (the prompt's
 own log-probs, what lm-evaluation-harness's loglikelihood tasks send) are served, and so are `tools` (OpenAI
-tool_calls out, role=tool results back in; serving/tool_calls.py). The model is named
+tool_calls out, role=tool results back in, streamed too; serving/tool_calls.py). tools=on lets the chat page run
+the run's own tools as the terminal chat does (serving/page_tools.py; off by default: a tool may run code; with
+max_tool_calls= and environment= as in the chat). The model is named
 <stage>-<run id> unless name= says otherwise. Binds 127.0.0.1 unless host= says otherwise: there is no TLS, so put
 a proxy in front before exposing it."""
 
@@ -26,29 +28,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.user_errors import reported
-from pipeline.tools.options import parse_options
+from pipeline.tools.options import on_off, parse_options
 
 if TYPE_CHECKING:
     from pipeline.tools.serving.api import Served
 
 OPTIONS = {"port": int, "host": str, "which": str, "name": str, "max_batch": int, "batch_wait_ms": float,
-           "max_tokens": int}
+           "max_tokens": int, "tools": on_off, "max_tool_calls": int, "environment": str}
 API_KEY_ENV = "PIPELINE_API_KEY"
 
 
 def load_served(path: Path, which: str = "final", name: str | None = None, max_batch: int = 8,
-                batch_wait_ms: float = 20.0, max_tokens: int = 256) -> Served:
-    """Load the model and start its batcher; the API key comes from the environment only."""
+                batch_wait_ms: float = 20.0, max_tokens: int = 256, tools: bool = False,
+                max_tool_calls: int | None = None, environment: str | None = None) -> Served:
+    """Load the model and start its batcher; the API key comes from the environment only; with `tools` the page
+    runs the run's own tools."""
     # torch and transformers load here, not at import: main() checks the arguments first, in a second.
+    from pipeline.tools.serving.page_tools import page_tools_of
     from pipeline.tools.tuned import load_model_or_run
 
     model, tokenizer = load_model_or_run(path, which)
+    page_tools = page_tools_of(path, tokenizer, max_tool_calls, environment) if tools else None
     return make_served(model, tokenizer, name or default_name(path), max_batch, batch_wait_ms, max_tokens,
-                       api_key=os.environ.get(API_KEY_ENV) or None)
+                       api_key=os.environ.get(API_KEY_ENV) or None, page_tools=page_tools)
 
 
 def make_served(model: Any, tokenizer: Any, name: str, max_batch: int = 8, batch_wait_ms: float = 20.0,
-                max_tokens: int = 256, api_key: str | None = None) -> Served:
+                max_tokens: int = 256, api_key: str | None = None, page_tools: Any = None) -> Served:
     """A loaded model behind its batcher, under `name`."""
     from pipeline.tools.serving.api import Served
     from pipeline.tools.serving.batcher import Batcher
@@ -56,7 +62,7 @@ def make_served(model: Any, tokenizer: Any, name: str, max_batch: int = 8, batch
     context = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
     return Served(model_id=name, tokenizer=tokenizer,
                   batcher=Batcher(model, tokenizer, max_batch=max_batch, wait_s=batch_wait_ms / 1000),
-                  context=context, default_max_tokens=max_tokens, api_key=api_key)
+                  context=context, default_max_tokens=max_tokens, api_key=api_key, page_tools=page_tools)
 
 
 def serve(served: Served, host: str = "127.0.0.1", port: int = 8000, open_page: bool = False) -> None:
@@ -94,11 +100,12 @@ def run_server(path: Path, host: str = "127.0.0.1", port: int = 8000, open_page:
     if not path.is_dir():
         raise SystemExit(f"{path}: no such directory. Fix: give a run directory or an export directory.")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from pipeline.tools.chat_tools import ChatToolsError
     from pipeline.tools.tuned import RunDirError
 
     try:
         served = load_served(path, **load)
-    except RunDirError as err:
+    except (RunDirError, ChatToolsError) as err:
         raise SystemExit(str(err)) from None
     serve(served, host, port, open_page)
 

@@ -55,3 +55,11 @@ def test_deepspeed_local_rank_argument_never_reaches_hydra(tmp_path: Path) -> No
     proc = run_dry(["hw=cpu", "model=tiny", "--local_rank=0", f"paths.output_root={tmp_path}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "# one process, no re-launch" in proc.stdout
+
+
+def test_the_gpu_tool_recipe_composes_with_its_memory_estimate(tmp_path: Path) -> None:
+    proc = run_dry(["experiment=gsm8k_grpo_python_qwen2.5_1.5b", f"paths.output_root={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "name: python" in out and "1.544B params" in out and "of 24 GiB (hw=single_4090)" in out
+    assert "WARNING" not in out  # it fits the 24 GB card it names

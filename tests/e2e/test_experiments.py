@@ -33,8 +33,8 @@ def _check_run_dir(run_dir: Path, steps: int) -> dict:
 
 # Every recipe composes and validates by default (above); these run 2 steps only with -m slow (the default suite's
 # time): their stage/format/reward combination runs by default in another recipe or an e2e test.
-SLOW_SMOKE = {"gsm8k_grpo_qwen2.5_1.5b", "s1k_grpo_qwen3_1.7b", "s1k_group_pref_qwen3_1.7b",
-              "medical_sft_then_grpo_qwen3", "huanhuan_sft", "zhihu_dpo"}
+SLOW_SMOKE = {"gsm8k_grpo_qwen2.5_1.5b", "gsm8k_grpo_python_qwen2.5_1.5b", "s1k_grpo_qwen3_1.7b",
+              "s1k_group_pref_qwen3_1.7b", "medical_sft_then_grpo_qwen3", "huanhuan_sft", "zhihu_dpo"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n
@@ -48,7 +48,7 @@ def test_experiment_runs_two_steps_on_the_tiny_model(name: str, tmp_path: Path, 
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    if name.startswith(("medical", "zhihu")):
+    if name.startswith(("medical", "zhihu", "calculator")):
         first, second = summary["stages"]
         assert summary["steps"] == 4 and second["final_dir"] == summary["final_dir"]
         _check_run_dir(run_dir / "1_sft", 2)

@@ -5,6 +5,8 @@ model's own tokens.
 
     python -m tests.helpers.scripted_serve RUN_DIR [serve's key=value options]     # started by tests.helpers.servers
 
+tools=on (with max_tool_calls=, environment=) lets the chat page run the run's own tools, as serve's does.
+
 What it replies (the prompt as the chat template rendered it):
 - a tool result in the last turn: "The answer is <result>." if the earlier call and its result were rendered as
   the qwen2.5 template writes them, else "RENDERED WRONG";
@@ -93,12 +95,16 @@ class Scripted(torch.nn.Module):
 def main(argv: list[str]) -> None:
     from pipeline.tools import serve
     from pipeline.tools.options import parse_options
+    from pipeline.tools.serving.page_tools import page_tools_of
     from pipeline.tools.tuned import load_model_or_run
 
     path, opts = Path(argv[0]), parse_options(argv[1:], serve.OPTIONS)
     model, tokenizer = load_model_or_run(path)
+    page_tools = page_tools_of(path, tokenizer, opts.pop("max_tool_calls", None), opts.pop("environment", None)) \
+        if opts.pop("tools", False) else None
     served = serve.make_served(Scripted(model, tokenizer), tokenizer, opts.pop("name", None) or "scripted",
-                               max_batch=opts.pop("max_batch", 8), batch_wait_ms=opts.pop("batch_wait_ms", 20.0))
+                               max_batch=opts.pop("max_batch", 8), batch_wait_ms=opts.pop("batch_wait_ms", 20.0),
+                               page_tools=page_tools)
     serve.serve(served, host=opts.pop("host", "127.0.0.1"), port=opts.pop("port", 8000))
 
 

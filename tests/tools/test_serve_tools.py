@@ -40,8 +40,8 @@ def ask(client: openai.OpenAI, messages: list[dict] = ASK, **kw) -> openai.types
     return client.chat.completions.create(model="tools", messages=messages, **{"tools": TOOLS, "max_tokens": 96, **kw})
 
 
-def post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(body).encode(),
+def post(url: str, body: dict, route: str = "/v1/chat/completions") -> tuple[int, dict]:
+    request = urllib.request.Request(f"{url}{route}", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
@@ -100,12 +100,64 @@ def test_tool_choice_none_offers_no_tools(client: openai.OpenAI) -> None:
 @pytest.mark.parametrize(("extra", "param", "says"), [
     ({"tool_choice": "required"}, "tool_choice", "cannot force a tool call"),
     ({"tool_choice": {"type": "function", "function": {"name": "calculate"}}}, "tool_choice", "cannot force"),
-    ({"stream": True}, "stream", "streaming with tools is not supported"),
 ])
 def test_what_is_not_served_is_a_400_that_says_so(client: openai.OpenAI, extra: dict, param: str, says: str) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         ask(client, **extra)
     assert err.value.param == param and says in err.value.message
+
+
+def streamed(client: openai.OpenAI, messages: list[dict] = ASK, **kw) -> dict:
+    """The streamed answer put together as a client does: content, tool calls by index, finish_reason."""
+    content, calls, reasons, roles = "", {}, [], []
+    for chunk in ask(client, messages, stream=True, **kw):
+        for choice in chunk.choices:
+            delta = choice.delta
+            roles += [delta.role] if delta.role else []
+            content += delta.content or ""
+            for piece in delta.tool_calls or []:
+                call = calls.setdefault(piece.index, {"id": None, "name": "", "arguments": ""})
+                call["id"] = piece.id or call["id"]
+                call["name"] += (piece.function.name or "") if piece.function else ""
+                call["arguments"] += (piece.function.arguments or "") if piece.function else ""
+            reasons += [choice.finish_reason] if choice.finish_reason else []
+    return {"content": content, "calls": [calls[i] for i in sorted(calls)], "reasons": reasons, "roles": roles}
+
+
+def test_a_streamed_call_comes_as_tool_call_deltas_with_finish_reason_tool_calls(client: openai.OpenAI) -> None:
+    one = streamed(client)
+    assert one["roles"] == ["assistant"] and one["reasons"] == ["tool_calls"]
+    assert one["content"] == "" and len(one["calls"]) == 1  # the call's text never leaks out as content
+    call = one["calls"][0]
+    assert call["id"].startswith("call_") and call["name"] == "calculate"
+    assert json.loads(call["arguments"]) == {"expression": "2 + 3"}
+    # content before the calls streams as content; each call has its own index and id
+    two = streamed(client, [{"role": "user", "content": "TWO sums please"}])
+    assert two["content"].strip() == "Two calls." and two["reasons"] == ["tool_calls"]
+    assert [json.loads(c["arguments"]) for c in two["calls"]] == [{"expression": "2 + 3"}, {"expression": "4 * 4"}]
+    assert len({c["id"] for c in two["calls"]}) == 2
+    assert len(streamed(client, [{"role": "user", "content": "TWO sums"}], parallel_tool_calls=False)["calls"]) == 1
+
+
+def test_a_streamed_answer_without_a_parsed_call_is_the_whole_answers_content(client: openai.OpenAI) -> None:
+    for messages, kw in (([{"role": "user", "content": "BROKEN call"}], {}), (ASK, {"max_tokens": 10})):
+        whole = ask(client, messages, **kw).choices[0]
+        stream = streamed(client, messages, **kw)
+        assert stream["calls"] == [] and stream["content"] == whole.message.content
+        assert stream["reasons"] == [whole.finish_reason] and "<tool_call>" in stream["content"]
+    # the round trip streams too: the result goes back in, the answer streams as plain content
+    first = ask(client).choices[0].message
+    history = [*ASK, first.model_dump(exclude_none=True),
+               {"role": "tool", "tool_call_id": first.tool_calls[0].id, "content": "5"}]
+    answer = streamed(client, history)
+    assert answer["content"] == "The answer is 5." and answer["reasons"] == ["stop"] and answer["calls"] == []
+
+
+def test_a_server_without_tools_on_runs_no_tools(url: str) -> None:
+    with urllib.request.urlopen(f"{url}/v1/tools?conversation=c1", timeout=30) as response:
+        assert json.loads(response.read())["tools"] == []  # the page offers none
+    status, body = post(url, {"conversation": "c1", "name": "calculate", "arguments": {}}, "/v1/tools/call")
+    assert status == 404 and "tools=on" in body["error"]["message"]
 
 
 def test_bad_tool_turns_are_400s_naming_the_field(url: str) -> None:

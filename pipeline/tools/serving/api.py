@@ -24,9 +24,11 @@ from starlette.exceptions import HTTPException
 
 from pipeline.tools.serving.batcher import Batcher
 from pipeline.tools.serving.decode import Delta, Done, Event, Failed, Prompt, Row, TokenLogprob
+from pipeline.tools.serving.page_tools import add_tool_routes
 from pipeline.tools.serving.responses import Choice, Shape, TokenNames, error_body, sse
 from pipeline.tools.serving.schemas import ChatRequest, CompletionRequest, FieldError
 from pipeline.tools.serving.tool_calls import ToolReplies, template_turns, tool_support, uses_tools
+from pipeline.tools.serving.tool_stream import ToolStream
 from pipeline.train.model.templates import chat_text, prompt_ids
 
 # sequences (prompts x n) one request may ask for; each is a row of some batch
@@ -46,6 +48,8 @@ class Served:
     default_max_tokens: int = 256
     # read from the environment by the caller; None: no key needed
     api_key: str | None = None
+    # the run's own tools for the chat page (serving/page_tools.py); None: the page runs none
+    page_tools: Any = None
 
 
 class ApiError(Exception):
@@ -114,6 +118,7 @@ def create_app(served: Served) -> FastAPI:
         shape = Shape(served.model_id, chat=False, names=names, logprobs=body.logprob_count(), n=body.n)
         return await _answer(served, body, prompts, shape, "prompt", echoes)
 
+    add_tool_routes(v1, served.page_tools)
     app.include_router(v1)
 
     @app.get("/health")
@@ -202,6 +207,8 @@ async def _answer(served: Served, body: ChatRequest | CompletionRequest, prompts
 async def _stream(shape: Shape, events: _Events, rows: list[Row], choices: list[Choice],
                   include_usage: bool) -> AsyncIterator[str]:
     offsets = [0] * len(choices)
+    # with tools offered, content streams until a call may start; the calls go out as tool_call deltas at the end
+    tools = [ToolStream(shape.replies) for _ in choices] if shape.chat and shape.replies else None
 
     def piece(index: int, text: str, tokens: tuple[TokenLogprob, ...], **kw: Any) -> str:
         chunk = shape.chunk(index, text, tokens=tokens, offset=offsets[index], **kw)
@@ -218,6 +225,10 @@ async def _stream(shape: Shape, events: _Events, rows: list[Row], choices: list[
             index, event = await events.get()
             if isinstance(event, Prompt):
                 yield piece(index, choices[index].echo, event.logprobs)
+            elif isinstance(event, Delta) and tools:
+                text, tokens = tools[index].feed(event.text, event.logprobs)
+                if text:
+                    yield piece(index, text, tuple(tokens))
             elif isinstance(event, Delta):
                 yield piece(index, event.text, event.logprobs)
             elif isinstance(event, Failed):
@@ -226,7 +237,14 @@ async def _stream(shape: Shape, events: _Events, rows: list[Row], choices: list[
             else:
                 choices[index].done = event
                 open_choices -= 1
-                yield sse(shape.chunk(index, finish_reason=event.finish_reason))
+                reason = event.finish_reason
+                if tools:
+                    text, tokens, calls, reason = tools[index].finish(reason)
+                    if text:
+                        yield piece(index, text, tuple(tokens))
+                    for call in calls:
+                        yield sse(shape.tool_chunk(index, call))
+                yield sse(shape.chunk(index, finish_reason=reason))
         else:
             if include_usage:
                 yield sse(shape.usage_chunk(choices))

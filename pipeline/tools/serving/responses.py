@@ -151,6 +151,11 @@ class Shape:
             choice["text"] = text or ""
         return {**body, "choices": [choice]}
 
+    def tool_chunk(self, index: int, call: dict[str, Any]) -> dict[str, Any]:
+        """A streamed piece of one tool call: OpenAI's delta.tool_calls (serving/tool_stream.py)."""
+        choice = {"index": index, "finish_reason": None, "logprobs": None, "delta": {"tool_calls": [call]}}
+        return {**self._head("chat.completion.chunk"), "choices": [choice]}
+
     def usage_chunk(self, choices: list[Choice]) -> dict[str, Any]:
         body = self._head("chat.completion.chunk" if self.chat else "text_completion")
         return {**body, "choices": [], "usage": usage(choices, self.n)}

@@ -170,9 +170,6 @@ class ChatRequest(_Generation):
             raise FieldError("tool_choice", f"{self.tool_choice!r} is not supported: this server has no constrained "
                              "decoding, so it cannot force a tool call. Fix: tool_choice='auto' (the model decides; "
                              "ask for the call in the prompt) or 'none'")
-        if self.stream and self.offers_tools():
-            raise FieldError("stream", "streaming with tools is not supported: a tool call is parsed from the whole "
-                             "answer. Fix: stream=false, or tool_choice='none'")
 
     def offers_tools(self) -> bool:
         return bool(self.tools) and self.tool_choice != "none"

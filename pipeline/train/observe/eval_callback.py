@@ -28,6 +28,7 @@ from pipeline.config.derived import shards_weights
 from pipeline.config.plan import RunPlan
 from pipeline.rewards import build_reward_funcs, place_reward_models, score_completions
 from pipeline.train.checkpoint.saving import save_model_dir
+from pipeline.train.observe.episodes import eval_agent
 from pipeline.train.observe.heldout import heldout_records
 from pipeline.train.observe.pass_at_k import maj_at_k, pass_at_k
 
@@ -79,6 +80,8 @@ class EvalCallback(TrainerCallback):
         # {step, metric, value} of best/, once one is kept
         self.best: dict[str, Any] | None = None
         self.rewards = build_reward_funcs(plan.cfg.reward.terms) if plan.stage.rewards else ([], [])
+        # the run's tools, played as its rollouts play them (episodes.py); None: single-turn
+        self.agent = None
 
     def bind(self, trainer: Trainer, eval_prompts: Any) -> None:
         self.trainer = trainer
@@ -97,6 +100,7 @@ class EvalCallback(TrainerCallback):
                             self.every, self.plan.cfg.data.name, loss)
             return
         self.problems = eval_prompts.select(range(min(ev.limit or len(eval_prompts), len(eval_prompts))))
+        self.agent = eval_agent(self.plan.cfg, trainer.processing_class)
         tokens = len(self.problems) * (1 + ev.samples) * stage.eval_max_new_tokens
         say = log.warning if tokens > _SLOW_TOKENS else log.info
         say("evaluating every %d steps: %d held-out problems x (1 greedy + %d sampled) x %d new tokens = up to %d "
@@ -137,8 +141,13 @@ class EvalCallback(TrainerCallback):
         trainer, problems = self.trainer, self.problems
         records = heldout_records(trainer.model, trainer.processing_class, problems,
                                   max_new_tokens=cfg.stage.eval_max_new_tokens, batch_size=cfg.hw.eval_batch,
-                                  samples=cfg.eval.samples, temperature=cfg.eval.temperature)
+                                  samples=cfg.eval.samples, temperature=cfg.eval.temperature, agent=self.agent)
         metrics = {"accuracy": sum(r["correct"] for r in records) / len(records)}
+        if self.agent is not None:  # eval/tool_calls, eval/turns per episode; eval/env_reward where it scores
+            for key, name in (("tool_calls", "tool_calls"), ("turns", "turns"), ("reward", "env_reward")):
+                values = [r[key] for r in records if key in r]
+                if values:
+                    metrics[name] = sum(values) / len(values)
         if cfg.eval.samples:
             sampled, golds, k = [r["sampled"] for r in records], [r["answer"] for r in records], cfg.eval.samples
             metrics[f"pass@{k}"], metrics[f"maj@{k}"] = pass_at_k(sampled, golds), maj_at_k(sampled, golds)

@@ -2,6 +2,8 @@
 
 Measured before and after training (`stage_accuracy`, called by every stage) and on a finished run
 (python -m pipeline.tools.evaluate); the monitoring callback shows greedy completions through `generate_greedy`.
+A run with tools or an environment plays each problem as its rollouts did (episodes.py: multi-turn, the same tools
+under the same limits) unless eval.tools=false; the answer is read from the episode's last assistant turn.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pipeline.rewards.answer import is_correct
 from pipeline.train.levers.compact_decoding import compact_sample
 from pipeline.train.model.build import partitioned as is_sharded
 from pipeline.train.model.templates import chat_text
+from pipeline.train.observe.episodes import EvalAgent, episode_records, eval_agent
 from pipeline.train.runtime.fsdp2 import is_fsdp2, reshard
 
 log = logging.getLogger(__name__)
@@ -48,21 +51,33 @@ def heldout_accuracy(
     batch_size: int,
     predictions_path: Path | None = None,
     score: Callable[[str, str], bool] = is_correct,
+    agent: EvalAgent | None = None,
 ) -> Accuracy:
-    """Fraction of `problems` ({prompt: messages, answer}) whose greedy completion holds the right answer."""
+    """Fraction of `problems` ({prompt: messages, answer}) whose greedy completion (with `agent`: episode) holds
+    the right answer."""
     records = heldout_records(model, tokenizer, problems, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                              score=score)
+                              score=score, agent=agent)
     if predictions_path is not None:
         predictions_path.parent.mkdir(parents=True, exist_ok=True)
-        predictions_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        predictions_path.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
     return Accuracy(sum(r["correct"] for r in records), len(records))
 
 
 def heldout_records(model, tokenizer, problems: Dataset, *, max_new_tokens: int, batch_size: int,
                     score: Callable[[str, str], bool] = is_correct, samples: int = 0,
-                    temperature: float = 1.0) -> list[dict]:
+                    temperature: float = 1.0, agent: EvalAgent | None = None) -> list[dict]:
     """Per problem {prompt, answer, completion, correct}: the greedy completion, batched; with samples=k also
-    `sampled`: k sampled completions (the eval-during-training callback scores pass@k / maj@k from them)."""
+    `sampled`: k sampled completions (the eval-during-training callback scores pass@k / maj@k from them). With
+    `agent`, the greedy episode instead (plus trajectory, turns, tool_calls, tool_failures, the environment's
+    reward); a row without an answer (an environment's own task) is correct when that reward is positive."""
+    if agent is not None:
+        records = episode_records(model, tokenizer, problems, agent, batch_size=batch_size)
+        for i, r in enumerate(records):
+            r["correct"] = bool(score(r["completion"], r["answer"])) if "answer" in r else r.get("reward", 0) > 0
+            if samples:  # pass@k / maj@k stay single-turn (eval.tools' note)
+                r["sampled"] = generate_texts(model, tokenizer, [problems[i]["prompt"]], max_new_tokens, samples,
+                                              temperature)
+        return records
     records = []
     starts = range(0, len(problems), batch_size)
     for start in tqdm(starts, desc="evaluate", unit="batch", disable=len(starts) < 2):
@@ -116,20 +131,23 @@ def stage_accuracy(plan: RunPlan, model: PreTrainedModel, tokenizer: PreTrainedT
     # alone would hang, so all ranks generate the same problems (generate syncs their steps); rank 0 writes.
     cfg, writes = plan.cfg, plan.dir.writes
     partitioned = shards_weights(cfg) and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
-    if problems is None or not (writes or partitioned):
+    # an environment that writes its own prompts plays games, not the data's problems (agent.py drops them)
+    if problems is None or not (writes or partitioned) or cfg.env.placeholder_rows is not None:
         return None
     if phase == "before" and is_sharded(model):
         # loaded under zero.Init: no forward pass until the trainer's DeepSpeed engine gathers the shards
         log.info("held-out accuracy before training: not measured (ZeRO-3 weights are sharded until training)")
         return None
+    agent = eval_agent(cfg, tokenizer)
     acc = heldout_accuracy(
         model, tokenizer, problems,
         max_new_tokens=cfg.stage.eval_max_new_tokens, batch_size=cfg.hw.eval_batch,
-        predictions_path=plan.dir.samples / f"eval_{phase}.jsonl" if writes else None,
+        predictions_path=plan.dir.samples / f"eval_{phase}.jsonl" if writes else None, agent=agent,
     )
     if is_fsdp2(model):
         reshard(model)  # before the trainer builds its optimizer over the parameters
     if not writes:
         return None
-    log.info("held-out accuracy %s training: %.3f (%d/%d)", phase, acc.value, acc.correct, acc.total)
+    log.info("held-out accuracy %s training%s: %.3f (%d/%d)", phase, " with tools" if agent else "", acc.value,
+             acc.correct, acc.total)
     return acc
