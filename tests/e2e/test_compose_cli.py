@@ -15,7 +15,7 @@ from tests.helpers.runs import REPO, offline_env
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("stage=bogus", "stage=bogus: no such option (no conf/stage/bogus.yaml). Fix: one of chain, dpo"),
+        ("stage=bogus", "stage=bogus: no such option (no conf/stage/bogus.yaml). Fix: one of chain, distill, dpo"),
         ("stage.num_generation=4", "stage.num_generation: no such key in GRPOStageConfig. Fix: check the spelling"),
         ("stage.learning_rate=fast", "could not be converted to Float"),
         ("hw.precision=bf17", "expected one of [auto, fp32, bf16, fp16]"),
