@@ -29,6 +29,8 @@ OWNED = {
     "save_strategy": "stage.save_steps",
     "save_steps": "stage.save_steps",
     "save_total_limit": "checkpoint.keep",
+    # on under zero=fsdp2 (its optimizer state goes in our own torch distributed checkpoint)
+    "save_only_model": "zero (fsdp2 sets it)",
     "include_num_input_tokens_seen": "the stage table (counts_tokens)",
     "report_to": "logging.report_to",
     "run_name": "run_id",

@@ -19,19 +19,25 @@ from tests.helpers.scripted_tools import expected_correct, scripted_bisection, s
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
 
 
+def scripted_run(tmp_path, monkeypatch, script, *extra: str):
+    """A finished 2-step GRPO run of the tiny model (qwen2.5 template) whose `generate` plays `script`."""
+    monkeypatch.setattr(Qwen3ForCausalLM, "generate", script(AutoTokenizer.from_pretrained(TOKENIZER)))
+    run_dir = tmp_path / "run"
+    overrides = [*TINY, "stage.batch_size=4", "stage.num_generations=4", "model.chat_template=qwen2.5", *extra,
+                 f"output_dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    from pipeline.train.stages import run_stage
+
+    run_stage(plan_run(compose_config(overrides), run_dir))
+    return run_dir
+
+
 def jsonl(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_held_out_accuracy_runs_the_tools_in_training_and_in_evaluate(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(Qwen3ForCausalLM, "generate", scripted_generate(AutoTokenizer.from_pretrained(TOKENIZER)))
-    run_dir = tmp_path / "run"
-    overrides = [*TINY, "stage.batch_size=4", "stage.num_generations=4", "model.chat_template=qwen2.5",
-                 "env=calculator", "stage.max_completion_length=160", "eval.every_steps=1",
-                 f"output_dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
-    from pipeline.train.stages import run_stage
-
-    run_stage(plan_run(compose_config(overrides), run_dir))
+    run_dir = scripted_run(tmp_path, monkeypatch, scripted_generate, "env=calculator",
+                           "stage.max_completion_length=160", "eval.every_steps=1")
 
     before = jsonl(run_dir / "samples" / "eval_before.jsonl")
     firsts = [int(re.search(r"What is (\d+) \+", r["prompt"]).group(1)) for r in before]
@@ -66,14 +72,8 @@ def test_held_out_accuracy_runs_the_tools_in_training_and_in_evaluate(tmp_path, 
 
 
 def test_an_environment_run_is_evaluated_on_held_out_games(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(Qwen3ForCausalLM, "generate", scripted_bisection(AutoTokenizer.from_pretrained(TOKENIZER)))
-    run_dir = tmp_path / "run"
-    overrides = [*TINY, "stage.batch_size=4", "stage.num_generations=4", "model.chat_template=qwen2.5",
-                 "env=guess_number", "env.placeholder_rows=8", "stage.max_completion_length=600",
-                 f"output_dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
-    from pipeline.train.stages import run_stage
-
-    run_stage(plan_run(compose_config(overrides), run_dir))
+    run_dir = scripted_run(tmp_path, monkeypatch, scripted_bisection, "env=guess_number", "env.placeholder_rows=8",
+                           "stage.max_completion_length=600")
     # the data group's arithmetic problems are not the game's task: no accuracy before or after
     assert json.loads((run_dir / "summary.json").read_text())["accuracy_before"] is None
 
