@@ -1,6 +1,6 @@
 """Benchmark harness: our pipeline vs a plain-TRL baseline on the same workload, measured in the same run.
 
-    python bench/run.py grpo_cpu [--repeats 2] [--steps N]
+    python bench/run.py grpo_cpu [--repeats 2] [--steps N] [--set hw.precision=bf16]
 
 Each side runs as its own process, alternating (ours, baseline, ours, baseline, ...) so drift in machine load hits
 both. Throughput comes from what TRL logs on both sides (TensorBoard scalars); peak memory is the child's max RSS
@@ -10,6 +10,7 @@ on CPU (os.wait4) or torch.cuda.max_memory_allocated on GPU. Prints one table, s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -85,6 +86,9 @@ def main() -> None:
     parser.add_argument("case", choices=sorted([*CASES, "zero3_load", "fsdp2_load"]))
     parser.add_argument("--repeats", type=int, default=2, help="pairs of runs; medians are reported")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the case's)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides added to both sides (e.g. hw.precision=bf16: the baseline then loads bf16 "
+                             "weights and passes bf16=True, as a TRL user would); named in the result file")
     parser.add_argument("--model", default="qwen2.5_0.5b_shape",
                         help="zero3_load / fsdp2_load only: the model preset loaded")
     args = parser.parse_args()
@@ -99,6 +103,10 @@ def main() -> None:
         save(fsdp2_load.main(args.model, args.steps or 3))
         return
     case = CASES[args.case]
+    if args.set:
+        suffix = "-".join(v.split("=")[-1] for v in args.set)
+        case = dataclasses.replace(case, name=f"{case.name}-{suffix}", ours=[*case.ours, *args.set],
+                                   notes=f"{case.notes}; {' '.join(args.set)}")
     if case.needs_cuda and not _has_cuda():
         print(f"{case.name}: skipped, needs CUDA and none is visible")
         return

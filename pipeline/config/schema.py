@@ -2,9 +2,8 @@
 
 The schema dataclass owns types and defaults; YAML options under conf/ override only what differs. Because each
 group node is typed, a typo'd key, a wrong type or an unknown enum value fails while Hydra composes, before
-anything heavy is imported. Rules that involve more than one field live in `pipeline.config.checks`.
-
-This module must stay light: it is imported by `run.py` before torch or transformers.
+anything heavy is imported. Rules that involve more than one field live in `pipeline.config.checks`. This module
+must stay light: it is imported by `run.py` before torch or transformers.
 """
 
 from __future__ import annotations
@@ -144,14 +143,16 @@ class HwConfig(Schema):
     precision: Precision = Precision.fp32
     # Sequences per forward/backward on one device; accumulation covers the rest of stage.batch_size.
     micro_batch: int = 8
-    # Recompute activations in backward: less memory, ~30% more compute.
+    # Recompute activations in backward (less memory, ~30% more compute).
     gradient_checkpointing: bool = False
-    # Problems generated at once during held-out evaluation.
-    eval_batch: int = 50
-    # GRPO generation speed-ups that sample the same distribution (levers/merged_lora.py, fast_sampling.py): generate
-    # through LoRA merged into a copy of the weights; inverse-CDF sampling instead of torch.multinomial.
+    eval_batch: int = 50  # problems generated at once in held-out evaluation
+    # GRPO sampling, the same distribution: through LoRA merged into a weight copy; inverse-CDF (levers/*.py)
     merge_lora_for_generation: bool = False
     fast_sampling: bool = False
+    # bf16 on CPU (levers/bf16_frozen.py): frozen Linear weights held in bf16 while training, cast once (the same
+    # numbers); bf16_sampling: GRPO samples on them under autocast too (else on the fp32 originals)
+    bf16_frozen_weights: bool = True
+    bf16_sampling: bool = False
     # TRL's fused LM head on CPU scores only the labelled positions and folds its vocabulary tiles in place: the
     # same log-probs, entropies and gradients, 2-5x cheaper (pipeline/train/levers/lean_lm_head.py); no effect on CUDA.
     lean_lm_head: bool = True
@@ -168,7 +169,7 @@ class HwConfig(Schema):
     launcher: Launcher = Launcher.accelerate
     # DeepSpeed hostfile ("host slots=N" lines) for multi-node runs; relative to the repo root or absolute.
     hostfile: str | None = None
-    # Rendezvous of rank 0 for multi-node accelerate/torchrun; overridden by MASTER_ADDR / MASTER_PORT.
+    # Rank 0's rendezvous (multi-node accelerate/torchrun); MASTER_ADDR / MASTER_PORT override it.
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
     # A rank that waits longer than this on the others (a collective they never join) fails, naming itself and
@@ -193,8 +194,7 @@ class ZeroConfig(Schema):
 
 @dataclass
 class CheckpointConfig(Schema):
-    # Complete checkpoints kept in <run>/checkpoints (the oldest are deleted); 0 keeps all. The save interval is
-    # stage.save_steps.
+    # Complete checkpoints kept in <run>/checkpoints (oldest deleted); 0 keeps all. Interval: stage.save_steps.
     keep: int = 2
     # SIGTERM/SIGINT finish the current step, save a checkpoint and exit (Slurm sends SIGTERM before killing).
     save_on_signal: bool = True

@@ -5,7 +5,7 @@ gives TRL's numbers (same distribution where it samples; tests/train/levers/ com
 
 | seam (TRL's)                            | levers                                                              |
 |-----------------------------------------|---------------------------------------------------------------------|
-| `_generate_single_turn` (one generation) | merged_lora, fast_sampling, prefill_once, compact_decoding           |
+| `_generate_single_turn` (one generation) | bf16_frozen, merged_lora, fast_sampling, prefill_once, compact_decoding |
 | `compute_loss` (a training micro-batch)  | trim_padding                                                        |
 | `_prepare_inputs` (micro-batch split)    | shared_prefix: whole groups per micro-batch                         |
 | `_get_per_token_logps_and_entropies`     | shared_prefix: each prompt forwarded once per group                 |
@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from trl import GRPOTrainer
 
+from pipeline.train.levers.bf16_frozen import bf16_sampling, full_precision, holds_bf16
 from pipeline.train.levers.compact_decoding import drop_finished_rows
 from pipeline.train.levers.fast_sampling import inverse_cdf_sampling
 from pipeline.train.levers.merged_lora import mergeable, merged_lora
@@ -61,6 +62,7 @@ class GRPOLevers:
 
     merge_lora: bool = False
     fast_sampling: bool = False
+    bf16_sampling: bool = False
     shared_prefix: bool = False
     prefill_once: bool = False
     drop_finished_rows: bool = False
@@ -178,6 +180,12 @@ class LeveredGRPOTrainer(GRPOTrainer):
     def _generation_levers(self) -> ExitStack:
         stack, levers = ExitStack(), self.levers
         model = self.accelerator.unwrap_model(self.model)
+        # bf16-held frozen weights (levers/bf16_frozen.py): sampling on them under autocast, or on the fp32
+        # originals (TRL generates outside autocast); either before the merge, which then merges into their copies
+        if levers.bf16_sampling and holds_bf16(model):
+            stack.enter_context(bf16_sampling(model))
+        else:
+            stack.enter_context(full_precision(model))
         if levers.merge_lora:
             stack.enter_context(merged_lora(model))
         if levers.fast_sampling:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from pipeline.envs.registry import Agent, AgentSpec, build_agent
+from pipeline.train.levers.bf16_frozen import full_precision
 
 
 @dataclass
@@ -203,8 +204,9 @@ def _generate(model: Any, tokenizer: Any, episodes: list[Episode], budget: int) 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = torch.tensor([[pad] * (width - len(row)) + row for row in inputs], device=model.device)
     mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in inputs], device=model.device)
-    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(max(room), 1), do_sample=False,
-                         temperature=None, top_p=None, top_k=None, pad_token_id=pad)
+    with full_precision(model):  # no autocast here: the fp32 weights, not bf16 copies held while training
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(max(room), 1), do_sample=False,
+                             temperature=None, top_p=None, top_k=None, pad_token_id=pad)
     eos = set(_eos_ids(model, tokenizer))
     replies = []
     for row, limit in zip(out[:, width:].tolist(), room, strict=True):

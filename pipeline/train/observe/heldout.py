@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from pipeline.config.derived import shards_weights
 from pipeline.config.plan import RunPlan
 from pipeline.rewards.answer import is_correct
+from pipeline.train.levers.bf16_frozen import full_precision
 from pipeline.train.levers.compact_decoding import compact_sample
 from pipeline.train.model.build import partitioned as is_sharded
 from pipeline.train.model.templates import chat_text
@@ -113,7 +114,7 @@ def generate_texts(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
         "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     try:
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.no_grad():
+        with torch.no_grad(), full_precision(model):
             # answered problems leave the batch (the trained model answers in a few tokens, the rest run on)
             out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                  custom_generate=compact_sample, **decoding)

@@ -37,7 +37,7 @@ def run_dpo(plan: RunPlan) -> dict[str, Any]:
         precompute_ref_log_probs=precompute_reference(cfg, prep.data.train, plan.world_size),
     ))
     trainer = SharedPrefixDPOTrainer(args=args, shared_prefix=cfg.stage.shared_prefix, **trainer_inputs(plan, prep))
-    train(plan, trainer, prep)
+    train(plan, trainer, prep, bf16_frozen=True)
     return finish(plan, trainer, prep)
 
 

@@ -20,6 +20,7 @@ from pipeline.train.checkpoint.disk import checkpoint_bytes, checkpoint_writes, 
 from pipeline.train.checkpoint.fsdp2 import Fsdp2Checkpoint
 from pipeline.train.checkpoint.resume import SignalCheckpoint, already_done, load_finished
 from pipeline.train.checkpoint.saving import save_model_dir
+from pipeline.train.levers.bf16_frozen import frozen_bf16, holds_frozen_bf16
 from pipeline.train.levers.lean_lm_head import lean_lm_head
 from pipeline.train.observe.console import console, end_block, install_console
 from pipeline.train.observe.eval_callback import best_checkpoint
@@ -34,8 +35,10 @@ from pipeline.train.stages.trl_args import trl_args
 log = logging.getLogger(__name__)
 
 
-def train(plan: RunPlan, trainer: Trainer, prep: Prepared) -> None:
-    """trainer.train(), resumed when asked; exits with 128+signal after a SIGTERM/SIGINT checkpoint."""
+def train(plan: RunPlan, trainer: Trainer, prep: Prepared, *, bf16_frozen: bool = False) -> None:
+    """trainer.train(), resumed when asked; exits with 128+signal after a SIGTERM/SIGINT checkpoint. `bf16_frozen`:
+    the trainer runs every training forward under autocast, so frozen weights may be held in bf16 (distill's
+    loss calls the backbone outside it)."""
     cfg, run_dir = plan.cfg, plan.run_dir
     checkpoint = prep.checkpoint
     release_shared_memory_names()
@@ -52,7 +55,8 @@ def train(plan: RunPlan, trainer: Trainer, prep: Prepared) -> None:
     if plan.dir.writes:  # early, with the numbers: not at the first checkpoint, minutes or hours in
         warn_if_short(run_dir, needed_bytes(model_bytes, optimizer_bytes, cfg.stage.save_steps, cfg.max_steps,
                                             cfg.checkpoint.keep))
-    with checkpoint_writes(run_dir, model_bytes + optimizer_bytes), lean_lm_head(cfg.hw.lean_lm_head):
+    with checkpoint_writes(run_dir, model_bytes + optimizer_bytes), lean_lm_head(cfg.hw.lean_lm_head), \
+            frozen_bf16(trainer.model if bf16_frozen and holds_frozen_bf16(cfg) else None):
         trainer.train(resume_from_checkpoint=checkpoint)
     stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, SignalCheckpoint)), None)
     if stopper is not None and stopper.received is not None:

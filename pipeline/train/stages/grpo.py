@@ -45,6 +45,7 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
         **({"max_tool_calling_iterations": agent.max_tool_calling_iterations} if agent else {}),
     ))
     levers = GRPOLevers(merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
+                        bf16_sampling=cfg.hw.bf16_sampling,
                         shared_prefix=stage.shared_prefix, prefill_once=stage.prefill_once,
                         drop_finished_rows=stage.drop_finished_rows,
                         zero_std_groups=stage.zero_std_groups.value, resample_tries=stage.resample_tries)
@@ -55,7 +56,7 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
     if agent and agent.trainer_kwargs.get("environment_factory"):
         # before CheckpointCallback, whose marker lists the checkpoint's files
         trainer.callback_handler.callbacks.insert(0, EnvironmentState(prep.checkpoint))
-    train(plan, trainer, prep)
+    train(plan, trainer, prep, bf16_frozen=True)
     # summary.json: every tool's calls, failures, timeouts and truncated results over the run; groups skipped and
     # resampled (stage.zero_std_groups)
     extra = {"tools": agent.stats.summary()} if agent else {}

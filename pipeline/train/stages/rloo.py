@@ -40,5 +40,5 @@ def run_rloo(plan: RunPlan) -> dict[str, Any]:
     ))
     trainer = RLOOTrainer(args=args, reward_funcs=reward_funcs, **trainer_inputs(plan, prep))
     place_reward_models(reward_funcs, trainer.accelerator.device)
-    train(plan, trainer, prep)
+    train(plan, trainer, prep, bf16_frozen=True)
     return finish(plan, trainer, prep)
