@@ -48,6 +48,10 @@ def run(cfg: DictConfig, plan: RunPlan, overrides: list[str]) -> None:
     # A dry run prints and stops; a multi-process profile started plainly re-launches through its launcher.
     if not dispatch(cfg, plan, overrides):
         hide_unused_libraries(plan, sweep=in_sweep())  # before TRL: no deepspeed/bitsandbytes a run does not use
+        if not plan.steps:  # a missing file or a bad row fails now, not after torch and TRL have loaded
+            from pipeline.data.early import load_early
+
+            load_early(plan.cfg.data, plan.cfg.stage.name, plan.cfg.seed)
         from pipeline.train.stages import run_stage  # why: torch and TRL load only when a stage really runs
         run_stage(plan)
 

@@ -5,6 +5,7 @@ and 2 gloo ranks under ZeRO-2 and ZeRO-3 (the teacher sharded). Real TRL trainer
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -29,8 +30,11 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_distill_runs_from_a_tiny_teacher(teacher: Path, tmp_path: Path, model_cache: Path) -> None:
     run_dir = tmp_path / "run"
     proc = run_pipeline([*DISTILL, *TINY, f"stage.teacher={teacher}", "eval.every_steps=1", f"output_dir={run_dir}",
-                         f"paths.cache_dir={model_cache}"], cwd=tmp_path)
+                         "logging.samples_every=2", f"paths.cache_dir={model_cache}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # the completions table at step 2: it used to crash at the first sample step (distill keeps no rewards)
+    steps = {json.loads(line)["step"] for line in (run_dir / "samples" / "completions.jsonl").open()}
+    assert steps == {2}
     assert "same tokenizer as the student (49152 tokens" in proc.stdout + proc.stderr
     check_run_dir(run_dir, "distill", 2, model_cache)
     logged = scalars(run_dir)

@@ -37,7 +37,11 @@ def tool(tmp: Path, name: str, *args: str) -> subprocess.CompletedProcess:
 def test_bad_data_row(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(GOOD) + "\n{oops\n")
-    assert_user_error(run(tmp_path, "data=jsonl", f"data.path={path}"), f"{path}:2: malformed JSON", "Fix:")
+    proc = run(tmp_path, "data=jsonl", f"data.path={path}", PYTHONPROFILEIMPORTTIME="1")
+    assert_user_error(proc, f"{path}:2: malformed JSON", "Fix:")
+    # read before torch, TRL and peft are imported (pipeline/data/early.py): a second, not 7-10 s of imports
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+    assert "pipeline.data.loader" in imported and not imported & {"torch", "trl", "peft", "transformers"}
 
 
 def test_missing_data_file(tmp_path: Path) -> None:

@@ -157,7 +157,9 @@ class CompletionsCallback(TrainerCallback):
                 self.writer.add_scalar(key, value, state.global_step)
         if state.global_step % self.every:
             return
-        rows = self._sampled_rows(sampled) if sampled is not None else self._greedy_rows()
+        # a trainer that keeps no sampled batch (or an empty one: distillation without TRL's log_completions) gets
+        # greedy completions of held-out prompts instead
+        rows = self._sampled_rows(sampled) if sampled and len(sampled.get("prompt", ())) else self._greedy_rows()
         if not rows or not self.write:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,8 +172,9 @@ class CompletionsCallback(TrainerCallback):
 
     def _sampled_rows(self, logs: dict[str, Any]) -> list[dict[str, Any]]:
         n = min(self.shown, len(logs["prompt"]))
-        rewards = {name: list(values) for name, values in logs["rewards"].items()}
-        advantages = list(logs["advantages"])
+        # distillation's batch (stage.trl.log_completions=true) has no rewards or advantages
+        rewards = {name: list(values) for name, values in logs.get("rewards", {}).items()}
+        advantages = list(logs.get("advantages", []))
         rows = [
             {"prompt": _text(logs["prompt"][i]), "completion": _completion_text(logs["completion"][i]),
              "rewards": {name: values[i] for name, values in rewards.items() if i < len(values)},

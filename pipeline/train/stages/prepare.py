@@ -18,7 +18,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from pipeline.config.enums import OnBadRow
 from pipeline.config.frozen import thawed
 from pipeline.config.plan import RunPlan
-from pipeline.data.loader import StageData, load_stage_data
+from pipeline.data.early import stage_data
+from pipeline.data.loader import StageData
 from pipeline.train.checkpoint.changes import check_resume_changes
 from pipeline.train.checkpoint.resume import resolve_resume
 from pipeline.train.model.build import build_model, check_device, explain_load_error, load_tokenizer, model_dir
@@ -64,7 +65,7 @@ def prepare(plan: RunPlan) -> Prepared:
         check_resume_changes(checkpoint, OmegaConf.to_container(OmegaConf.create(config_text)),
                              cfg.checkpoint.allow_changes)
     plan.dir.write_text(plan.dir.config, config_text)
-    data = load_stage_data(cfg.data, cfg.stage.name, cfg.seed)
+    data = stage_data(cfg.data, cfg.stage.name, cfg.seed)  # read before torch by run.py, or now
     log.info("data %s: %d training rows%s", cfg.data.name, len(data.train),
              f", {len(data.eval_prompts)} held-out problems" if data.eval_prompts is not None else "")
     check_device(cfg.hw)
