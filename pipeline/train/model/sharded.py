@@ -14,13 +14,16 @@ whole model); a partitioned model cannot run a forward pass until the trainer's 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from transformers import PreTrainedModel, TrainingArguments
+from transformers import PreTrainedModel, TrainerCallback, TrainingArguments
 
 from pipeline.config.derived import fsdp2
 from pipeline.config.enums import QuantMethod
 from pipeline.config.plan import RunPlan
+
+log = logging.getLogger(__name__)
 
 
 def sharded_loading(plan: RunPlan, args: dict[str, Any]) -> TrainingArguments | None:
@@ -30,7 +33,8 @@ def sharded_loading(plan: RunPlan, args: dict[str, Any]) -> TrainingArguments | 
     cfg = plan.cfg
     if fsdp2(cfg):  # FSDP2 shards as it loads (model/fsdp2.py): the process group must exist first
         return TrainingArguments(**args)
-    # 4-bit / 8-bit weights are never partitioned by zero.Init (and quant x ZeRO-3 is refused by validation).
+    # transformers never loads 4-bit / 8-bit weights under zero.Init: each rank loads the (small) quantized base
+    # whole and DeepSpeed partitions it when its engine starts (QuantizedShare logs the share then).
     if plan.ds_config is None or cfg.zero.stage < 3 or cfg.quant.method != QuantMethod.none:
         return None
     # The model is already in the cache (prepare() converts random/GGUF sources before any process group or
@@ -42,3 +46,13 @@ def shard_share(model: PreTrainedModel) -> tuple[int, int]:
     """(weight elements this rank holds, elements of the whole model) of a model loaded under zero.Init."""
     params = [p for p in model.parameters() if hasattr(p, "ds_id")]
     return sum(p.ds_tensor.numel() for p in params), sum(p.ds_numel for p in params)
+
+
+class QuantizedShare(TrainerCallback):
+    """Under ZeRO-3 with quant=nf4|int8: logs, once DeepSpeed's engine has partitioned the whole-loaded base, the
+    share this rank holds (the quantized counterpart of prepare()'s "ZeRO-3 sharded load" line)."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None and any(hasattr(p, "ds_id") for p in model.parameters()):
+            log.info("ZeRO-3 partitioned the quantized base as its engine started: this rank holds %d of %d weight "
+                     "elements", *shard_share(model))

@@ -13,13 +13,14 @@ from typing import Any
 from transformers import TrainerCallback, TrainingArguments
 
 from pipeline.config.derived import fsdp2, shards_weights
-from pipeline.config.enums import Device, Precision
+from pipeline.config.enums import Device, Precision, QuantMethod
 from pipeline.config.frozen import thawed
 from pipeline.config.peft_checks import MUTATING
 from pipeline.config.plan import RunPlan
 from pipeline.train.checkpoint.fsdp2 import Fsdp2Checkpoint
 from pipeline.train.checkpoint.peft_init import InitialAdapter
 from pipeline.train.checkpoint.resume import CheckpointCallback, SignalCheckpoint
+from pipeline.train.model.sharded import QuantizedShare
 from pipeline.train.observe.eval_callback import eval_callbacks
 from pipeline.train.observe.health import health_family
 from pipeline.train.observe.monitoring import CompletionsCallback, build_callbacks, wandb_env
@@ -109,6 +110,8 @@ def callbacks(plan: RunPlan) -> list[TrainerCallback]:
         found.insert(1, Fsdp2Checkpoint())
     if cfg.checkpoint.save_on_signal:
         found.append(SignalCheckpoint())
+    if plan.ds_config is not None and cfg.zero.stage >= 3 and cfg.quant.method != QuantMethod.none:
+        found.append(QuantizedShare())
     if cfg.peft.init in MUTATING:  # PiSSA / OLoRA: final/ is converted onto the original base from this
         found.append(InitialAdapter(plan.dir))
     if plan.dir.writes:
