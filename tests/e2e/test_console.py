@@ -14,7 +14,8 @@ LINE = re.compile(r"^step (\d+)/3 \| loss \S+ \| reward [\d.]+ \(correctness [\d
                   r"[\d.]+ s/step \| ETA \d+(m\d\ds)?s? \| [\d,]+ tok/s$")
 NOISE = ("Setting accelerator to CPU",  # deepspeed imported by a run without DeepSpeed
          "gemm_4bit_forward",  # bitsandbytes imported by a run without quantization
-         "`gradient_checkpointing` is deprecated")  # our own TrainingArguments argument
+         "`gradient_checkpointing` is deprecated",  # our own TrainingArguments argument
+         "`is_gradient_checkpointing` is deprecated")  # read by peft when it wraps the model in LoRA
 
 
 def test_tiny_grpo_console(tmp_path: Path, model_cache: Path) -> None:

@@ -20,6 +20,7 @@ import importlib.util
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,10 @@ from pipeline.train.model.fsdp2 import fsdp2_load_kwargs
 from pipeline.train.model.templates import configure_chat_template
 
 log = logging.getLogger(__name__)
+
+# peft (PeftModel's constructor) and TRL's generation helper read transformers 5's renamed `is_gradient_checkpointing`
+# property, and each read warns FutureWarning: nothing a user can change. Only that one message is ignored.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 DTYPES = {Precision.fp32: torch.float32, Precision.bf16: torch.bfloat16, Precision.fp16: torch.float32}
 
