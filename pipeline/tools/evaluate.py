@@ -6,6 +6,10 @@
     python -m pipeline.tools.evaluate outputs/grpo/RUN which=best       # <run>/best/ (eval.every_steps=N runs)
     python -m pipeline.tools.evaluate outputs/grpo/RUN harness=pipeline_heldout compare=base   # lm-eval tasks
     python -m pipeline.tools.evaluate outputs/grpo/RUN compare=base tools=off   # a tool run, without its tools
+    python -m pipeline.tools.evaluate outputs/sft_then_grpo/RUN/2_grpo compare=model   # vs model= itself
+
+compare=base is the weights the run started from, init_from merged (for a chain's step: the step before it);
+compare=model is the run's model option alone, where a chain began.
 
 A run trained with tools or an environment is evaluated as its rollouts ran (tools=on, its default): each problem
 is an episode with the run's tools under the env group's limits (pipeline/train/observe/episodes.py); eval.json
@@ -34,7 +38,7 @@ from pipeline.tools.tuned import RunDirError, final_dir, load_tuned, load_untune
 from pipeline.train.observe.episodes import eval_agent, has_tools
 from pipeline.train.observe.heldout import heldout_records
 
-# ---- CLI: python -m pipeline.tools.evaluate RUN_DIR [compare=base|RUN_DIR] [limit=N] ... ---------------------
+# ---- CLI: python -m pipeline.tools.evaluate RUN_DIR [compare=base|model|RUN_DIR] [limit=N] ... ---------------------
 
 OPTIONS = {"compare": str, "limit": int, "max_new_tokens": int, "batch_size": int, "eval_path": str, "out": str,
            "which": str, "tools": str, "harness": str, "harness.include_path": str, "harness.gsm8k": str,
@@ -52,6 +56,8 @@ def model_loaders(run_dir: Path, cfg, which: str, compare: str | None) -> dict:
     loaders = {"tuned" if which == "final" else which: lambda: load_tuned(run_dir, cfg, which)}
     if compare == "base":
         loaders = {"base": lambda: load_untuned(run_dir, cfg), **loaders}
+    elif compare == "model":  # without init_from: a chain step's base is the step before, not the model it began at
+        loaders = {"model": lambda: load_untuned(run_dir, replace(cfg, init_from=None)), **loaders}
     elif compare:
         loaders[Path(compare).name] = lambda: load_tuned(Path(compare))
     return loaders

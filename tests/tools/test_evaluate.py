@@ -49,3 +49,20 @@ def test_mcq_scoring_and_csv_predictions(tmp_path: Path) -> None:
         "prompt,answer,tuned_completion,tuned_correct", "q,B,B,True"
     ]
     assert (tmp_path / "eval.json").exists()
+
+
+def test_compare_model_is_the_model_option_without_init_from(lora_run: Path, tmp_path: Path) -> None:
+    # a step that began from lora_run's adapter (as a chain's GRPO step begins from its SFT step)
+    step = tmp_path / "2_grpo"
+    step.mkdir()
+    config = (lora_run / "config.yaml").read_text()
+    assert "\ninit_from: null\n" in config
+    (step / "config.yaml").write_text(config.replace("\ninit_from: null\n", f"\ninit_from: {lora_run / 'final'}\n"))
+    (step / "final").symlink_to(lora_run / "final")
+    proc = run_tool("evaluate", str(step), "compare=model", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = jsonl(step / "eval" / "predictions.jsonl")
+    before = jsonl(lora_run / "samples/eval_before.jsonl")
+    # model= alone: the untrained model's completions, not those of the adapter the step began from
+    assert [r["model_completion"] for r in rows] == [r["completion"] for r in before]
+    assert any(r["model_completion"] != r["tuned_completion"] for r in rows)
