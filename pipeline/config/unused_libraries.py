@@ -22,12 +22,13 @@ import sys
 from pipeline.config.enums import QuantMethod
 from pipeline.config.logs import hide_unrequested_wandb
 from pipeline.config.plan import RunPlan
+from pipeline.config.schema import RunConfig
 
 # transformers' optimizer names served by bitsandbytes (adamw_bnb_8bit, paged_adamw_32bit, lion_8bit, ademamix...)
 _BNB_OPTIMS = ("bnb", "8bit", "paged", "lion", "ademamix")
 
 
-def _hide(name: str) -> None:
+def hide(name: str) -> None:
     if name not in sys.modules:  # already imported (a test, an earlier stage): nothing to keep out
         sys.modules[name] = None  # type: ignore[assignment]
 
@@ -37,12 +38,14 @@ def uses_deepspeed(plan: RunPlan) -> bool:
     return accelerate_says or any(p.ds_config is not None for p in (plan, *plan.steps))
 
 
-def uses_bitsandbytes(plan: RunPlan) -> bool:
-    def wants(p: RunPlan) -> bool:
-        optim = str(getattr(p.cfg.stage, "optim", ""))  # a chain's own stage node has no optimizer
-        return p.cfg.quant.method != QuantMethod.none or any(k in optim for k in _BNB_OPTIMS)
+def wants_bitsandbytes(cfg: RunConfig) -> bool:
+    """A quantized base, or one of bitsandbytes' 8-bit/paged optimizers (a chain's own stage node has none)."""
+    optim = str(getattr(cfg.stage, "optim", ""))
+    return cfg.quant.method != QuantMethod.none or any(k in optim for k in _BNB_OPTIMS)
 
-    return any(wants(p) for p in (plan, *plan.steps))
+
+def uses_bitsandbytes(plan: RunPlan) -> bool:
+    return any(wants_bitsandbytes(p.cfg) for p in (plan, *plan.steps))
 
 
 def hide_unused_libraries(plan: RunPlan, sweep: bool = False) -> None:
@@ -52,6 +55,6 @@ def hide_unused_libraries(plan: RunPlan, sweep: bool = False) -> None:
     if sweep:
         return
     if not uses_deepspeed(plan):
-        _hide("deepspeed")
+        hide("deepspeed")
     if not uses_bitsandbytes(plan):
-        _hide("bitsandbytes")
+        hide("bitsandbytes")

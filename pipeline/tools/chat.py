@@ -31,6 +31,7 @@ import torch
 
 from pipeline.config.user_errors import reported
 from pipeline.tools.chat_tools import ChatTools, ChatToolsError, answer, run_tools
+from pipeline.tools.lean_start import keep_unused_libraries_out
 from pipeline.tools.options import flag, on_off, parse_options
 from pipeline.tools.serve import run_server
 from pipeline.tools.tuned import RunDirError, load_model_or_run
@@ -124,5 +125,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    keep_unused_libraries_out(sys.argv[1:])  # before the model libraries load: no bitsandbytes a run did not use
     with reported():  # a user error: one block on stderr, exit 2
         main()

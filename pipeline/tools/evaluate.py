@@ -27,12 +27,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from pipeline.config.run_dir import RunDir, write_json_atomic
 from pipeline.config.user_errors import reported
 from pipeline.data.loader import load_stage_data
+from pipeline.tools.lean_start import keep_unused_libraries_out
 from pipeline.tools.options import parse_options
 from pipeline.tools.tuned import RunDirError, final_dir, load_tuned, load_untuned, run_config
 from pipeline.train.observe.episodes import eval_agent, has_tools
@@ -192,5 +194,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    keep_unused_libraries_out(sys.argv[1:])  # before the model libraries load: no bitsandbytes a run did not use
     with reported():  # a user error: one block on stderr, exit 2
         main()

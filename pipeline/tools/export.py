@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import torch
-from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline.config.enums import QuantMethod
 from pipeline.config.run_dir import RunDir, replacing
 from pipeline.config.user_errors import UserError, reported
 from pipeline.tools.gguf_export import GGUFExportError, write_gguf
+from pipeline.tools.lean_start import keep_unused_libraries_out
 from pipeline.tools.tuned import RunDirError, final_dir, is_adapter, load_base, run_config
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def export_run(run_dir: Path, out: Path | None = None, force: bool = False, whic
             # transformers replaces the bitsandbytes layers by plain Linear layers holding the dequantized weights.
             base = base.dequantize()
             base.to(torch.float32)
+        from peft import PeftModel  # why: peft imports bitsandbytes, kept out of the process when unused
+
         model = PeftModel.from_pretrained(base, str(final)).merge_and_unload()
     else:
         model = AutoModelForCausalLM.from_pretrained(str(final), dtype=torch.float32)
@@ -91,5 +94,6 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    keep_unused_libraries_out(sys.argv[1:])  # before the model libraries load: no bitsandbytes a run did not use
     with reported():  # a user error: one block on stderr, exit 2
         main()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.user_errors import reported
+from pipeline.tools.lean_start import keep_unused_libraries_out
 from pipeline.tools.options import on_off, parse_options
 
 if TYPE_CHECKING:
@@ -147,5 +148,6 @@ def _numeric(name: str) -> bool:
 
 
 if __name__ == "__main__":
+    keep_unused_libraries_out(sys.argv[1:])  # before the model libraries load: no bitsandbytes a run did not use
     with reported():  # a user error: one block on stderr, exit 2
         main()

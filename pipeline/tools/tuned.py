@@ -9,7 +9,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline.config.run_dir import RunDir, partial_of
@@ -56,6 +55,8 @@ def load_tuned(run_dir: Path, cfg: RunConfig | None = None, which: str = "final"
     final = final_dir(run_dir, which)
     tokenizer = AutoTokenizer.from_pretrained(str(final))
     if is_adapter(final):
+        from peft import PeftModel  # why: peft imports bitsandbytes; a tool's main keeps that out when unused
+
         model = PeftModel.from_pretrained(load_base(cfg), str(final))
     else:
         model = AutoModelForCausalLM.from_pretrained(str(final), dtype="float32")

@@ -14,10 +14,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import Trainer, TrainerState
+
+if TYPE_CHECKING:  # transformers' Trainer imports peft (and through it bitsandbytes): only where it runs
+    from transformers import Trainer
 
 
 @dataclass(frozen=True)
@@ -126,4 +128,6 @@ def load_checkpoint_weights(trainer: Trainer, checkpoint: str) -> None:
     """Model (or adapter) weights and trainer state of a checkpoint, without training from it."""
     reached["_load_from_checkpoint"] += 1
     trainer._load_from_checkpoint(checkpoint)
+    from transformers import TrainerState
+
     trainer.state = TrainerState.load_from_json(f"{checkpoint}/trainer_state.json")

@@ -1,5 +1,6 @@
 """The console of a tiny GRPO run through pipeline/run.py: one line per logging step (no raw metrics dict, no
-progress bar), the end-of-run block, and none of the third-party lines that do not apply to such a run."""
+progress bar), the end-of-run block, and none of the third-party lines that do not apply to such a run -- nor in
+the tool the block points at next (evaluate, which loads the LoRA adapter through peft)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from tests.helpers.runs import TINY, run_pipeline
+from tests.helpers.runs import TINY, run_pipeline, run_tool
 
 STEPS = 3
 LINE = re.compile(r"^step (\d+)/3 \| loss \S+ \| reward [\d.]+ \(correctness [\d.]+\) \| entropy \S+ \| "
@@ -39,3 +40,7 @@ def test_tiny_grpo_console(tmp_path: Path, model_cache: Path) -> None:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {"rewards/correctness/mean", "completions/clipped_ratio", "perf/tokens_per_s"} <= set(rows[0])
     assert "step 1/3 | loss" in (run_dir / "run.log").read_text()  # the log file keeps the lines too
+    evaluated = run_tool("evaluate", str(run_dir), "limit=2", "max_new_tokens=4")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    for noise in NOISE:
+        assert noise not in evaluated.stdout + evaluated.stderr, noise
