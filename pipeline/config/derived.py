@@ -111,8 +111,11 @@ def chain_steps(cfg: RunConfig, run_dir: Path | None = None) -> list[RunConfig]:
             cfg,
             stage=getattr(cfg.stage, name),
             data=_data_for(cfg.data, cfg.stage.data.get(name, {})),
-            # tools run in GRPO's rollouts only: a chain's other steps (an SFT warm start) run without them
+            # tools run in GRPO's rollouts only: a chain's other steps (an SFT warm start) run without them, and
+            # their held-out accuracy without the tools would not be the chain's task (the tool step measures it)
             env=cfg.env if stage_spec(name).tools else EnvConfig(name="none"),
+            eval=cfg.eval if stage_spec(name).tools or not cfg.env.active else
+            dataclasses.replace(cfg.eval, heldout=False),
             output_dir=str(step_dir.root),
             init_from=init_from,
         )

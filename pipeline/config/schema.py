@@ -226,6 +226,8 @@ class EvalConfig(Schema):
     # Tool runs play each held-out problem as rollouts do (multi-turn, same tools and limits; eval/tool_calls,
     # eval/turns); false = one turn, no tools. Sampled completions (eval.samples) stay single-turn.
     tools: bool = True
+    # Held-out accuracy before and after training; false skips both (a chain's steps that run without its tools).
+    heldout: bool = True
 
 
 @dataclass

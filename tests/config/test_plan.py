@@ -52,6 +52,13 @@ def test_chain_steps_are_planned_with_the_run(tmp_path: Path) -> None:
     assert [s.run_dir for s in p.steps] == [tmp_path / "1_sft", tmp_path / "2_grpo"]
     assert p.steps[1].cfg.init_from == str(tmp_path / "1_sft" / "final") and p.steps[0].cfg.init_from is None
     assert p.steps[1].sequence_tokens == 256 + p.steps[1].cfg.stage.max_completion_length
+    assert all(s.cfg.eval.heldout for s in p.steps)
+
+
+def test_a_chain_with_tools_leaves_held_out_accuracy_to_the_step_that_runs_them(tmp_path: Path) -> None:
+    sft, grpo = plan(["experiment=calculator_sft_then_grpo_smol"], tmp_path).steps
+    assert sft.cfg.env.name == "none" and not sft.cfg.eval.heldout  # without tools its own numbers read 0% -> 0%
+    assert grpo.cfg.env.name == "calculator" and grpo.cfg.eval.heldout
 
 
 def test_config_and_plan_are_read_only() -> None:

@@ -135,6 +135,11 @@ def stage_accuracy(plan: RunPlan, model: PreTrainedModel, tokenizer: PreTrainedT
     # an environment that writes its own prompts plays games, not the data's problems (agent.py drops them)
     if problems is None or not (writes or partitioned) or cfg.env.placeholder_rows is not None:
         return None
+    if not cfg.eval.heldout:
+        if phase == "before":
+            log.info("held-out accuracy: not measured (eval.heldout=false; in a chain with tools, the steps that "
+                     "run without them leave it to the step that runs them)")
+        return None
     if phase == "before" and is_sharded(model):
         # loaded under zero.Init: no forward pass until the trainer's DeepSpeed engine gathers the shards
         log.info("held-out accuracy before training: not measured (ZeRO-3 weights are sharded until training)")

@@ -32,3 +32,18 @@ def test_eval_settings_are_checked_at_compose_time() -> None:
         to_run_config(cfg)
     message = str(err.value)
     assert "eval.every_steps=-1" in message and "eval.limit=0" in message and "checkpoint.best_mode=up" in message
+
+
+def test_eval_heldout_false_measures_nothing_and_says_so(tmp_path, caplog) -> None:
+    import datasets
+
+    from pipeline.config.plan import plan_run
+    from pipeline.train.observe.heldout import stage_accuracy
+
+    problems = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": "1+1?"}], "answer": "2"}])
+    plan = plan_run(compose_config(["model=tiny", "eval.heldout=false"]), tmp_path)
+    with caplog.at_level("INFO", logger="pipeline.train.observe.heldout"):
+        # no model is touched: a None model would fail at the first forward pass
+        assert stage_accuracy(plan, None, None, problems, "before") is None
+        assert stage_accuracy(plan, None, None, problems, "after") is None
+    assert caplog.text.count("held-out accuracy: not measured (eval.heldout=false") == 1
