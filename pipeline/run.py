@@ -48,7 +48,8 @@ def run(cfg: DictConfig, plan: RunPlan, overrides: list[str]) -> None:
     # A dry run prints and stops; a multi-process profile started plainly re-launches through its launcher.
     if not dispatch(cfg, plan, overrides):
         hide_unused_libraries(plan, sweep=in_sweep())  # before TRL: no deepspeed/bitsandbytes a run does not use
-        if not plan.steps:  # a missing file or a bad row fails now, not after torch and TRL have loaded
+        # a missing file or a bad row fails now, not after torch and TRL have loaded (a game writes its own rows)
+        if not plan.steps and plan.cfg.env.placeholder_rows is None:
             from pipeline.data.early import load_early
 
             load_early(plan.cfg.data, plan.cfg.stage.name, plan.cfg.seed)

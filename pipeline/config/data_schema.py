@@ -32,6 +32,19 @@ class ArithmeticConfig(Schema):
 
 
 @dataclass
+class GuessNumberDemoConfig(Schema):
+    # builtin:guess_number: SFT demonstrations of the guess_number game (pipeline/envs/guess_number.py) played by
+    # bisection against the game itself, so each reads exactly as a rollout that found the number (rules from
+    # reset(), the game's own replies as tool turns). The range and guesses should be the env's (the recipe
+    # interpolates them from env.environment).
+    num_train: int = 128
+    low: int = 1
+    high: int = 100
+    max_guesses: int = 7
+    seed: int = 1234
+
+
+@dataclass
 class MixSourceConfig(Schema):
     # Exactly one: a local file or hub name (as data.path), or an entry of data.dataset_dir/dataset_info.json.
     path: str | None = None
@@ -49,7 +62,8 @@ class MixSourceConfig(Schema):
 @dataclass
 class DataConfig(Schema):
     name: str = MISSING
-    # "builtin:arithmetic", a local .json/.jsonl/.csv file, or a `datasets` hub name (unused with `dataset`).
+    # "builtin:arithmetic" / "builtin:guess_number" (generated in code), a local .json/.jsonl/.csv file, or a
+    # `datasets` hub name (unused with `dataset`).
     path: str = MISSING
     # LLaMA-Factory registry: entries of <dataset_dir>/dataset_info.json, comma-separated ("a,b"); several are
     # interleaved with the seed. Set, it replaces path/format/columns.
@@ -85,6 +99,7 @@ class DataConfig(Schema):
     # For a .json file that is one object holding the rows under a key ({"data": [...]}): that key.
     json_key: str | None = None
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
+    guess_number: GuessNumberDemoConfig = field(default_factory=GuessNumberDemoConfig)
     # Example turns ([{role, content}, ...]) put between the system prompt and each question (one-shot prompts).
     few_shot: list[dict[str, str]] = field(default_factory=list)
     # File name in the run dir for held-out predictions as CSV (id,answer; MCQ letters); null = none.

@@ -28,6 +28,8 @@ from pipeline.data.arithmetic import arithmetic_records, labeled_records, tool_d
 from pipeline.data.errors import BadRow, BadRows, DataError, DropReport
 from pipeline.data.files import Record
 from pipeline.data.formats import convert, resolve_format
+from pipeline.data.game_demos import SOURCE as GAME_DEMOS
+from pipeline.data.game_demos import game_demo_rows
 from pipeline.data.llamafactory import entry_converter
 from pipeline.data.mixing import interleave, mix_sources, take
 from pipeline.data.registry import entry_problem, registry_entries
@@ -159,8 +161,10 @@ class _Sink:
 
 
 def _load_builtin(data: DataConfig, stage: Stage, seed: int, sink: _Sink) -> tuple[Rows, _HeldOut]:
+    if data.path == GAME_DEMOS:
+        return game_demo_rows(data.guess_number, stage), _HeldOut()
     if data.path != ARITHMETIC:
-        raise DataError(data.path, "unknown built-in data set", f"use {ARITHMETIC}", "path")
+        raise DataError(data.path, "unknown built-in data set", f"use {ARITHMETIC} or {GAME_DEMOS}", "path")
     if data.eval_path or data.eval_split or data.eval_size:
         log.warning("%s holds out arithmetic.num_eval problems; data.eval_* settings are ignored", ARITHMETIC)
     # Every arithmetic row has prompt/answer/chosen/rejected, so both formats read the same rows; KTO's unpaired
@@ -258,12 +262,8 @@ def _peek(records: Iterator[Record]) -> tuple[dict[str, Any] | None, Iterator[Re
 def _split(items: list[T], size: int, seed: int, source: str) -> tuple[list[T], list[T]]:
     """(train in source order, `size` held-out items chosen by a seeded shuffle, in source order)."""
     if size >= len(items):
-        raise DataError(
-            source,
-            f"data.eval_size={size} leaves no training rows ({len(items)} usable rows)",
-            "lower data.eval_size or add rows",
-            "eval_size",
-        )
+        raise DataError(source, f"data.eval_size={size} leaves no training rows ({len(items)} usable rows)",
+                        "lower data.eval_size or add rows", "eval_size")
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
     held = set(order[:size])

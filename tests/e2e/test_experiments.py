@@ -35,9 +35,8 @@ def _check_run_dir(run_dir: Path, steps: int) -> dict:
 # time): their stage/format/reward combination runs by default in another recipe or an e2e test.
 SLOW_SMOKE = {"gsm8k_grpo_qwen2.5_1.5b", "gsm8k_grpo_python_qwen2.5_1.5b", "s1k_grpo_qwen3_1.7b",
               "s1k_group_pref_qwen3_1.7b", "medical_sft_then_grpo_qwen3", "huanhuan_sft", "zhihu_dpo",
-              # env=guess_number through run.py: tests/e2e/test_tool_calls.py; QLoRA GRPO: test_stages.py, and an
-              # SFT -> GRPO chain: calculator_sft_then_grpo_smol
-              "guess_number_grpo_smol", "medical_sft_then_grpo_qwen3_qlora"}
+              # QLoRA GRPO: test_stages.py, and an SFT -> GRPO chain: calculator_sft_then_grpo_smol
+              "medical_sft_then_grpo_qwen3_qlora"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n
@@ -51,7 +50,7 @@ def test_experiment_runs_two_steps_on_the_tiny_model(name: str, tmp_path: Path, 
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    if name.startswith(("medical", "zhihu", "calculator")):
+    if name.startswith(("medical", "zhihu", "calculator", "guess_number")):
         first, second = summary["stages"]
         assert summary["steps"] == 4 and second["final_dir"] == summary["final_dir"]
         _check_run_dir(run_dir / "1_sft", 2)

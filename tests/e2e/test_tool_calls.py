@@ -110,7 +110,11 @@ def test_guess_number_runs_through_run_py_and_is_scored_as_a_reward_term(tmp_pat
                          "stage.max_completion_length=24", "env=guess_number", "env.placeholder_rows=16",
                          f"output_dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "env=guess_number: tools none, environment GuessNumber" in proc.stdout + proc.stderr
+    console = proc.stdout + proc.stderr
+    assert "env=guess_number: tools none, environment GuessNumber" in console
+    # the game writes the rows: the data group is never read, and TRL's "experimental" notice is not repeated
+    assert "env guess_number writes each prompt in reset(): 16 placeholder rows" in console
+    assert "data arithmetic" not in console and "experimental feature" not in console
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [row for row in logged if "loss" in row]
     assert len(steps) == 2

@@ -32,7 +32,9 @@ SMOKE: dict[str, list[str]] = {
         "data.arithmetic.num_train=8", "data.arithmetic.num_eval=2", *CHAIN_SMALL, "stage.sft.max_length=512",
         "stage.grpo.batch_size=4", "stage.grpo.num_generations=2", "stage.grpo.max_completion_length=16",
         "stage.grpo.eval_max_new_tokens=8"],
-    "guess_number_grpo_smol": ["env.placeholder_rows=8", *GRPO_SMALL, "stage.max_completion_length=16"],
+    "guess_number_sft_then_grpo_smol": [
+        "data.guess_number.num_train=4", *CHAIN_SMALL, "stage.sft.max_length=512", "env.placeholder_rows=8",
+        *[f"stage.grpo.{o.split('.', 1)[1]}" for o in GRPO_SMALL], "stage.grpo.max_completion_length=16"],
     "gsm8k_grpo_python_qwen2.5_1.5b": [f"data.path={FORMATS / 'gsm8k.jsonl'}", "data.eval_split=null", "hw=cpu",
                                        "data.on_bad_row=skip", "data.eval_size=1", "eval.every_steps=0", *GRPO_SMALL],
     "zhihu_dpo": [f"data.path={DATA / 'preference.jsonl'}", *CHAIN_SMALL, "stage.dpo.batch_size=2",

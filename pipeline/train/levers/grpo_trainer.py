@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,10 @@ from pipeline.train.runtime.fsdp2 import is_fsdp2
 from pipeline.train.trl_surface import reached
 
 log = logging.getLogger(__name__)
+# Every run with tools passes environment_factory (plain tools too: pipeline/envs/limits.py's ToolBox), and TRL warns
+# at each trainer that it is experimental: nothing a user can act on. Only that one message is ignored.
+warnings.filterwarnings("ignore", message="You are using 'environment_factory', which is an experimental feature",
+                        category=UserWarning)
 # levers not proven in TRL's tool loop; off in tool runs (see the module docstring)
 _OFF_WITH_TOOLS = ("drop_finished_rows",)
 

@@ -1,5 +1,5 @@
 """What a GRPO stage hands TRL's own multi-turn loop: tools, environment factories, the cap on tool turns, the
-per-tool counters, and the rows of environments that write their own prompts. Built from the `env` group and
+per-tool counters. Built from the `env` group and
 `stage.tools` (validated before anything loaded: pipeline/config/env_checks.py); None when the run has no tools.
 
 TRL parses tool calls only through the tokenizer's response template, which it sets itself only for the templates
@@ -15,7 +15,6 @@ from typing import Any
 
 from pipeline.config.plan import RunPlan
 from pipeline.envs.limits import ToolStats
-from pipeline.envs.loading import placeholder_rows
 from pipeline.envs.registry import AgentSpec, build_agent
 from pipeline.envs.rewards import EPISODE_REWARD_PATH
 from pipeline.envs.templates import ensure_response_schema
@@ -35,8 +34,8 @@ class AgentInputs:
 
 
 def agent_inputs(plan: RunPlan, prep: Prepared) -> AgentInputs | None:
-    """The run's tools and environments, limited and counted; placeholder rows replace the data rows when the
-    environment writes its own prompts (env.placeholder_rows)."""
+    """The run's tools and environments, limited and counted (an environment that writes its own prompts trains on
+    the placeholder rows prepare() made: game_rows)."""
     cfg = plan.cfg
     stage_tools = list(getattr(cfg.stage, "tools", ()) or ())
     if not cfg.env.active and not stage_tools:
@@ -44,11 +43,6 @@ def agent_inputs(plan: RunPlan, prep: Prepared) -> AgentInputs | None:
     ensure_response_schema(prep.tokenizer)
     own_reward = EPISODE_REWARD_PATH in {term_function(name, term) for name, term in cfg.reward.terms.items()}
     agent = build_agent(AgentSpec.from_env(cfg.env, stage_tools), prep.tokenizer, own_reward=own_reward)
-    if cfg.env.placeholder_rows is not None:
-        names = sorted(cfg.env.environments) or None
-        prep.data.train = placeholder_rows(cfg.env.placeholder_rows, seed=cfg.seed, environment=names)
-        # the data group's held-out problems are not this environment's task: no accuracy is reported for them
-        prep.data.eval_prompts, prep.accuracy_before = None, None
     log.info("env=%s: tools %s, environment %s, at most %s tool turns per episode, %s s per call, results cut to %s "
              "tokens", cfg.env.name, [t.__name__ for t in agent.tools] or "none", _names(agent.environment_factory),
              cfg.env.max_tool_calling_iterations, cfg.env.timeout_s, cfg.env.max_tool_output_tokens)

@@ -20,6 +20,7 @@ from pipeline.config.frozen import thawed
 from pipeline.config.plan import RunPlan
 from pipeline.data.early import stage_data
 from pipeline.data.loader import StageData
+from pipeline.envs.loading import placeholder_rows
 from pipeline.train.checkpoint.changes import check_resume_changes
 from pipeline.train.checkpoint.resume import resolve_resume
 from pipeline.train.model.build import build_model, check_device, explain_load_error, load_tokenizer, model_dir
@@ -65,9 +66,14 @@ def prepare(plan: RunPlan) -> Prepared:
         check_resume_changes(checkpoint, OmegaConf.to_container(OmegaConf.create(config_text)),
                              cfg.checkpoint.allow_changes)
     plan.dir.write_text(plan.dir.config, config_text)
-    data = stage_data(cfg.data, cfg.stage.name, cfg.seed)  # read before torch by run.py, or now
-    log.info("data %s: %d training rows%s", cfg.data.name, len(data.train),
-             f", {len(data.eval_prompts)} held-out problems" if data.eval_prompts is not None else "")
+    if cfg.env.placeholder_rows is not None:
+        data = game_rows(cfg)
+        log.info("env %s writes each prompt in reset(): %d placeholder rows (one seed each), the data group unused",
+                 cfg.env.name, len(data.train))
+    else:
+        data = stage_data(cfg.data, cfg.stage.name, cfg.seed)  # read before torch by run.py, or now
+        log.info("data %s: %d training rows%s", cfg.data.name, len(data.train),
+                 f", {len(data.eval_prompts)} held-out problems" if data.eval_prompts is not None else "")
     check_device(cfg.hw)
     # A random or GGUF model is written into the cache once, before training_args() starts the process group:
     # once it has started, transformers' save_pretrained writes nothing on ranks other than 0, and the rank that
@@ -98,6 +104,13 @@ def prepare(plan: RunPlan) -> Prepared:
         data.eval_prompts = None  # a reward model does not generate: no held-out answer accuracy
     before = stage_accuracy(plan, model, tokenizer, data.eval_prompts, "before")
     return Prepared(data, tokenizer, model, before, started, peft_config, long, checkpoint)
+
+
+def game_rows(cfg: Any) -> StageData:
+    """An environment that writes its own prompts (env.placeholder_rows: guess_number) trains on placeholder rows,
+    one seed each; its held-out games are played by `pipeline.tools.evaluate`, not the data group's problems."""
+    names = sorted(cfg.env.environments) or None
+    return StageData(placeholder_rows(cfg.env.placeholder_rows, seed=cfg.seed, environment=names), None)
 
 
 def trainer_inputs(plan: RunPlan, prep: Prepared) -> dict[str, Any]:
