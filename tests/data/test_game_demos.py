@@ -18,7 +18,7 @@ from pipeline.config.enums import TrainOn
 from pipeline.data.errors import DataError
 from pipeline.data.loader import load_stage_data
 from pipeline.envs.registry import AgentSpec, build_agent
-from pipeline.train.model.templates import assistant_token_rows
+from pipeline.train.model.templates import assistant_token_rows, is_multi_turn
 from tests.helpers.runs import REPO, compose_config
 
 GAME = ["data.path=builtin:guess_number", "data.guess_number.low=1", "data.guess_number.high=32",
@@ -61,6 +61,7 @@ def test_prompt_and_tool_schema_are_what_the_environments_rollouts_render() -> N
 
     tokenizer = AutoTokenizer.from_pretrained(REPO / "pipeline" / "assets" / "smollm2_tokenizer")
     tokenizer.chat_template = chat_template_path("qwen2.5").read_text()
+    assert is_multi_turn(rows().train)  # stage=sft trains through these masks, not TRL's whole-completion one
     masked = assistant_token_rows(rows().train.select([0]), tokenizer, TrainOn.all_assistant)[0]
     trained = tokenizer.decode([t for t, m in zip(masked["input_ids"], masked["assistant_masks"], strict=True) if m])
     assert 'Between 1 and 32.\n<tool_call>\n{"name": "guess", "arguments": {"number": 16}}' in trained

@@ -14,7 +14,7 @@ from pipeline.config.chat_templates import chat_template_path
 from pipeline.config.enums import TrainOn
 from pipeline.data.errors import DataError
 from pipeline.data.loader import load_stage_data
-from pipeline.train.model.templates import assistant_token_rows
+from pipeline.train.model.templates import assistant_token_rows, is_multi_turn
 from tests.helpers.runs import REPO, compose_config
 
 PRODUCTS = ["data.arithmetic.ops=[*]", "data.arithmetic.low=100", "data.arithmetic.high=999",
@@ -39,6 +39,8 @@ def test_demonstrations_call_the_calculator_and_train_on_the_models_turns_only()
     # held-out problems stay plain prompt/answer rows (scored with the tools by the held-out episodes)
     assert set(rows.eval_prompts.column_names) == {"prompt", "answer"}
 
+    # stage=sft masks these rows per turn (TRL's prompt-completion path would train on the tool's result too)
+    assert is_multi_turn(rows.train)
     tokenizer = AutoTokenizer.from_pretrained(REPO / "pipeline" / "assets" / "smollm2_tokenizer")
     tokenizer.chat_template = chat_template_path("qwen2.5").read_text()
     masked = assistant_token_rows(rows.train.select([0]), tokenizer, TrainOn.all_assistant)[0]

@@ -123,9 +123,15 @@ def check_renders_tools(tokenizer: Any, why: str = "tools are given", consequenc
 
 
 def is_multi_turn(rows: Any) -> bool:
-    """Some row's prompt holds an earlier assistant turn (only then do the two train_on modes differ)."""
-    return "prompt" in rows.column_names and any(
-        isinstance(row["prompt"], list) and any(m["role"] == "assistant" for m in row["prompt"]) for row in rows)
+    """Some row's prompt holds an earlier assistant turn (only then do the two train_on modes differ), or its
+    completion holds more than the reply: tool turns between assistant replies (tool-use demonstrations), which
+    TRL's prompt-completion path would train on with the replies."""
+    def multi(row: dict[str, Any]) -> bool:
+        prompt, completion = row["prompt"], row.get("completion")
+        earlier = isinstance(prompt, list) and any(m["role"] == "assistant" for m in prompt)
+        return earlier or isinstance(completion, list) and any(m["role"] != "assistant" for m in completion)
+
+    return "prompt" in rows.column_names and any(multi(row) for row in rows)
 
 
 def assistant_token_rows(rows: Any, tokenizer: Any, train_on: TrainOn) -> Any:
