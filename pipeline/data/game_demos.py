@@ -40,14 +40,15 @@ def game_demo_rows(cfg: GuessNumberDemoConfig, stage: Stage) -> list[dict[str, A
 
 
 def bisection(game: Any) -> list[dict[str, Any]]:
-    """The assistant and tool turns of one game played by halving [low, high] after each hint. Each move says the
-    range it halves: a small model copies that line more reliably than it recomputes the range from the history."""
+    """The assistant and tool turns of one game played by halving [low, high] after each hint: the middle of the
+    range the game's last reply states. A move is the call alone (no text before it): the first token of a reply
+    then is the one the template's tool prompt already makes likely, where a text line had to be learned first."""
     low, high, turns = game.low, game.high, []
     while not game.solved and len(game.guesses) < game.max_guesses:
         number = (low + high) // 2
         call = {"type": "function", "function": {"name": "guess", "arguments": {"number": number}}}
         reply = game.guess(number)
-        turns += [{"role": "assistant", "content": f"Between {low} and {high}.", "tool_calls": [call]},
+        turns += [{"role": "assistant", "content": "", "tool_calls": [call]},
                   {"role": "tool", "name": "guess", "content": reply}]
         low, high = (number + 1, high) if reply.startswith("higher") else (low, number - 1)
     said = f"The number is {game.guesses[-1]}." if game.solved else "I did not find the number."

@@ -39,6 +39,7 @@ class GuessNumber:
         rng = random.Random(seed) if seed is not None else self._rng
         self._secret = rng.randint(self.low, self.high)
         self.guesses, self.solved = [], False
+        self._range = (self.low, self.high)  # where the secret can still be, after the hints so far
         return (f"I am thinking of a whole number between {self.low} and {self.high}. Find it by calling the "
                 f"`guess` tool with a number; after each guess I say whether the secret is higher or lower. You have "
                 f"{self.max_guesses} guesses.")
@@ -50,7 +51,8 @@ class GuessNumber:
             number: Your guess, a whole number within the range given in the rules.
 
         Returns:
-            "higher" or "lower" (where the secret is compared with your guess), or a message that you found it.
+            "higher" or "lower" (where the secret is compared with your guess) and the range the secret is in
+            after every hint so far, or a message that you found it.
         """
         if self._secret is None:
             return "Error: the game has not started."
@@ -69,7 +71,9 @@ class GuessNumber:
         hint = "higher" if self._secret > number else "lower"
         if left == 0:
             return f"{hint}. That was your last guess; the number was {self._secret}."
-        return f"{hint} ({left} guesses left)"
+        low, high = self._range
+        self._range = (max(low, number + 1), high) if hint == "higher" else (low, min(high, number - 1))
+        return f"{hint}: it is between {self._range[0]} and {self._range[1]} ({left} guesses left)"
 
     def get_reward(self) -> float:
         """1 for finding the number, less `turn_penalty` per extra guess (at least 0.5); 0 when not found."""

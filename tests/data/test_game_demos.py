@@ -42,10 +42,14 @@ def test_each_demonstration_finds_the_number_by_bisection_consistently_with_the_
         guesses = [c["arguments"]["number"] for c in calls]
         secret = int(re.fullmatch(r"The number is (\d+)\.", last["content"]).group(1))
         assert guesses[-1] == secret and replies[-1].startswith("Correct!")
+        low, high = 1, 32
         for guess, reply in zip(guesses[:-1], replies[:-1], strict=True):
+            assert guess == (low + high) // 2  # the middle of the range the game's last reply stated
             assert reply.startswith("higher" if secret > guess else "lower"), (guess, secret, reply)
+            low, high = map(int, re.search(r"between (\d+) and (\d+)", reply).groups())
+            assert low <= secret <= high
         assert len(guesses) <= math.ceil(math.log2(33))  # bisection's bound on 1..32, within max_guesses=7
-        assert moves[0]["content"] == "Between 1 and 32." and guesses[0] == 16
+        assert guesses[0] == 16 and all(m["content"] == "" for m in moves[::2])
         answers.add(secret)
     assert len(answers) >= 12  # secrets drawn from the seed, not one game repeated
 
@@ -64,7 +68,7 @@ def test_prompt_and_tool_schema_are_what_the_environments_rollouts_render() -> N
     assert is_multi_turn(rows().train)  # stage=sft trains through these masks, not TRL's whole-completion one
     masked = assistant_token_rows(rows().train.select([0]), tokenizer, TrainOn.all_assistant)[0]
     trained = tokenizer.decode([t for t, m in zip(masked["input_ids"], masked["assistant_masks"], strict=True) if m])
-    assert 'Between 1 and 32.\n<tool_call>\n{"name": "guess", "arguments": {"number": 16}}' in trained
+    assert trained.startswith('<tool_call>\n{"name": "guess", "arguments": {"number": 16}}\n</tool_call><|im_end|>')
     assert "<tool_response>" not in trained and "higher" not in trained and "lower" not in trained
 
 

@@ -44,3 +44,13 @@ def test_bad_moves_are_answered_not_raised() -> None:
     env.reset(seed=1)
     assert env.guess("forty").startswith("Error: the guess must be a whole number")
     assert not env.guess("42").startswith("Error")  # a model's "42" for 42
+
+
+def test_each_hint_states_the_range_left_after_every_hint_so_far() -> None:
+    env = GuessNumber(low=1, high=32, max_guesses=7)
+    env.reset(seed=0)  # its secret is not 16
+    first = env.guess(16)
+    assert first.startswith(("higher: it is between 17 and 32", "lower: it is between 1 and 15"))
+    # a guess outside the range left narrows nothing: the range is the tightest of all hints
+    wide = env.guess(40 if first.startswith("higher") else -5)
+    assert wide.split(" (")[0].endswith("between 17 and 32" if first.startswith("higher") else "between 1 and 15")
