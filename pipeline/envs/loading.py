@@ -82,3 +82,14 @@ def placeholder_rows(n: int, seed: int = 0, environment: str | list[str] | None 
         names = [environment] if isinstance(environment, str) else list(environment)
         rows = [{**row, "environment": names[i % len(names)]} for i, row in enumerate(rows)]
     return datasets.Dataset.from_list(rows)
+
+
+# games held out by default: +-6 points of sampling error on a success rate near 50%
+HELDOUT_GAMES = 64
+
+
+def heldout_games(env: Any, seed: int, limit: int | None = None) -> Any:
+    """Held-out games of an environment that writes its own prompts (env.placeholder_rows): the seeds after the
+    training rows' seeds, so no game trained on is scored; the same rows in a run and in pipeline.tools.evaluate."""
+    names = sorted(env.environments) or None
+    return placeholder_rows(limit or HELDOUT_GAMES, seed=seed + env.placeholder_rows, environment=names)

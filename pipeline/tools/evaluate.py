@@ -34,6 +34,7 @@ from pathlib import Path
 from pipeline.config.run_dir import RunDir, write_json_atomic
 from pipeline.config.user_errors import reported
 from pipeline.data.loader import load_stage_data
+from pipeline.envs.loading import heldout_games
 from pipeline.tools.lean_start import keep_unused_libraries_out
 from pipeline.tools.options import parse_options
 from pipeline.tools.tuned import RunDirError, final_dir, load_tuned, load_untuned, run_config
@@ -82,7 +83,8 @@ def evaluate_run(run_dir: Path, **opts) -> dict:
         cfg = replace(cfg, data=replace(cfg.data, eval_path=opts["eval_path"], eval_split=None, eval_size=0))
     tools = _tools(cfg, opts.get("tools"), run_dir)
     cfg = replace(cfg, eval=replace(cfg.eval, tools=tools))
-    problems = _games(cfg, opts.get("limit")) if tools and cfg.env.placeholder_rows is not None else \
+    games = tools and cfg.env.placeholder_rows is not None  # the environment writes its prompts: held-out games
+    problems = heldout_games(cfg.env, cfg.seed, opts.get("limit")) if games else \
         load_stage_data(cfg.data, cfg.stage.name, cfg.seed).eval_prompts
     if problems is None or not len(problems):
         raise SystemExit(f"{run_dir}: data={cfg.data.name} has no held-out rows with answers. Fix: "
@@ -121,14 +123,6 @@ def _tools(cfg, asked: str | None, run_dir: Path) -> bool:
         raise SystemExit(f"tools=on: {run_dir} was trained without tools (env=none, no stage.tools). Fix: leave "
                          "tools= out.")
     return has_tools(cfg) and asked != "off"
-
-
-def _games(cfg, limit: int | None):
-    """Held-out games of an environment that writes its own prompts: seeds after the training rows' seeds."""
-    from pipeline.envs.loading import placeholder_rows
-
-    names = sorted(cfg.env.environments) or None
-    return placeholder_rows(limit or 64, seed=cfg.seed + cfg.env.placeholder_rows, environment=names)
 
 
 def _scores(records: list[dict]) -> dict:

@@ -73,9 +73,11 @@ def test_held_out_accuracy_runs_the_tools_in_training_and_in_evaluate(tmp_path, 
 
 def test_an_environment_run_is_evaluated_on_held_out_games(tmp_path, monkeypatch) -> None:
     run_dir = scripted_run(tmp_path, monkeypatch, scripted_bisection, "env=guess_number", "env.placeholder_rows=8",
-                           "stage.max_completion_length=600")
-    # the data group's arithmetic problems are not the game's task: no accuracy before or after
-    assert json.loads((run_dir / "summary.json").read_text())["accuracy_before"] is None
+                           "stage.max_completion_length=600", "eval.limit=6")
+    # the run measures its success rate on eval.limit held-out games (not the data group's arithmetic problems)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["accuracy_before"] == summary["accuracy_after"] == 1.0 and summary["eval_problems"] == 6
+    in_run = jsonl(run_dir / "samples" / "eval_before.jsonl")
 
     report = evaluate_run(run_dir, limit=6)
     assert report["tools"] == "on" and report["data"] == "guess_number" and report["problems"] == 6
@@ -90,3 +92,5 @@ def test_an_environment_run_is_evaluated_on_held_out_games(tmp_path, monkeypatch
     # held-out games are not the training games: their seeds follow the 8 training rows'
     assert len({r["prompt"] for r in rows}) == 1  # the rules; the secrets differ by seed
     assert len(set(found)) > 1
+    # the run and evaluate play the same held-out games
+    assert [[m["content"] for m in r["trajectory"] if m["role"] == "tool"][-1] for r in in_run] == found

@@ -54,7 +54,7 @@ def scripted_bisection(tokenizer):
         replies = []
         for ids in input_ids:
             text = tokenizer.decode(ids, skip_special_tokens=False)
-            low, high = map(int, re.findall(r"between (\d+) and (\d+)", text)[-1])
+            low, high = map(int, re.findall(r"between (\d+) and (\d+)", text)[0])  # the rules' range
             guesses = [int(g) for g in re.findall(r'"number": (\d+)', text)]
             hints = re.findall(r"<tool_response>\n(.*?)\n</tool_response>", text, re.DOTALL)
             if hints and hints[-1].startswith("Correct"):

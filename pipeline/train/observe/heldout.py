@@ -132,8 +132,7 @@ def stage_accuracy(plan: RunPlan, model: PreTrainedModel, tokenizer: PreTrainedT
     # alone would hang, so all ranks generate the same problems (generate syncs their steps); rank 0 writes.
     cfg, writes = plan.cfg, plan.dir.writes
     partitioned = shards_weights(cfg) and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
-    # an environment that writes its own prompts plays games, not the data's problems (agent.py drops them)
-    if problems is None or not (writes or partitioned) or cfg.env.placeholder_rows is not None:
+    if problems is None or not (writes or partitioned):
         return None
     if not cfg.eval.heldout:
         if phase == "before":

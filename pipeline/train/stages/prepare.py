@@ -20,7 +20,7 @@ from pipeline.config.frozen import thawed
 from pipeline.config.plan import RunPlan
 from pipeline.data.early import stage_data
 from pipeline.data.loader import StageData
-from pipeline.envs.loading import placeholder_rows
+from pipeline.envs.loading import heldout_games, placeholder_rows
 from pipeline.train.checkpoint.changes import check_resume_changes
 from pipeline.train.checkpoint.resume import resolve_resume
 from pipeline.train.model.build import build_model, check_device, explain_load_error, load_tokenizer, model_dir
@@ -68,8 +68,8 @@ def prepare(plan: RunPlan) -> Prepared:
     plan.dir.write_text(plan.dir.config, config_text)
     if cfg.env.placeholder_rows is not None:
         data = game_rows(cfg)
-        log.info("env %s writes each prompt in reset(): %d placeholder rows (one seed each), the data group unused",
-                 cfg.env.name, len(data.train))
+        log.info("env %s writes each prompt in reset(): %d placeholder rows (one seed each) and %d held-out games; "
+                 "the data group is unused", cfg.env.name, len(data.train), len(data.eval_prompts))
     else:
         data = stage_data(cfg.data, cfg.stage.name, cfg.seed)  # read before torch by run.py, or now
         log.info("data %s: %d training rows%s", cfg.data.name, len(data.train),
@@ -108,9 +108,11 @@ def prepare(plan: RunPlan) -> Prepared:
 
 def game_rows(cfg: Any) -> StageData:
     """An environment that writes its own prompts (env.placeholder_rows: guess_number) trains on placeholder rows,
-    one seed each; its held-out games are played by `pipeline.tools.evaluate`, not the data group's problems."""
+    one seed each, and is measured on held-out games (eval.limit of them, 64 by default): a game counts as won
+    when its reward is positive."""
     names = sorted(cfg.env.environments) or None
-    return StageData(placeholder_rows(cfg.env.placeholder_rows, seed=cfg.seed, environment=names), None)
+    return StageData(placeholder_rows(cfg.env.placeholder_rows, seed=cfg.seed, environment=names),
+                     heldout_games(cfg.env, cfg.seed, cfg.eval.limit))
 
 
 def trainer_inputs(plan: RunPlan, prep: Prepared) -> dict[str, Any]:
