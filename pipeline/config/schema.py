@@ -198,9 +198,8 @@ class CheckpointConfig(Schema):
     keep: int = 2
     # SIGTERM/SIGINT finish the current step, save a checkpoint and exit (Slurm sends SIGTERM before killing).
     save_on_signal: bool = True
-    # Resume even though this run's config differs from the checkpoint's (each difference is listed, and which
-    # ones the restored optimizer/scheduler state overrides, e.g. learning_rate); false refuses. On the command line
-    # also `resume.allow_changes=true` (resume itself is a string: auto | PATH).
+    # Resume though this run's config differs from the checkpoint's (each difference listed, and which ones the
+    # restored optimizer/scheduler state overrides); false refuses. Also `resume.allow_changes=true` on the CLI.
     allow_changes: bool = False
     # Metric that picks <run>/best/ (needs eval.every_steps > 0), as logged: eval/accuracy, eval/pass@k, eval/maj@k,
     # eval/<reward term>, eval/loss (SFT, DPO), eval/rewards/accuracies (DPO); null = eval/accuracy when the
@@ -215,13 +214,12 @@ class EvalConfig(Schema):
     # Held-out evaluation inside the run every N optimizer steps (logged as eval/* to TensorBoard and
     # metrics.jsonl; keeps <run>/best/); 0 = only before and after training.
     every_steps: int = 0
-    # Held-out problems used per evaluation (the first N); null = all. Each costs eval_max_new_tokens of greedy
-    # decoding (x samples more with eval.samples): GSM8K's 1,319 x 256 tokens take hours on a CPU.
+    # Held-out problems per evaluation (the first N; null = all), or games of an environment that writes its own
+    # prompts (null = 64). Each costs eval_max_new_tokens of greedy decoding: GSM8K's 1,319 x 256 take hours on CPU.
     limit: int | None = None
-    # k sampled completions per problem on top of the greedy one: logs eval/pass@k (any correct) and eval/maj@k
-    # (the most frequent answer is correct); 0 = greedy only.
+    # k completions per problem sampled at eval.temperature besides the greedy one: logs eval/pass@k (any correct)
+    # and eval/maj@k (the most frequent answer is correct); 0 = greedy only.
     samples: int = 0
-    # Sampling temperature of those k completions.
     temperature: float = 1.0
     # Tool runs play each held-out problem as rollouts do (multi-turn, same tools and limits; eval/tool_calls,
     # eval/turns); false = one turn, no tools. Sampled completions (eval.samples) stay single-turn.
