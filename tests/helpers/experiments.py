@@ -33,7 +33,7 @@ SMOKE: dict[str, list[str]] = {
         "stage.grpo.batch_size=4", "stage.grpo.num_generations=2", "stage.grpo.max_completion_length=16",
         "stage.grpo.eval_max_new_tokens=8"],
     "guess_number_sft_then_grpo_smol": [
-        "data.guess_number.num_train=4", *CHAIN_SMALL, "stage.sft.max_length=512", "env.placeholder_rows=8",
+        "data.guess_number.num_train=4", *CHAIN_SMALL, "stage.sft.max_length=768", "env.placeholder_rows=8",
         *[f"stage.grpo.{o.split('.', 1)[1]}" for o in GRPO_SMALL], "stage.grpo.max_completion_length=16"],
     "gsm8k_grpo_python_qwen2.5_1.5b": [f"data.path={FORMATS / 'gsm8k.jsonl'}", "data.eval_split=null", "hw=cpu",
                                        "data.on_bad_row=skip", "data.eval_size=1", "eval.every_steps=0", *GRPO_SMALL],
