@@ -88,8 +88,13 @@ def placeholder_rows(n: int, seed: int = 0, environment: str | list[str] | None 
 HELDOUT_GAMES = 64
 
 
+def training_games(env: Any, seed: int) -> Any:
+    """The env.placeholder_rows games an environment that writes its own prompts trains on, one seed each."""
+    return placeholder_rows(env.placeholder_rows, seed=seed, environment=sorted(env.environments) or None)
+
+
 def heldout_games(env: Any, seed: int, limit: int | None = None) -> Any:
     """Held-out games of an environment that writes its own prompts (env.placeholder_rows): the seeds after the
     training rows' seeds, so no game trained on is scored; the same rows in a run and in pipeline.tools.evaluate."""
-    names = sorted(env.environments) or None
-    return placeholder_rows(limit or HELDOUT_GAMES, seed=seed + env.placeholder_rows, environment=names)
+    return placeholder_rows(limit or HELDOUT_GAMES, seed=seed + env.placeholder_rows,
+                            environment=sorted(env.environments) or None)

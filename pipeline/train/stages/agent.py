@@ -1,6 +1,6 @@
 """What a GRPO stage hands TRL's own multi-turn loop: tools, environment factories, the cap on tool turns, the
-per-tool counters. Built from the `env` group and
-`stage.tools` (validated before anything loaded: pipeline/config/env_checks.py); None when the run has no tools.
+per-tool counters. Built from the `env` group and `stage.tools` (validated before anything loaded:
+pipeline/config/env_checks.py); None when the run has no tools.
 
 TRL parses tool calls only through the tokenizer's response template, which it sets itself only for the templates
 it ships; ours are rewritten (model.chat_template), so the response template is set here first

@@ -20,7 +20,7 @@ from pipeline.config.frozen import thawed
 from pipeline.config.plan import RunPlan
 from pipeline.data.early import stage_data
 from pipeline.data.loader import StageData
-from pipeline.envs.loading import heldout_games, placeholder_rows
+from pipeline.envs.loading import heldout_games, training_games
 from pipeline.train.checkpoint.changes import check_resume_changes
 from pipeline.train.checkpoint.resume import resolve_resume
 from pipeline.train.model.build import build_model, check_device, explain_load_error, load_tokenizer, model_dir
@@ -110,9 +110,7 @@ def game_rows(cfg: Any) -> StageData:
     """An environment that writes its own prompts (env.placeholder_rows: guess_number) trains on placeholder rows,
     one seed each, and is measured on held-out games (eval.limit of them, 64 by default): a game counts as won
     when its reward is positive."""
-    names = sorted(cfg.env.environments) or None
-    return StageData(placeholder_rows(cfg.env.placeholder_rows, seed=cfg.seed, environment=names),
-                     heldout_games(cfg.env, cfg.seed, cfg.eval.limit))
+    return StageData(training_games(cfg.env, cfg.seed), heldout_games(cfg.env, cfg.seed, cfg.eval.limit))
 
 
 def trainer_inputs(plan: RunPlan, prep: Prepared) -> dict[str, Any]:
