@@ -135,8 +135,9 @@ def _trend(history: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def end_block(summary: dict[str, Any], history: list[dict[str, Any]], generates: bool) -> str:
-    """What improved, where the model is, what to run next (chat/serve/evaluate for a model that generates)."""
+def end_block(summary: dict[str, Any], history: list[dict[str, Any]], generates: bool, evaluates: bool = True) -> str:
+    """What improved, where the model is, what to run next (chat/serve for a model that generates; evaluate too
+    unless the run has no held-out measure of its own: eval.heldout=false, a chain's step without the chain's tools)."""
     final = Path(summary["final_dir"])
     run_dir = final.parent
     lines = [f"== {summary['stage']} finished: {summary['steps']} steps in {duration(summary['wall_time_s'])} "
@@ -152,8 +153,9 @@ def end_block(summary: dict[str, Any], history: list[dict[str, Any]], generates:
     lines.append(f"model: {final} ({kind} on {summary['model']}; run dir {run_dir})")
     lines.append("next:")
     if generates:
-        lines += [f"  python -m pipeline.tools.chat {run_dir}        # talk to it",
-                  f"  python -m pipeline.tools.evaluate {run_dir}    # held-out accuracy, base vs tuned",
-                  f"  python -m pipeline.tools.serve {run_dir}       # an OpenAI-compatible server"]
+        lines.append(f"  python -m pipeline.tools.chat {run_dir}        # talk to it")
+        if evaluates:
+            lines.append(f"  python -m pipeline.tools.evaluate {run_dir}    # held-out accuracy, base vs tuned")
+        lines.append(f"  python -m pipeline.tools.serve {run_dir}       # an OpenAI-compatible server")
     lines.append(f"  python -m pipeline.tools.export {run_dir}      # one standalone model folder (format=gguf too)")
     return "\n".join(lines)

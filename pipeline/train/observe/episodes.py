@@ -4,15 +4,17 @@
     records = episode_records(model, tokenizer, problems, agent, batch_size=8)
 
 Each episode follows TRL 1.16's own rollout loop (GRPOTrainer._generate / _tool_call_loop) step for step, greedy
-instead of sampled: the environment's reset(**row) text joins the last user message; the prompt is rendered with
-the tools (plain tools + the environment's public methods); a reply is parsed through the response template
+instead of sampled: the environment's reset(**row) text joins the last user message; the prompt is rendered with the
+tools (plain tools + the environment's public methods); a reply is parsed through the response template
 (trl.chat_template_utils.parse_response, what TRL parses rollouts with); each call runs through the tools built by
-the same registry under the env group's limits (time, output cut, call cap), a fault becomes `{'error': ...}`;
-the tool turns are appended by token concatenation (TRL's tool suffix), up to env.max_tool_calling_iterations tool
-turns and stage.max_completion_length tokens per episode (tool results included), a tool result that would pass it
-ending the episode as TRL does. TRL's loop lives in private methods of a trainer built for training (a train set,
-an optimizer, sampling), which a finished run's evaluation has none of: this module replays it with public pieces,
-and tests/train/observe/test_episodes.py holds it to TRL's trajectories on the same scripted model.
+the same registry under the env group's limits (time, output cut, call cap), a fault becomes `{'error': ...}`; the
+tool turns are appended by token concatenation (TRL's tool suffix), up to env.max_tool_calling_iterations tool turns
+and stage.max_completion_length tokens per episode (tool results included), a tool result that would pass it ending
+the episode as TRL does. Between turns the batch keeps its key/value cache (turn_cache.py): a turn forwards the tool
+results alone, not the whole episode again, with the replies a fresh prefill gives. TRL's loop lives in private
+methods of a trainer built for training (a train set, an optimizer, sampling), which a finished run's evaluation has
+none of: this module replays it with public pieces, and tests/train/observe/test_episodes.py holds it to TRL's
+trajectories on the same scripted model.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import torch
 
 from pipeline.envs.registry import Agent, AgentSpec, build_agent
-from pipeline.train.levers.bf16_frozen import full_precision
+from pipeline.train.observe.turn_cache import TurnCache
 
 
 @dataclass
@@ -180,8 +182,8 @@ def play_episodes(model: Any, tokenizer: Any, problems: Any, agent: EvalAgent, *
 
 
 def _play(model: Any, tokenizer: Any, episodes: list[Episode], agent: EvalAgent) -> None:
-    active, iteration = list(episodes), 0
-    for episode, ids in zip(active, _generate(model, tokenizer, active, agent.budget), strict=True):
+    turns, active, iteration = TurnCache(model, tokenizer, agent.budget), list(episodes), 0
+    for episode, ids in zip(active, turns.replies(active), strict=True):
         episode.add_reply(tokenizer, ids)
     while True:
         calling = [e for e in active if e.pending]
@@ -191,31 +193,6 @@ def _play(model: Any, tokenizer: Any, episodes: list[Episode], agent: EvalAgent)
         active = [e for e in calling if e.run_tools(tokenizer, agent.budget, context)]
         if not active:
             return
-        for episode, ids in zip(active, _generate(model, tokenizer, active, agent.budget), strict=True):
+        for episode, ids in zip(active, turns.replies(active), strict=True):
             episode.add_reply(tokenizer, ids)
         iteration += 1
-
-
-def _generate(model: Any, tokenizer: Any, episodes: list[Episode], budget: int) -> list[list[int]]:
-    """One greedy reply per episode, each cut after its first end-of-turn token and to its own token budget."""
-    inputs = [e.prompt_ids + e.completion_ids for e in episodes]
-    room = [budget - len(e.completion_ids) for e in episodes]
-    width = max(map(len, inputs))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = torch.tensor([[pad] * (width - len(row)) + row for row in inputs], device=model.device)
-    mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in inputs], device=model.device)
-    with full_precision(model):  # no autocast here: the fp32 weights, not bf16 copies held while training
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(max(room), 1), do_sample=False,
-                             temperature=None, top_p=None, top_k=None, pad_token_id=pad)
-    eos = set(_eos_ids(model, tokenizer))
-    replies = []
-    for row, limit in zip(out[:, width:].tolist(), room, strict=True):
-        end = next((i + 1 for i, tok in enumerate(row) if tok in eos), len(row))
-        replies.append(row[: min(end, max(limit, 0))])
-    return replies
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    found = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    found = found if isinstance(found, list) else [found] if found is not None else []
-    return [*found, tokenizer.eos_token_id]

@@ -123,7 +123,7 @@ def finish(plan: RunPlan, trainer: Trainer, prep: Prepared, extra: dict[str, Any
     plan.dir.write_json(plan.dir.summary, summary)
     if plan.dir.writes:  # the figures and the closing report come from rank 0 alone
         plot_run(run_dir)
-        console().info(end_block(summary, trainer.state.log_history, plan.stage.policy))
+        console().info(end_block(summary, trainer.state.log_history, plan.stage.policy, evaluates=cfg.eval.heldout))
     return summary
 
 

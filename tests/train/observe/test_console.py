@@ -38,6 +38,10 @@ def test_end_block_says_what_improved_where_the_model_is_and_what_next(tmp_path:
         f"model: {final} (LoRA adapter on smollm2_135m; run dir {final.parent})",
     ]
     assert f"python -m pipeline.tools.chat {final.parent}" in block
+    assert f"python -m pipeline.tools.evaluate {final.parent}" in block
+    # a chain's SFT step without the chain's tools has no held-out measure of its own: no evaluate line for it
+    warm_start = end_block({**summary, "accuracy_before": None}, history, generates=True, evaluates=False)
+    assert "tools.evaluate" not in warm_start and "tools.chat" in warm_start
     # a reward model does not generate: only export is offered
     quiet = end_block({**summary, "accuracy_before": None}, [], generates=False)
     assert "held-out" not in quiet and "tools.chat" not in quiet and "tools.export" in quiet
