@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from pipeline.train.observe.turn_cache import end_of_turn_ids
+
 
 @dataclass(frozen=True)
 class TokenLogprob:
@@ -92,7 +94,7 @@ def decode_batch(model: Any, tokenizer: Any, rows: list[Row]) -> None:
         mask[i, width - len(row.prompt_ids):] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    progress = [_Progress(row, tokenizer, _end_of_turn_ids(model, tokenizer)) for row in rows]
+    progress = [_Progress(row, tokenizer, end_of_turn_ids(model, tokenizer)) for row in rows]
     generators = [_generator(row.seed, device) for row in rows]
     past = None
     # Only the last position's logits are read unless a row scores its prompt: the prompt pass then skips a
@@ -166,14 +168,6 @@ def _takes_logits_to_keep(model: Any) -> bool:
 
 def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
     return None if seed is None else torch.Generator(device).manual_seed(seed)
-
-
-def _end_of_turn_ids(model: Any, tokenizer: Any) -> set[int]:
-    # The generation config's EOS (what generate() stops on) and the tokenizer's (the chat template's end of turn).
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    ids = set(configured if isinstance(configured, list) else [configured])
-    ids.add(tokenizer.eos_token_id)
-    return {i for i in ids if i is not None}
 
 
 class _Progress:

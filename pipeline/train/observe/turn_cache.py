@@ -26,9 +26,9 @@ class TurnCache:
     """One batch of episodes: their token rows, attention mask and key/value cache, from turn to turn."""
 
     def __init__(self, model: Any, tokenizer: Any, budget: int) -> None:
-        self.model, self.tokenizer, self.budget = model, tokenizer, budget
+        self.model, self.budget = model, budget
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.eos = set(eos_ids(model, tokenizer))
+        self.eos = end_of_turn_ids(model, tokenizer)
         self.reuse = full_attention_only(model)
         self.rows: list[Any] = []  # the episode each row of ids/mask belongs to
         self.ids = self.mask = self.cache = None
@@ -100,7 +100,9 @@ def full_attention_only(model: Any) -> bool:
     return not getattr(config, "sliding_window", None) or getattr(config, "use_sliding_window", None) is False
 
 
-def eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    found = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    found = found if isinstance(found, list) else [found] if found is not None else []
-    return [*found, tokenizer.eos_token_id]
+def end_of_turn_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The generation config's EOS (what generate() stops on) and the tokenizer's (the chat template's end of turn)."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    return {i for i in ids if i is not None}
