@@ -17,6 +17,7 @@ from pipeline.envs.templates import ensure_response_schema
 from pipeline.train.levers.grpo_trainer import GRPOLevers, LeveredGRPOTrainer
 from pipeline.train.levers.lean_lm_head import lean_lm_head
 from tests.helpers.runs import REPO
+from tests.helpers.scripted_tools import attended
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
 TEMPLATE = REPO / "pipeline" / "assets" / "chat_templates" / "qwen2.5.jinja"
@@ -68,7 +69,7 @@ def test_bad_tools_never_stop_the_run_and_are_counted(tmp_path, monkeypatch) -> 
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
         replies = []
-        for row, ids in enumerate(input_ids):
+        for row, ids in enumerate(attended(input_ids, attention_mask)):
             text = tokenizer.decode(ids)
             if text.rstrip().endswith("</tool_response><|im_end|>\n<|im_start|>assistant"):
                 seen.append(text[text.rindex("<tool_response>"):])

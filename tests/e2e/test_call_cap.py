@@ -16,6 +16,7 @@ from pipeline.envs.templates import ensure_response_schema
 from pipeline.train.levers.grpo_trainer import GRPOLevers, LeveredGRPOTrainer
 from pipeline.train.levers.lean_lm_head import lean_lm_head
 from tests.helpers.runs import REPO
+from tests.helpers.scripted_tools import attended
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
 TEMPLATE = REPO / "pipeline" / "assets" / "chat_templates" / "qwen2.5.jinja"
@@ -30,7 +31,7 @@ def test_the_third_call_of_an_episode_is_refused_and_counted(tmp_path, monkeypat
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
         replies = []
-        for ids in input_ids:  # call until the limit answers, then give the answer
+        for ids in attended(input_ids, attention_mask):  # call until the limit answers, then give the answer
             text = tokenizer.decode(ids)
             if "limit of this episode is reached" in text:
                 refused.append(text.count(json.dumps(CALL)))  # the model's calls (the system prompt shows the tag too)

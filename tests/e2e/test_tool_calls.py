@@ -19,6 +19,7 @@ from transformers import AutoTokenizer, Qwen3ForCausalLM
 from pipeline.config.plan import plan_run
 from pipeline.train.levers.grpo_trainer import LeveredGRPOTrainer
 from tests.helpers.runs import REPO, TINY, compose_config, run_pipeline
+from tests.helpers.scripted_tools import attended
 
 TOKENIZER = REPO / "pipeline" / "assets" / "smollm2_tokenizer"
 SMALL = [*TINY, "stage.batch_size=8", "stage.num_generations=4", "model.chat_template=qwen2.5", "env=calculator"]
@@ -32,7 +33,7 @@ def scripted_generate(tokenizer):
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
         replies = []
-        for ids in input_ids:
+        for ids in attended(input_ids, attention_mask):
             text = tokenizer.decode(ids, skip_special_tokens=False)
             results = re.findall(r"<tool_response>\n(.*?)\n</tool_response>", text, re.DOTALL)
             if results:

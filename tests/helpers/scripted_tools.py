@@ -11,6 +11,14 @@ import re
 
 import torch
 
+
+def attended(input_ids, attention_mask):
+    """Each row's tokens as the model reads them: padding (at the left, or a hole after a shared opening) left out."""
+    if attention_mask is None:
+        return list(input_ids)
+    return [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask, strict=True)]
+
+
 CALL = '<tool_call>\n{{"name": "calculate", "arguments": {{"{key}": "{expr}"}}}}\n</tool_call><|im_end|>'
 
 
@@ -20,7 +28,7 @@ def scripted_generate(tokenizer):
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
         replies = []
-        for ids in input_ids:
+        for ids in attended(input_ids, attention_mask):
             text = tokenizer.decode(ids, skip_special_tokens=False)
             a, b = map(int, re.findall(r"What is (\d+) \+ (\d+)", text)[-1])
             results = re.findall(r"<tool_response>\n(.*?)\n</tool_response>", text, re.DOTALL)
@@ -52,7 +60,7 @@ def scripted_bisection(tokenizer):
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
         replies = []
-        for ids in input_ids:
+        for ids in attended(input_ids, attention_mask):
             text = tokenizer.decode(ids, skip_special_tokens=False)
             low, high = map(int, re.findall(r"between (\d+) and (\d+)", text)[0])  # the rules' range
             guesses = [int(g) for g in re.findall(r'"number": (\d+)', text)]

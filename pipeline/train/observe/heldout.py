@@ -24,6 +24,7 @@ from pipeline.config.plan import RunPlan
 from pipeline.rewards.answer import is_correct
 from pipeline.train.levers.bf16_frozen import full_precision
 from pipeline.train.levers.compact_decoding import compact_sample
+from pipeline.train.levers.prefill_once import prefill_once
 from pipeline.train.model.build import partitioned as is_sharded
 from pipeline.train.model.templates import chat_text
 from pipeline.train.observe.episodes import EvalAgent, episode_records, eval_agent
@@ -114,8 +115,9 @@ def generate_texts(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
         "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     try:
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.no_grad(), full_precision(model):
-            # answered problems leave the batch (the trained model answers in a few tokens, the rest run on)
+        # prefill_once: the prompts' common opening (the system prompt) is computed once for the batch;
+        # compact_sample: answered problems leave the batch (the trained model answers in a few tokens)
+        with torch.no_grad(), full_precision(model), prefill_once(model):
             out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                  custom_generate=compact_sample, **decoding)
     finally:

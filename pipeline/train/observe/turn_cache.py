@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from pipeline.train.levers.bf16_frozen import full_precision
+from pipeline.train.levers.prefill_once import full_attention_only, prefilled_inputs
 
 
 class TurnCache:
@@ -36,13 +37,16 @@ class TurnCache:
     def replies(self, episodes: list[Any]) -> list[list[int]]:
         """One greedy reply per episode (a subset of the last call's, in its order, or a new batch), each cut after
         its first end-of-turn token and to the episode's own token budget."""
-        if not self.reuse or self.ids is None:
+        fresh = not self.reuse or self.ids is None
+        if fresh:
             self._start(episodes)
         else:
             self._extend(episodes)
         room = [self.budget - len(e.completion_ids) for e in episodes]
         width = self.ids.shape[1]
         with full_precision(self.model):  # no autocast here: the fp32 weights, not bf16 copies held while training
+            if fresh and self.reuse:  # the episodes' common opening (system prompt, tool block) computed once
+                self._prefill()
             out = self.model.generate(
                 input_ids=self.ids, attention_mask=self.mask, past_key_values=self.cache,
                 max_new_tokens=max(max(room), 1), do_sample=False, temperature=None, top_p=None, top_k=None,
@@ -68,6 +72,11 @@ class TurnCache:
         self.cache = DynamicCache(config=self.model.config) if self.reuse else None
         self.rows = list(episodes)
 
+    def _prefill(self) -> None:
+        prefilled = prefilled_inputs(self.model, self.ids, self.mask)
+        if prefilled is not None:
+            self.ids, self.mask, self.cache = prefilled.input_ids, prefilled.attention_mask, prefilled.cache
+
     def _extend(self, episodes: list[Any]) -> None:
         """Keeps the rows of `episodes` and appends what each episode gained since (its tool results)."""
         index = {id(e): i for i, e in enumerate(self.rows)}
@@ -90,14 +99,6 @@ class TurnCache:
                              device=device)
         self.ids, self.mask = torch.cat([self.ids, new], dim=1), torch.cat([self.mask, holes], dim=1)
         self.rows = list(episodes)
-
-
-def full_attention_only(model: Any) -> bool:
-    """Whether every layer attends to the whole sequence (no sliding window), so holes in a row cost nothing."""
-    config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
-    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or []):
-        return False
-    return not getattr(config, "sliding_window", None) or getattr(config, "use_sliding_window", None) is False
 
 
 def end_of_turn_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -10,7 +10,9 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen3ForCausalLM
 
-from pipeline.train.observe.turn_cache import TurnCache, full_attention_only
+from pipeline.train.levers import prefill_once
+from pipeline.train.levers.prefill_once import full_attention_only
+from pipeline.train.observe.turn_cache import TurnCache
 from tests.helpers.tiny_models import tiny_config
 
 VOCAB, PAD, BUDGET = 96, 0, 40
@@ -44,38 +46,47 @@ def alone(model, episode) -> list[int]:
     return row[:end]
 
 
-def forwarded_lengths(model) -> list[int]:
-    seen: list[int] = []
-    model.model.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs["input_ids"].shape[1]),
+def forwarded_shapes(model) -> list[tuple[int, int]]:
+    seen: list[tuple[int, int]] = []
+    model.model.register_forward_pre_hook(lambda _, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)),
                                           with_kwargs=True)
     return seen
 
 
-def test_replies_equal_a_fresh_prefill_of_each_episode_while_only_new_tokens_are_forwarded(model) -> None:
+@pytest.mark.parametrize("opening", [0, 10], ids=["own-prompts", "common-opening"])
+def test_replies_equal_a_fresh_prefill_of_each_episode_while_only_new_tokens_are_forwarded(model, opening,
+                                                                                          monkeypatch) -> None:
+    monkeypatch.setattr(prefill_once, "MIN_SAVED_TOKENS", 16)  # the 10-token opening saves 20 token forwards here
     tokenizer = SimpleNamespace(pad_token_id=PAD, eos_token_id=STOPS[0])
-    episodes = [SimpleNamespace(prompt_ids=tokens(n, seed), completion_ids=[]) for n, seed in ((5, 1), (11, 2), (8, 3))]
+    # with an opening: every prompt starts with the same 10 tokens (a system prompt), computed once for all three
+    episodes = [SimpleNamespace(prompt_ids=tokens(opening, 7) + tokens(n, seed), completion_ids=[])
+                for n, seed in ((5, 1), (11, 2), (8, 3))]
     turns = TurnCache(model, tokenizer, BUDGET)
+    seen = forwarded_shapes(model)
     with torch.no_grad():
         first = turns.replies(episodes)
     assert first == [alone(model, e) for e in episodes]
+    width = opening + 11
+    prefill = [(1, opening), (3, width - 1 - opening)] if opening else [(3, width)]
+    assert seen[: len(prefill)] == prefill
+    seen.clear()
     assert len({len(r) for r in first}) > 1  # replies of different lengths: holes after the shorter ones' ends
 
     # episode 1 is finished; 0 and 2 get tool results of different lengths, as run_tools appends them
     for episode, reply, seed, n in ((episodes[0], first[0], 4, 3), (episodes[2], first[2], 5, 6)):
         episode.completion_ids = episode.completion_ids + reply + tokens(n, seed)
     playing = [episodes[0], episodes[2]]
-    seen = forwarded_lengths(model)
     with torch.no_grad():
         second = turns.replies(playing)
     assert second == [alone(model, e) for e in playing]
-    assert seen[0] == 1 + 6  # the last reply's final token and the longer tool result, not the whole episodes
+    assert seen[0] == (2, 1 + 6)  # the last reply's final token and the longer tool result, not the whole episodes
 
     episodes[2].completion_ids = episodes[2].completion_ids + second[1] + tokens(4, 6)
     seen.clear()
     with torch.no_grad():
         third = turns.replies([episodes[2]])
     assert third == [alone(model, episodes[2])]
-    assert seen[0] == 1 + 4
+    assert seen[0] == (1, 1 + 4)
 
 
 def test_an_episode_whose_tokens_changed_is_refused(model) -> None:
