@@ -33,12 +33,13 @@ class GuessNumber:
         self._secret: int | None = None
         self.guesses: list[int] = []
         self.solved = False
+        self.late_calls = 0  # guesses made after the game was over, charged like extra guesses
 
     def reset(self, seed: int | None = None, **row: Any) -> str:
         """Starts a game: the secret from the row's seed (or this instance's RNG); returns the rules."""
         rng = random.Random(seed) if seed is not None else self._rng
         self._secret = rng.randint(self.low, self.high)
-        self.guesses, self.solved = [], False
+        self.guesses, self.solved, self.late_calls = [], False, 0
         self._range = (self.low, self.high)  # where the secret can still be, after the hints so far
         return (f"I am thinking of a whole number between {self.low} and {self.high}. Find it by calling the "
                 f"`guess` tool with a number; after each guess I say whether the secret is higher or lower. You have "
@@ -57,6 +58,7 @@ class GuessNumber:
         if self._secret is None:
             return "Error: the game has not started."
         if self.solved or len(self.guesses) >= self.max_guesses:
+            self.late_calls += 1
             return "The game is over; give your final answer."
         if isinstance(number, str) and number.strip().lstrip("+-").isdigit():  # a model's "42" for 42
             number = int(number)
@@ -76,8 +78,10 @@ class GuessNumber:
         return f"{hint}: it is between {self._range[0]} and {self._range[1]} ({left} guesses left)"
 
     def get_reward(self) -> float:
-        """1 for finding the number, less `turn_penalty` per extra guess (at least 0.5); 0 when not found."""
+        """1 for finding the number, less `turn_penalty` per extra guess (at least 0.5); 0 when not found. A guess
+        after the game is over counts as an extra guess: otherwise calling on after "Correct!" costs nothing, and a
+        model that learned to win keeps taking turns it does not need."""
         if not self.solved:
             return 0.0
-        return max(0.5, 1.0 - self.turn_penalty * (len(self.guesses) - 1))
+        return max(0.5, 1.0 - self.turn_penalty * (len(self.guesses) - 1 + self.late_calls))
 

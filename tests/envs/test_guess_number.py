@@ -3,6 +3,8 @@ it, and the reward counts guesses."""
 
 from __future__ import annotations
 
+import pytest
+
 from pipeline.envs.guess_number import GuessNumber
 
 
@@ -23,6 +25,18 @@ def test_binary_search_wins_and_is_rewarded_by_guesses() -> None:
     assert reply.startswith("Correct")
     assert 0.5 <= env.get_reward() <= 1.0
     assert env.get_reward() == max(0.5, 1 - 0.05 * (len(env.guesses) - 1))
+
+
+def test_guesses_after_the_win_cost_like_extra_guesses() -> None:
+    env = GuessNumber(max_guesses=7)
+    env.reset(seed=3)
+    secret, _ = play(env)
+    won = env.get_reward()
+    assert "over" in env.guess(secret) and "over" in env.guess(1)
+    assert env.get_reward() == pytest.approx(max(0.5, won - 2 * 0.05))
+    env.reset(seed=3)
+    play(env)
+    assert env.get_reward() == won  # a new game starts uncharged
 
 
 def test_the_seed_fixes_the_game_and_a_lost_game_scores_zero() -> None:
