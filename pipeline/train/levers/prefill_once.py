@@ -59,7 +59,10 @@ def prefilled_inputs(model: torch.nn.Module, input_ids: torch.Tensor,
         return None
     groups = group_rows(input_ids, attention_mask)
     firsts = torch.tensor([rows[0] for rows in groups], device=input_ids.device)
-    opening = shared_opening(input_ids[firsts], attention_mask[firsts]) if full_attention_only(model) else 0
+    # the layout moves left padding only; a row with holes elsewhere, or a sliding window, shares no opening
+    left_padded = bool((attention_mask.long().diff(dim=1) >= 0).all())
+    opening = shared_opening(input_ids[firsts], attention_mask[firsts]) \
+        if left_padded and full_attention_only(model) else 0
     if opening == 0 and len(groups) == len(input_ids):
         return None
     ids, mask = (input_ids, attention_mask) if opening == 0 else opening_first(input_ids, attention_mask, opening)

@@ -116,6 +116,15 @@ def test_an_opening_is_shared_only_where_it_saves_enough() -> None:
     assert shared_opening(edge, torch.ones_like(edge)) == MIN_SAVED_TOKENS
 
 
+def test_rows_not_left_padded_share_no_opening(small_savings_pay) -> None:
+    model = tiny_lora_model().eval()
+    ids, mask = opening_prompts()
+    assert prefilled_inputs(model, ids, mask).opening == 10
+    right = torch.stack([torch.cat([i[m.bool()], i[~m.bool()]]) for i, m in zip(ids, mask, strict=True)])
+    prefilled = prefilled_inputs(model, right, mask.flip(1))
+    assert prefilled.opening == 0 and torch.equal(prefilled.input_ids, right)
+
+
 def test_sliding_window_models_share_repeated_prompts_only() -> None:
     config = Qwen2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=8,
