@@ -99,8 +99,7 @@ def shared_opening(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int
     same = torch.ones(shortest, dtype=torch.bool, device=input_ids.device)
     for row in rows[1:]:
         same &= row[:shortest] == first
-    length = int(same.long().cumprod(0).sum()) if shortest else 0
-    length = min(length, shortest - 1)
+    length = min(int(same.long().cumprod(0).sum()), shortest - 1)
     return length if length * (len(rows) - 1) >= MIN_SAVED_TOKENS else 0
 
 
