@@ -6,12 +6,13 @@ writes files and renames, so a reader never sees half a model.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase, Trainer
 
-from pipeline.config.run_dir import RunDir, json_text, partial_of, replacing
+from pipeline.config.run_dir import RunDir, json_text, replacing
 from pipeline.train.checkpoint.peft_init import mutates_base, save_converted
 
 
@@ -20,7 +21,10 @@ def save_model_dir(run_dir: RunDir, trainer: Trainer, tokenizer: PreTrainedToken
     """Save the trainer's model (adapter or full) and tokenizer as `target`; `note` = (file name, JSON payload)
     written inside it, so the note and the weights appear together."""
     if not run_dir.writes:
-        trainer.save_model(str(partial_of(target)))
+        # this rank only joins the gathers; PEFT's save_pretrained creates its folder on every rank, so a folder
+        # beside the target would reappear after rank 0's rename (an empty final.partial)
+        with tempfile.TemporaryDirectory(prefix="not-written-") as scratch:
+            trainer.save_model(scratch)
         return target
     with replacing(target) as partial:
         trainer.save_model(str(partial))
