@@ -156,6 +156,8 @@ def test_multirun_jobs_each_go_through_the_profile_s_launcher(tmp_path: Path, mo
         assert json.loads((sweep / job / "summary.json").read_text())["engine"] == "ddp"
 
 
+# slow (~40 s): ZeRO-3 GRPO through the deepspeed launcher stays in the default suite
+@pytest.mark.slow
 def test_zero3_chain_merges_the_sft_adapter_into_sharded_weights_and_trains_dpo(tmp_path: Path,
                                                                                 model_cache: Path) -> None:
     """sft_then_dpo under ZeRO-3 with LoRA: both steps load sharded; DPO starts from the SFT adapter merged into the

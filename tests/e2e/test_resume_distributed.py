@@ -146,6 +146,8 @@ def test_deepspeed_kill_inside_a_checkpoint_write_resumes_from_the_previous_one(
                                                                           ("checkpoint-4", True)]
 
 
+# slow (~57 s): the one-process SIGTERM test and the 2-rank kill -9 resume (test_tools_scale) stay in the default suite
+@pytest.mark.slow
 def test_sigterm_to_one_rank_saves_on_both_and_resumes(tmp_path, model_cache) -> None:
     run_dir = tmp_path / "stopped"
     # no periodic checkpoints: the only one is what the signal writes (ZeRO-3: the save itself is collective)
@@ -210,6 +212,8 @@ def test_a_chain_killed_in_its_second_stage_resumes_there_under_deepspeed(tmp_pa
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 2 * STEPS
 
 
+# slow (~51 s): a quantized base on 2 ranks (DDP) stays in the default suite
+@pytest.mark.slow
 def test_qlora_under_zero3_trains_as_under_zero2_with_the_base_partitioned(tmp_path, model_cache) -> None:
     """transformers loads a 4-bit base whole on each rank (never under zero.Init); DeepSpeed's ZeRO-3 engine then
     partitions it. Same batches, same LoRA init: the losses match ZeRO-2's (hw=dual_3090's QLoRA engine) exactly."""
