@@ -37,6 +37,7 @@ _ZERO_INIT = "deepspeed.runtime.zero.partition_parameters:Init"
 PRIVATE_HOOKS: tuple[Private, ...] = (
     # levers/grpo_trainer.py: the seams of TRL's GRPO loop
     Private(_GRPO, "_generate_single_turn", "one transformers generation call: the generation levers wrap it"),
+    Private(_GRPO, "_generate", "one rollout batch, every tool turn of it: turn_reuse holds its cache across them"),
     Private(_GRPO, "_get_per_token_logps_and_entropies", "every log-prob forward: shared_prefix packs its rows"),
     Private(_GRPO, "_prepare_inputs", "splits a generation batch into micro-batches: shared_prefix regroups them"),
     Private(_GRPO, "_buffered_inputs", "the micro-batches of the current generation batch (instance attribute)"),

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, Qwen3ForCausalLM
 
 from pipeline.config.plan import plan_run
 from pipeline.train.levers.grpo_trainer import LeveredGRPOTrainer
+from pipeline.train.trl_surface import reached
 from tests.helpers.runs import REPO, TINY, compose_config, run_pipeline
 from tests.helpers.scripted_tools import attended
 
@@ -66,7 +67,11 @@ def test_scripted_tool_calls_run_are_counted_and_masked(tmp_path, monkeypatch) -
                  f"paths.cache_dir={tmp_path / 'cache'}"]
     from pipeline.train.stages import run_stage
 
+    reused = reached["reused_turn"]
     run_stage(plan_run(compose_config(overrides), run_dir))
+    # each step's follow-up turn continued its first turn's rows (levers/turn_reuse.py): the histories TRL's loop
+    # builds by concatenation extend what generate held
+    assert reached["reused_turn"] == reused + 2
 
     # counted: 2 steps x 8 rollouts, one call each, every fourth with a bad argument
     summary = json.loads((run_dir / "summary.json").read_text())

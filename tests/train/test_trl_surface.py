@@ -61,7 +61,7 @@ def test_every_hook_is_reached_in_a_one_step_grpo_run(tmp_path: Path, monkeypatc
     with lean_lm_head():  # as stages/finish.py trains
         trainer.train()
     reached = trl_surface.reached
-    assert reached["_generate_single_turn"] >= 1 and reached["compute_loss"] >= 1
+    assert reached["_generate"] >= 1 and reached["_generate_single_turn"] >= 1 and reached["compute_loss"] >= 1
     # both completions of a prompt share a micro-batch and are scored in one packed forward
     assert reached["_prepare_inputs"] >= 1 and reached["_get_per_token_logps_and_entropies"] >= 1
     # TRL's fused LM head asked whether to score only labelled positions and folded its tiles through ours

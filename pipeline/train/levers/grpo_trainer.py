@@ -6,6 +6,7 @@ gives TRL's numbers (same distribution where it samples; tests/train/levers/ com
 | seam (TRL's)                            | levers                                                              |
 |-----------------------------------------|---------------------------------------------------------------------|
 | `_generate_single_turn` (one generation) | bf16_frozen, merged_lora, fast_sampling, prefill_once, compact_decoding |
+| `_generate` (one rollout batch, all turns) | turn_reuse: prefill_once in tool runs keeps each turn's cache      |
 | `compute_loss` (a training micro-batch)  | trim_padding                                                        |
 | `_prepare_inputs` (micro-batch split)    | shared_prefix: whole groups per micro-batch                         |
 | `_get_per_token_logps_and_entropies`     | shared_prefix: each prompt forwarded once per group                 |
@@ -16,7 +17,8 @@ Which levers apply is decided once, when the trainer is built (`GRPOLevers.appli
 generation levers, ZeRO-3 skips the merge (a rank holds a shard of each weight) and the shared prefill. Runs with
 tools (TRL's multi-turn loop) keep the levers that score or sample the same tokens whatever they are -- the shared
 prefix (exact with TRL's tool_mask: tests/train/levers/test_tool_mask.py), prefill_once (generate's own tokens on a
-follow-up turn's batch: test_prefill_tool_turns.py), merged LoRA, fast sampling, the lean LM head, trimmed padding --
+follow-up turn's batch: test_prefill_tool_turns.py; each turn continues the last one's cache: test_turn_reuse.py),
+merged LoRA, fast sampling, the lean LM head, trimmed padding --
 and turn off drop_finished_rows, whose own decode loop is not proven on the follow-up turns TRL generates from each
 rollout's history; one log line says so.
 """
@@ -40,6 +42,7 @@ from pipeline.train.levers.merged_lora import mergeable, merged_lora
 from pipeline.train.levers.prefill_once import prefill_once
 from pipeline.train.levers.shared_prefix import SaysOnce, blocker, group_micro_batches, packed_logps, regroup_blocker
 from pipeline.train.levers.trim_padding import trim_padding
+from pipeline.train.levers.turn_reuse import TurnReuse
 from pipeline.train.levers.zero_std_groups import (
     GROUP_KEY,
     SCALE_KEY,
@@ -115,6 +118,7 @@ class LeveredGRPOTrainer(GRPOTrainer):
         self.tool_stats = tool_stats
         # groups that teach nothing: counted (groups/* scalars, summary.json); fresh prompts drawn apart from TRL's
         self.groups, self.last_rewards, self.fresh_prompts = GroupStats(), None, None
+        self._turns: TurnReuse | None = None  # the rollout batch being generated, in a tool run with prefill_once
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # each step's log, not evaluation's nor the end-of-training summary (which would repeat the last point)
@@ -177,6 +181,17 @@ class LeveredGRPOTrainer(GRPOTrainer):
         picks = torch.randint(len(self.train_dataset), (prompts,), generator=self.fresh_prompts).tolist()
         return [self.train_dataset[i] for i in picks for _ in range(self.num_generations)]
 
+    def _generate(self, prompts):
+        reached["_generate"] += 1
+        if not (self.tools and self.levers.prefill_once):
+            return super()._generate(prompts)
+        # one rollout batch, every turn of it: each turn forwards only what its rows gained (levers/turn_reuse.py)
+        self._turns = TurnReuse(self.accelerator.unwrap_model(self.model))
+        try:
+            return super()._generate(prompts)
+        finally:
+            self._turns = None
+
     def _generate_single_turn(self, *args: Any, **kwargs: Any):
         reached["_generate_single_turn"] += 1
         with self._generation_levers():
@@ -195,7 +210,9 @@ class LeveredGRPOTrainer(GRPOTrainer):
             stack.enter_context(merged_lora(model))
         if levers.fast_sampling:
             stack.enter_context(inverse_cdf_sampling())
-        if levers.prefill_once:
+        if self._turns is not None:  # a tool run: prefill_once's fresh prefill, then each turn continues the last
+            stack.enter_context(self._turns.wrapping())
+        elif levers.prefill_once:
             stack.enter_context(prefill_once(model))
         if levers.drop_finished_rows:
             # entered last, so its loop reaches generate through prefill_once's wrapper

@@ -124,9 +124,13 @@ def full_attention_only(model: Any) -> bool:
     return not getattr(config, "sliding_window", None) or getattr(config, "use_sliding_window", None) is False
 
 
-def _one_sequence_per_row(model: torch.nn.Module, kwargs: dict[str, Any]) -> bool:
+def plain_call(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether a generate call keeps its own path: positional arguments, no attention mask, an argument the prefill
+    does not read, or several sequences per prompt (beams, num_return_sequences)."""
+    if args or kwargs.get("attention_mask") is None or not set(kwargs) <= _PASSED_THROUGH:
+        return True
     config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
-    return all((getattr(config, key, 1) or 1) == 1 for key in ("num_beams", "num_return_sequences"))
+    return any((getattr(config, key, 1) or 1) != 1 for key in ("num_beams", "num_return_sequences"))
 
 
 def prefill_once(model: torch.nn.Module) -> AbstractContextManager[None]:
@@ -134,9 +138,8 @@ def prefill_once(model: torch.nn.Module) -> AbstractContextManager[None]:
 
     def wrap(original: Any) -> Any:
         def generate(*args: Any, **kwargs: Any) -> Any:
-            plain = args or kwargs.get("attention_mask") is None or not set(kwargs) <= _PASSED_THROUGH \
-                or not _one_sequence_per_row(model, kwargs)
-            prefilled = None if plain else prefilled_inputs(model, kwargs["input_ids"], kwargs["attention_mask"])
+            prefilled = None if plain_call(model, args, kwargs) else prefilled_inputs(
+                model, kwargs["input_ids"], kwargs["attention_mask"])
             if prefilled is None:
                 return original(*args, **kwargs)
             reached["prefilled_cache"] += 1

@@ -21,6 +21,7 @@ import torch
 
 from pipeline.train.levers.bf16_frozen import full_precision
 from pipeline.train.levers.prefill_once import full_attention_only, prefilled_inputs
+from pipeline.train.levers.turn_reuse import appended
 
 
 class TurnCache:
@@ -92,12 +93,7 @@ class TurnCache:
             if tokens[: len(held)] != held:
                 raise RuntimeError("an episode's tokens changed under the turn cache (only appending is supported)")
             chunks.append(tokens[len(held):])
-        width = max(map(len, chunks))
-        device = self.ids.device
-        new = torch.tensor([[self.pad] * (width - len(c)) + c for c in chunks], dtype=self.ids.dtype, device=device)
-        holes = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunks], dtype=self.mask.dtype,
-                             device=device)
-        self.ids, self.mask = torch.cat([self.ids, new], dim=1), torch.cat([self.mask, holes], dim=1)
+        self.ids, self.mask = appended(self.ids, self.mask, chunks, self.pad)
         self.rows = list(episodes)
 
 
