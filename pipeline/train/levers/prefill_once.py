@@ -129,8 +129,13 @@ def plain_call(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, 
     does not read, or several sequences per prompt (beams, num_return_sequences)."""
     if args or kwargs.get("attention_mask") is None or not set(kwargs) <= _PASSED_THROUGH:
         return True
-    config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
+    config = generation_config_of(model, kwargs)
     return any((getattr(config, key, 1) or 1) != 1 for key in ("num_beams", "num_return_sequences"))
+
+
+def generation_config_of(model: torch.nn.Module, kwargs: dict[str, Any]) -> Any:
+    """The generation config a generate call runs under: its own argument, else the model's."""
+    return kwargs.get("generation_config") or getattr(model, "generation_config", None)
 
 
 def prefill_once(model: torch.nn.Module) -> AbstractContextManager[None]:

@@ -19,7 +19,12 @@ from typing import Any
 
 import torch
 
-from pipeline.train.levers.prefill_once import full_attention_only, plain_call, prefilled_inputs
+from pipeline.train.levers.prefill_once import (
+    full_attention_only,
+    generation_config_of,
+    plain_call,
+    prefilled_inputs,
+)
 from pipeline.train.trl_surface import reached, wrapped_generate
 
 
@@ -119,17 +124,13 @@ class TurnReuse:
         return (*appended(held_ids, held_mask, chunks, pad), cache)
 
 
-def _config_of(model: torch.nn.Module, kwargs: dict[str, Any]) -> Any:
-    return kwargs.get("generation_config") or getattr(model, "generation_config", None)
-
-
 def _pad_of(model: torch.nn.Module, kwargs: dict[str, Any]) -> int:
-    pad = kwargs.get("pad_token_id", getattr(_config_of(model, kwargs), "pad_token_id", None))
+    pad = kwargs.get("pad_token_id", getattr(generation_config_of(model, kwargs), "pad_token_id", None))
     return 0 if pad is None else int(pad)
 
 
 def _ends_of(model: torch.nn.Module, kwargs: dict[str, Any]) -> set[int]:
     """The tokens generate stops a row on: after the first, the row holds only padding."""
-    ends = kwargs.get("eos_token_id", getattr(_config_of(model, kwargs), "eos_token_id", None))
+    ends = kwargs.get("eos_token_id", getattr(generation_config_of(model, kwargs), "eos_token_id", None))
     ends = ends if isinstance(ends, list) else [ends]
     return {int(e) for e in ends if e is not None}
