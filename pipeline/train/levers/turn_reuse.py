@@ -28,14 +28,19 @@ from pipeline.train.levers.prefill_once import (
 from pipeline.train.trl_surface import reached, wrapped_generate
 
 
+def left_padded(rows: list[list[int]], pad: int, device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows left-padded to the longest, and their attention mask (0 on the padding)."""
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
+    return ids, mask
+
+
 def appended(ids: torch.Tensor, mask: torch.Tensor, chunks: list[list[int]],
              pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`ids` / `mask` with each row's chunk appended, the chunks left-padded to the longest (padding: holes)."""
-    width = max(map(len, chunks))
-    new = torch.tensor([[pad] * (width - len(c)) + c for c in chunks], dtype=ids.dtype, device=ids.device)
-    holes = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunks], dtype=mask.dtype,
-                         device=mask.device)
-    return torch.cat([ids, new], dim=1), torch.cat([mask, holes], dim=1)
+    new, holes = left_padded(chunks, pad, ids.device)
+    return torch.cat([ids, new.to(ids.dtype)], dim=1), torch.cat([mask, holes.to(mask.dtype)], dim=1)
 
 
 def ended_rows(generated: torch.Tensor, ends: set[int]) -> torch.Tensor:

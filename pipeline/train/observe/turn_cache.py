@@ -21,7 +21,7 @@ import torch
 
 from pipeline.train.levers.bf16_frozen import full_precision
 from pipeline.train.levers.prefill_once import full_attention_only, prefilled_inputs
-from pipeline.train.levers.turn_reuse import appended
+from pipeline.train.levers.turn_reuse import appended, left_padded
 
 
 class TurnCache:
@@ -66,10 +66,7 @@ class TurnCache:
         from transformers import DynamicCache
 
         inputs = [e.prompt_ids + e.completion_ids for e in episodes]
-        width = max(map(len, inputs))
-        device = self.model.device
-        self.ids = torch.tensor([[self.pad] * (width - len(row)) + row for row in inputs], device=device)
-        self.mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in inputs], device=device)
+        self.ids, self.mask = left_padded(inputs, self.pad, self.model.device)
         self.cache = DynamicCache(config=self.model.config) if self.reuse else None
         self.rows = list(episodes)
 
