@@ -25,15 +25,20 @@ import torch
 
 log = logging.getLogger(__name__)
 
+
+def cpu_bf16(cfg) -> bool:
+    """The run trains under bf16 autocast on CPU."""
+    from pipeline.config.enums import Device, Precision
+
+    return cfg.hw.device == Device.cpu and cfg.hw.precision == Precision.bf16
+
+
 def holds_frozen_bf16(cfg) -> bool:
     """hw.bf16_frozen_weights applies: bf16 autocast on CPU in one process (DDP's start-up broadcast and the
     sharded engines are not proven with mixed-dtype frozen weights; ZeRO on CPU stays fp32 anyway)."""
     from pipeline.config.derived import world_size
-    from pipeline.config.enums import Device, Precision
 
-    hw = cfg.hw
-    return hw.bf16_frozen_weights and hw.device == Device.cpu and hw.precision == Precision.bf16 \
-        and world_size(cfg) == 1
+    return cfg.hw.bf16_frozen_weights and cpu_bf16(cfg) and world_size(cfg) == 1
 
 
 # model id -> [(weight, fp32 original, bf16 copy)] while frozen_bf16 is active on that model
@@ -130,6 +135,15 @@ def bf16_sampling(model: torch.nn.Module) -> Iterator[None]:
         head.weight = original
         if patched is not None:
             model.generate = patched
+
+
+def fp32_original(weight: torch.nn.Parameter) -> torch.Tensor:
+    """The fp32 original of a weight that holds its bf16 copy now; the weight's own data otherwise."""
+    for triples in _HELD.values():
+        for held, original, copy in triples:
+            if held is weight and weight.data.data_ptr() == copy.data_ptr():
+                return original
+    return weight.data
 
 
 def holds_bf16(model: torch.nn.Module) -> bool:

@@ -16,16 +16,24 @@ import torch
 
 
 @contextmanager
-def merged_lora(model: torch.nn.Module) -> Iterator[None]:
-    """Generate through merged weights; the unmerged originals are restored exactly on exit."""
+def merged_lora(model: torch.nn.Module, rounded_to: torch.dtype | None = None) -> Iterator[None]:
+    """Generate through merged weights; the unmerged originals are restored exactly on exit. `rounded_to` (bf16
+    sampling on bf16-held frozen weights): each weight is merged from its fp32 original and rounded once. Merging
+    into the bf16 copy rounds twice and loses most of an early adapter's update (an adapter after 15 GRPO steps:
+    the sampler's log-probs 0.021 nats a token from training's against 0.012 merged once; docs/benchmarks.md)."""
     from peft.tuners.lora import LoraLayer
+
+    from pipeline.train.levers.bf16_frozen import fp32_original
 
     layers = [m for m in model.modules() if isinstance(m, LoraLayer) and not m.merged]
     originals = [(m.get_base_layer().weight, m.get_base_layer().weight.data) for m in layers]
     for weight, data in originals:
-        weight.data = data.clone()
+        weight.data = (data if rounded_to is None else fp32_original(weight)).clone()
     for layer in layers:
         layer.merge()
+    if rounded_to is not None:
+        for weight, _ in originals:
+            weight.data = weight.data.to(rounded_to)
     try:
         yield
     finally:

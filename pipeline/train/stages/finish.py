@@ -20,7 +20,8 @@ from pipeline.train.checkpoint.disk import checkpoint_bytes, checkpoint_writes, 
 from pipeline.train.checkpoint.fsdp2 import Fsdp2Checkpoint
 from pipeline.train.checkpoint.resume import SignalCheckpoint, already_done, load_finished
 from pipeline.train.checkpoint.saving import save_model_dir
-from pipeline.train.levers.bf16_frozen import frozen_bf16, holds_frozen_bf16
+from pipeline.train.levers.bf16_frozen import cpu_bf16, frozen_bf16, holds_frozen_bf16
+from pipeline.train.levers.fp32_attention import fp32_attention
 from pipeline.train.levers.lean_lm_head import lean_lm_head
 from pipeline.train.observe.console import console, end_block, install_console
 from pipeline.train.observe.eval_callback import best_checkpoint
@@ -56,7 +57,8 @@ def train(plan: RunPlan, trainer: Trainer, prep: Prepared, *, bf16_frozen: bool 
         warn_if_short(run_dir, needed_bytes(model_bytes, optimizer_bytes, cfg.stage.save_steps, cfg.max_steps,
                                             cfg.checkpoint.keep))
     with checkpoint_writes(run_dir, model_bytes + optimizer_bytes), lean_lm_head(cfg.hw.lean_lm_head), \
-            frozen_bf16(trainer.model if bf16_frozen and holds_frozen_bf16(cfg) else None):
+            frozen_bf16(trainer.model if bf16_frozen and holds_frozen_bf16(cfg) else None), \
+            fp32_attention(trainer.model if cpu_bf16(cfg) else None):
         trainer.train(resume_from_checkpoint=checkpoint)
     stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, SignalCheckpoint)), None)
     if stopper is not None and stopper.received is not None:
