@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from pipeline.train.levers.fp32_attention import FP32_ON_CPU
 from pipeline.train.levers.prefix_flex import (
     BLOCK_MASK_IMPLS,
     DISPATCH,
@@ -44,7 +45,7 @@ from pipeline.train.trl_surface import reached
 log = logging.getLogger(__name__)
 
 # attention implementations that apply a caller's 4-D mask as given (bool for SDPA, additive float for eager)
-_MASK_FORMS: dict[str, bool] = {"sdpa": True, "eager": False, DISPATCH: True}
+_MASK_FORMS: dict[str, bool] = {"sdpa": True, "eager": False, DISPATCH: True, FP32_ON_CPU: True}
 
 
 def blocker(model: torch.nn.Module, device: torch.device, aux_loss: bool, extra: dict[str, Any]) -> str | None:

@@ -18,6 +18,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from pipeline.train import trl_surface
 from pipeline.train.levers import prefix_flex
+from pipeline.train.levers.fp32_attention import FP32_ON_CPU
 from pipeline.train.levers.grpo_trainer import GRPOLevers, LeveredGRPOTrainer
 from pipeline.train.levers.prefix_flex import DISPATCH
 from pipeline.train.levers.prefix_mask import group_rows, pack
@@ -106,7 +107,7 @@ def test_pack_lays_each_group_out_once_with_restarting_positions() -> None:
 
 
 @pytest.mark.parametrize("peft", [True, False], ids=["lora", "full"])
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", FP32_ON_CPU])
 def test_log_probs_and_entropies_equal_trls_per_row(tmp_path, peft: bool, attn: str) -> None:
     trainer = make_trainer(tmp_path, peft, attn=attn)
     batch = grpo_batch()
