@@ -137,15 +137,6 @@ def bf16_sampling(model: torch.nn.Module) -> Iterator[None]:
             model.generate = patched
 
 
-def fp32_original(weight: torch.nn.Parameter) -> torch.Tensor:
-    """The fp32 original of a weight that holds its bf16 copy now; the weight's own data otherwise."""
-    for triples in _HELD.values():
-        for held, original, copy in triples:
-            if held is weight and weight.data.data_ptr() == copy.data_ptr():
-                return original
-    return weight.data
-
-
 def holds_bf16(model: torch.nn.Module) -> bool:
     return bool(_held_for(model))
 

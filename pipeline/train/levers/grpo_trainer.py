@@ -200,12 +200,13 @@ class LeveredGRPOTrainer(GRPOTrainer):
     def _generation_levers(self) -> ExitStack:
         stack, levers = ExitStack(), self.levers
         model = self.accelerator.unwrap_model(self.model)
-        # bf16-held frozen weights (levers/bf16_frozen.py): sampling on them under autocast, or on the fp32
-        # originals (TRL generates outside autocast); the merge starts from the fp32 originals either way
+        # bf16-held frozen weights (levers/bf16_frozen.py): sampling on them under autocast, the adapter unmerged --
+        # the very numerics training scores the tokens with (a merge into bf16 weights rounds the adapter's update
+        # away: 0.021 nats a token from training's log-probs, docs/benchmarks.md) -- or on the fp32 originals
         sampling_bf16 = levers.bf16_sampling and holds_bf16(model)
         stack.enter_context(bf16_sampling(model) if sampling_bf16 else full_precision(model))
-        if levers.merge_lora:
-            stack.enter_context(merged_lora(model, torch.bfloat16 if sampling_bf16 else None))
+        if levers.merge_lora and not sampling_bf16:
+            stack.enter_context(merged_lora(model))
         if levers.fast_sampling:
             stack.enter_context(inverse_cdf_sampling())
         if self._turns is not None:  # a tool run: prefill_once's fresh prefill, then each turn continues the last

@@ -16,24 +16,16 @@ import torch
 
 
 @contextmanager
-def merged_lora(model: torch.nn.Module, rounded_to: torch.dtype | None = None) -> Iterator[None]:
-    """Generate through merged weights; the unmerged originals are restored exactly on exit. `rounded_to` (bf16
-    sampling on bf16-held frozen weights): each weight is merged from its fp32 original and rounded once. Merging
-    into the bf16 copy rounds twice and loses most of an early adapter's update (an adapter after 15 GRPO steps:
-    the sampler's log-probs 0.021 nats a token from training's against 0.012 merged once; docs/benchmarks.md)."""
+def merged_lora(model: torch.nn.Module) -> Iterator[None]:
+    """Generate through merged weights; the unmerged originals are restored exactly on exit."""
     from peft.tuners.lora import LoraLayer
-
-    from pipeline.train.levers.bf16_frozen import fp32_original
 
     layers = [m for m in model.modules() if isinstance(m, LoraLayer) and not m.merged]
     originals = [(m.get_base_layer().weight, m.get_base_layer().weight.data) for m in layers]
     for weight, data in originals:
-        weight.data = (data if rounded_to is None else fp32_original(weight)).clone()
+        weight.data = data.clone()
     for layer in layers:
         layer.merge()
-    if rounded_to is not None:
-        for weight, _ in originals:
-            weight.data = weight.data.to(rounded_to)
     try:
         yield
     finally:
@@ -45,6 +37,7 @@ def merged_lora(model: torch.nn.Module, rounded_to: torch.dtype | None = None) -
 
 
 def mergeable(model: torch.nn.Module, zero3: bool) -> bool:
-    """LoRA on plain weights: quantized bases cannot take the merge, ZeRO-3 holds only a shard of each weight."""
+    """LoRA on plain weights: quantized bases cannot take the merge, ZeRO-3 (and FSDP2) hold only a shard of each
+    weight."""
     quantized = getattr(model, "hf_quantizer", None) is not None or getattr(model, "is_loaded_in_4bit", False)
     return hasattr(model, "peft_config") and not quantized and not zero3

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from pipeline.config.plan import RunPlan
 from pipeline.rewards.answer import is_correct
 from pipeline.train.levers.bf16_frozen import full_precision
 from pipeline.train.levers.compact_decoding import compact_sample
+from pipeline.train.levers.merged_lora import mergeable, merged_lora
 from pipeline.train.levers.prefill_once import prefill_once
 from pipeline.train.model.build import partitioned as is_sharded
 from pipeline.train.model.templates import chat_text
@@ -116,8 +118,11 @@ def generate_texts(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
     try:
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         # prefill_once: the prompts' common opening (the system prompt) is computed once for the batch;
-        # compact_sample: answered problems leave the batch (the trained model answers in a few tokens)
-        with torch.no_grad(), full_precision(model), prefill_once(model):
+        # compact_sample: answered problems leave the batch (the trained model answers in a few tokens);
+        # a LoRA adapter merged into a copy of the fp32 weights for the call (levers/merged_lora.py)
+        merge = mergeable(model, is_sharded(model) or is_fsdp2(model))
+        with torch.no_grad(), full_precision(model), merged_lora(model) if merge else nullcontext(), \
+                prefill_once(model):
             out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                  custom_generate=compact_sample, **decoding)
     finally:

@@ -103,3 +103,31 @@ def test_bf16_sampling_runs_on_the_copies_and_puts_the_head_and_generate_back(ti
     # bf16 rounding of weights and activations: close to the fp32 model, not equal
     torch.testing.assert_close(logits.float(), fp32_logits, atol=0.1, rtol=0.05)
     assert not torch.equal(logits.float(), fp32_logits)
+
+
+def test_bf16_sampling_scores_tokens_as_training_does_with_the_adapter_unmerged() -> None:
+    """GRPO's generation levers on bf16-held weights: the adapter stays unmerged, so the sampler's logits are the
+    training forward's (autocast over the same bf16 copies); a merge into the bf16 copies would move them."""
+    from types import SimpleNamespace
+
+    from peft.tuners.lora import LoraLayer
+
+    from pipeline.train.levers.grpo_trainer import GRPOLevers, LeveredGRPOTrainer
+
+    model = tiny_lora_model().eval()
+    ids = torch.randint(0, 128, (2, 10), generator=torch.Generator().manual_seed(4))
+    trainer = SimpleNamespace(levers=GRPOLevers(merge_lora=True, bf16_sampling=True), model=model, _turns=None,
+                              accelerator=SimpleNamespace(unwrap_model=lambda m: m))
+    with torch.no_grad(), frozen_bf16(model):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            training = model(input_ids=ids).logits.float()
+        with LeveredGRPOTrainer._generation_levers(trainer):
+            assert not any(m.merged for m in model.modules() if isinstance(m, LoraLayer))
+            sampler = model(input_ids=ids).logits.float()
+        with bf16_sampling(model), merged_lora(model):
+            merged = model(input_ids=ids).logits.float()
+        trainer.levers = GRPOLevers(merge_lora=True)  # fp32 sampling still merges
+        with LeveredGRPOTrainer._generation_levers(trainer):
+            assert all(m.merged for m in model.modules() if isinstance(m, LoraLayer))
+    assert torch.equal(sampler, training)
+    assert not torch.equal(merged, training)
