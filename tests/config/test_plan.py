@@ -33,13 +33,17 @@ def test_plan_holds_the_derived_values() -> None:
 
 
 @pytest.mark.parametrize(("overrides", "split"), [
-    # GRPO's shared-prefix layout on CPU: micro-batches round up to whole groups of num_generations
-    (["stage=grpo", "stage.shared_prefix=true", "hw=cpu", "stage.num_generations=8"], (8, 4)),
+    # GRPO's shared-prefix layout on CPU: micro-batches round up to whole groups of num_generations (the profiles'
+    # own micro-batches: the arithmetic recipe's 32 set aside)
+    (["stage=grpo", "stage.shared_prefix=true", "hw=cpu", "stage.num_generations=8", "hw.micro_batch=2"], (8, 4)),
     (["stage=grpo", "stage.shared_prefix=true", "hw=cpu", "stage.num_generations=4", "hw.micro_batch=6"], (8, 4)),
     # only where whole groups were measured to pay: not with the layout off, on CUDA (hw.micro_batch kept), DPO
-    (["stage=grpo", "stage.shared_prefix=false", "hw=cpu", "stage.num_generations=8"], (2, 16)),
-    (["stage=grpo", "stage.shared_prefix=true", "hw=single_4090", "stage.num_generations=8"], (4, 8)),
+    (["stage=grpo", "stage.shared_prefix=false", "hw=cpu", "stage.num_generations=8", "hw.micro_batch=2"], (2, 16)),
+    (["stage=grpo", "stage.shared_prefix=true", "hw=single_4090", "stage.num_generations=8", "hw.micro_batch=4"],
+     (4, 8)),
     (["stage=dpo", "stage.shared_prefix=true", "hw=cpu"], (2, 16)),
+    # the embedded default's recipe: its whole batch of 4 groups in one micro-batch
+    (["stage=grpo", "hw=cpu"], (32, 1)),
 ])
 def test_shared_prefix_grpo_micro_batches_hold_whole_groups(overrides: list[str], split: tuple[int, int]) -> None:
     p = plan([*overrides, "stage.batch_size=32"])

@@ -24,8 +24,8 @@ GOLDEN = REPO / "tests" / "e2e" / "golden_runs.json"
 # fp32 on CPU is deterministic on one machine; another CPU's kernels (AVX-512 vs AVX2 sums) move the last digits
 RTOL, ATOL = 1e-3, 1e-6
 # one torch thread whatever the worker count: KTO's step-3 KL moves 1.3e-3 relative between one and two threads
-COMMON = [*(a for a in TINY if not a.startswith("max_steps=")), "max_steps=3", "seed=0", "hw.precision=fp32",
-          "hw.torch_threads=1"]
+COMMON = [*(a for a in TINY if not a.startswith(("max_steps=", "hw.precision="))), "max_steps=3", "seed=0",
+          "hw.precision=fp32", "hw.torch_threads=1"]
 STAGES = {
     "sft": [],
     "dpo": [],
