@@ -44,7 +44,8 @@ def main() -> None:
 
     decode_mask = torch.ones(32, 1, 1, 56, dtype=torch.bool)
     train_mask = torch.ones(153, 153, dtype=torch.bool).tril().expand(4, 1, 153, 153)
-    ways = {"fp32": (torch.float32, False), "bf16": (torch.bfloat16, False), "bf16 cast to fp32": (torch.bfloat16, True)}
+    ways = {"fp32": (torch.float32, False), "bf16": (torch.bfloat16, False),
+            "bf16 cast to fp32": (torch.bfloat16, True)}
     shapes = {"decode step (32 x 1 query, 56 keys), no grad": (32, 1, 56, decode_mask, False),
               "training row (4 x 153, 4-D mask), forward + backward": (4, 153, 153, train_mask, True)}
     results = {}
