@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "bench"))
 def rank_main(argv: list[str]) -> None:
     """One FSDP2 rank: load, touch every held weight, write rank<N>.json."""
     from hydra import compose, initialize_config_dir
-    from load_peak import AnonPeak
+    from load_peak import MemoryTimeline
 
     out_dir, *overrides = argv
     from pipeline.config.plan import plan_run
@@ -47,15 +47,20 @@ def rank_main(argv: list[str]) -> None:
     from pipeline.train.runtime.fsdp2 import is_fsdp2
     from pipeline.train.stages.trl_args import training_args
 
-    sampler = AnonPeak()
+    sampler = MemoryTimeline()
     sampler.start()
     started = time.time()
+    # the phases of bench/load_peak.py's ZeRO-3 child, so the two timelines compare phase for phase
+    sampler.phase = "training_args"
     live = sharded_loading(plan, training_args(plan))  # the process group, before from_pretrained
+    sampler.phase = "build_model"
     model, _ = build_model(plan.cfg)
     from torch.distributed.tensor import DTensor
 
+    sampler.phase = "read_weights"
     for param in model.parameters():  # lazily mapped weights become resident, as at the first training step
         float((param.to_local() if isinstance(param, DTensor) else param).detach().sum())
+    time.sleep(0.05)  # one more sample after the last read
     seconds = time.time() - started
     sampler.done.set()
     sampler.join()
@@ -63,7 +68,7 @@ def rank_main(argv: list[str]) -> None:
     report = {"rank": plan.rank, "zero": plan.cfg.zero.name, "sharded": live is not None and is_fsdp2(model),
               "weight_elements_held": held, "weight_elements_total": total,
               "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB,
-              "peak_anon_gb": sampler.peak / GB, "load_s": round(seconds, 2)}
+              "peak_anon_gb": sampler.peak / GB, "load_s": round(seconds, 2), "timeline": sampler.report()}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / f"rank{plan.rank}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report), flush=True)
@@ -128,7 +133,7 @@ def main(model: str = "qwen2.5_0.5b_shape", steps: int = 3) -> dict:
     lines += [f"| {z} | {r['rank']} | {r['weight_elements_held']:,} / {r['weight_elements_total']:,} | "
               f"{r['peak_rss_gb']:.2f} | {r['peak_anon_gb']:.2f} | {r['load_s']} |"
               for z, rs in ranks.items() for r in rs]
-    print("\n".join(lines))
+    print("\n".join([*lines, "", *zero3_load.phase_lines(ranks)]))
     print(f"load peak (larger rank): fsdp2/zero3 {summary['load_peak_gb']['ratio']:.2f}; s/step zero3 "
           f"{step_s['zero3']:.2f}, fsdp2 {step_s['fsdp2']:.2f} (ratio {summary['seconds_per_step']['ratio']:.2f})")
     return {"case": "fsdp2_load", "notes": f"{model}, 2 CPU ranks (gloo), fp32; step time: SFT LoRA, {steps} steps",

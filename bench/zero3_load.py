@@ -43,6 +43,14 @@ def run_profile(model: str, zero: str, out: Path, port: int, child_flags: tuple[
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 
 
+def phase_lines(ranks: dict[str, list[dict]]) -> list[str]:
+    """A markdown table of each rank's peak memory per phase of its load (bench/load_peak.py MemoryTimeline)."""
+    lines = ["| profile | rank | phase: peak RSS GB (anon + file + shmem) |", "|---|---|---|"]
+    return lines + [f"| {z} | {r['rank']} | " + "; ".join(
+        f"{phase}: {m['rss_gb']:.2f} ({m['anon_gb']:.2f} + {m['file_gb']:.2f} + {m['shmem_gb']:.2f})"
+        for phase, m in r["timeline"]["phases"].items()) + " |" for z, rs in ranks.items() for r in rs]
+
+
 def main(model: str = "qwen2.5_0.5b_shape") -> dict:
     from pipeline.launch.launcher import free_port
 
@@ -63,10 +71,7 @@ def main(model: str = "qwen2.5_0.5b_shape") -> dict:
              "|---|---|---|---|---|---|"]
     lines += [f"| {z} | {r['rank']} | {r['weight_elements_held']:,} / {r['weight_elements_total']:,} | "
               f"{r['peak_rss_gb']:.2f} | {r['peak_anon_gb']:.2f} | {r['load_s']} |" for z in PROFILES for r in ranks[z]]
-    lines += ["", "| profile | rank | phase: peak RSS GB (anon + file + shmem) |", "|---|---|---|"]
-    lines += [f"| {z} | {r['rank']} | " + "; ".join(
-        f"{phase}: {m['rss_gb']:.2f} ({m['anon_gb']:.2f} + {m['file_gb']:.2f} + {m['shmem_gb']:.2f})"
-        for phase, m in r["timeline"]["phases"].items()) + " |" for z in PROFILES for r in ranks[z]]
+    lines += ["", *phase_lines(ranks)]
     print("\n".join(lines))
     print(f"load peak (larger rank): zero2 {peak['zero2']:.2f} GB, zero3 {peak['zero3']:.2f} GB, "
           f"ratio {summary['load_peak_gb']['ratio']:.2f} (goal <= 0.6)")
