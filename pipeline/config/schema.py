@@ -146,9 +146,10 @@ class HwConfig(Schema):
     # Recompute activations in backward (less memory, ~30% more compute).
     gradient_checkpointing: bool = False
     eval_batch: int = 50  # problems generated at once in held-out evaluation
-    # GRPO sampling, the same distribution: through LoRA merged into a weight copy; inverse-CDF (levers/*.py)
+    # GRPO sampling, same distribution: LoRA merged into a weight copy; inverse-CDF; packed fp32 Linears (levers/)
     merge_lora_for_generation: bool = False
     fast_sampling: bool = False
+    packed_linears: bool = False
     # bf16 on CPU (levers/bf16_frozen.py): frozen Linear weights held in bf16 while training, cast once (the same
     # numbers); bf16_sampling: GRPO samples on them under autocast too (else on the fp32 originals)
     bf16_frozen_weights: bool = True
@@ -161,8 +162,7 @@ class HwConfig(Schema):
     liger_kernel: bool = False
     tf32: bool = False
     continuous_batching: bool = False
-    # CPU threads for torch; null keeps torch's default (all cores).
-    torch_threads: int | None = None
+    torch_threads: int | None = None  # CPU threads for torch; null keeps torch's default (all cores)
     # Memory of one device in GB: the dry run's per-GPU estimate warns above it; null = not checked (CPU).
     memory_gb: float | None = None
     # Engine that starts the processes when num_processes x num_nodes > 1 and run.py was started plainly.

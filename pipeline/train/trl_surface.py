@@ -72,6 +72,9 @@ PRIVATE_HOOKS: tuple[Private, ...] = (
     Private(_ZERO_INIT, "_convert_to_deepspeed_param", "makes a parameter partitionable"),
     Private(_ZERO_INIT, "_aligned_size", "a partitioned weight's padded size"),
     Private(_ZERO_INIT, "_partition_world_size", "ranks a weight is partitioned over"),
+    # levers/packed_linears.py: oneDNN's packed-weight linear, as torch's inductor uses it for frozen CPU weights
+    Private("torch:ops.mkldnn", "_reorder_linear_weight", "packs a Linear weight once for generation"),
+    Private("torch:ops.mkldnn", "_linear_pointwise", "the linear on a packed weight"),
 )
 
 # Hook name -> times reached in this process; tests read it after a short run.

@@ -25,7 +25,9 @@ from tests.helpers.tiny_models import TOKENIZER, tiny_config
 def _owner(path: str) -> object:
     module, _, attribute = path.partition(":")
     owner = importlib.import_module(module)
-    return getattr(owner, attribute) if attribute else owner
+    for name in attribute.split(".") if attribute else ():  # "torch:ops.mkldnn": torch.ops.mkldnn
+        owner = getattr(owner, name)
+    return owner
 
 
 @pytest.mark.parametrize("hook", trl_surface.PRIVATE_HOOKS, ids=lambda h: f"{h.owner}.{h.name}")

@@ -5,7 +5,8 @@ gives TRL's numbers (same distribution where it samples; tests/train/levers/ com
 
 | seam (TRL's)                            | levers                                                              |
 |-----------------------------------------|---------------------------------------------------------------------|
-| `_generate_single_turn` (one generation) | bf16_frozen, merged_lora, fast_sampling, prefill_once, compact_decoding |
+| `_generate_single_turn` (one generation) | bf16_frozen, merged_lora, packed_linears, fast_sampling, prefill_once, |
+|                                          | compact_decoding                                                    |
 | `_generate` (one rollout batch, all turns) | turn_reuse: prefill_once in tool runs keeps each turn's cache      |
 | `compute_loss` (a training micro-batch)  | trim_padding                                                        |
 | `_prepare_inputs` (micro-batch split)    | shared_prefix: whole groups per micro-batch                         |
@@ -39,6 +40,7 @@ from pipeline.train.levers.bf16_frozen import bf16_sampling, full_precision, hol
 from pipeline.train.levers.compact_decoding import drop_finished_rows
 from pipeline.train.levers.fast_sampling import inverse_cdf_sampling
 from pipeline.train.levers.merged_lora import mergeable, merged_lora
+from pipeline.train.levers.packed_linears import packed_linears
 from pipeline.train.levers.prefill_once import prefill_once
 from pipeline.train.levers.shared_prefix import SaysOnce, blocker, group_micro_batches, packed_logps, regroup_blocker
 from pipeline.train.levers.trim_padding import trim_padding
@@ -71,6 +73,7 @@ class GRPOLevers:
     merge_lora: bool = False
     fast_sampling: bool = False
     bf16_sampling: bool = False
+    packed_linears: bool = False
     shared_prefix: bool = False
     prefill_once: bool = False
     drop_finished_rows: bool = False
@@ -91,6 +94,7 @@ class GRPOLevers:
             levers,
             merge_lora=levers.merge_lora and transformers_generation and mergeable(model, sharded),
             fast_sampling=levers.fast_sampling and transformers_generation,
+            packed_linears=levers.packed_linears and transformers_generation and not sharded,
             # ZeRO-3 generates through gathered parameters of a wrapper the prefill would not go through
             prefill_once=levers.prefill_once and transformers_generation and not sharded,
             drop_finished_rows=levers.drop_finished_rows and transformers_generation,
@@ -207,6 +211,8 @@ class LeveredGRPOTrainer(GRPOTrainer):
         stack.enter_context(bf16_sampling(model) if sampling_bf16 else full_precision(model))
         if levers.merge_lora and not sampling_bf16:
             stack.enter_context(merged_lora(model))
+        if levers.packed_linears and not sampling_bf16:
+            stack.enter_context(packed_linears(model))  # after the merge: it packs the merged copies
         if levers.fast_sampling:
             stack.enter_context(inverse_cdf_sampling())
         if self._turns is not None:  # a tool run: prefill_once's fresh prefill, then each turn continues the last

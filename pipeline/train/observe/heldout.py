@@ -26,6 +26,7 @@ from pipeline.rewards.answer import is_correct
 from pipeline.train.levers.bf16_frozen import full_precision
 from pipeline.train.levers.compact_decoding import compact_sample
 from pipeline.train.levers.merged_lora import mergeable, merged_lora
+from pipeline.train.levers.packed_linears import packed_linears
 from pipeline.train.levers.prefill_once import prefill_once
 from pipeline.train.model.build import partitioned as is_sharded
 from pipeline.train.model.templates import chat_text
@@ -119,10 +120,11 @@ def generate_texts(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         # prefill_once: the prompts' common opening (the system prompt) is computed once for the batch;
         # compact_sample: answered problems leave the batch (the trained model answers in a few tokens);
-        # a LoRA adapter merged into a copy of the fp32 weights for the call (levers/merged_lora.py)
-        merge = mergeable(model, is_sharded(model) or is_fsdp2(model))
-        with torch.no_grad(), full_precision(model), merged_lora(model) if merge else nullcontext(), \
-                prefill_once(model):
+        # a LoRA adapter merged into a copy of the fp32 weights for the call (levers/merged_lora.py), and the fp32
+        # Linear layers on packed copies of those weights (levers/packed_linears.py)
+        whole = not (is_sharded(model) or is_fsdp2(model))
+        with torch.no_grad(), full_precision(model), merged_lora(model) if mergeable(model, not whole) \
+                else nullcontext(), packed_linears(model, enabled=whole), prefill_once(model):
             out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                  custom_generate=compact_sample, **decoding)
     finally:

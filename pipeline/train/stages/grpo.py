@@ -45,7 +45,7 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
         **({"max_tool_calling_iterations": agent.max_tool_calling_iterations} if agent else {}),
     ))
     levers = GRPOLevers(merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
-                        bf16_sampling=cfg.hw.bf16_sampling,
+                        bf16_sampling=cfg.hw.bf16_sampling, packed_linears=cfg.hw.packed_linears,
                         shared_prefix=stage.shared_prefix, prefill_once=stage.prefill_once,
                         drop_finished_rows=stage.drop_finished_rows,
                         zero_std_groups=stage.zero_std_groups.value, resample_tries=stage.resample_tries)
