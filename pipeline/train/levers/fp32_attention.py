@@ -48,7 +48,8 @@ def sdpa_fp32_on_cpu(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     with torch.autocast("cpu", enabled=False):
         out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask,
                                               **kwargs)
-    return out.to(low), weights
+    # back in the values' dtype: autocast's bf16 for o_proj, or fp32 where packed_linears computes the projections
+    return out.to(value.dtype), weights
 
 
 AttentionInterface.register(FP32_ON_CPU, sdpa_fp32_on_cpu)

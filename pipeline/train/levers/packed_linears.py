@@ -8,11 +8,15 @@ its weight packed once by `torch.ops.mkldnn._reorder_linear_weight` (the pair to
 linears). The same fp32 arithmetic summed in another order: outputs within ~1e-5 relative of F.linear, the same
 tokens in the tests' generations (tests/train/levers/test_packed_linears.py).
 
-Entered inside merged_lora (it packs the merged copies) and full_precision (the fp32 originals). Skipped, with the
-layers left as they are: under autograd (the op has no backward), under autocast (it would bypass autocast's casts:
-bf16 sampling), for weights that are not plain fp32 CPU tensors (quantized, bf16-held, ZeRO-3 / FSDP2 shards), and
-where this torch build lacks the ops. The packed copies live only during the call: one more copy of the Linear
-weights while generating (SmolLM2: 0.5 GB).
+Under bf16 autocast too: accelerate wraps the prepared model's forward in autocast, so a bf16 run's generation on
+the fp32 originals (full_precision) had each matmul cast its weight to bf16 again at every decode step, slower than
+the packed fp32 product here (32 rows: the LM head 38.9 ms under autocast, 11.6 ms packed; 1536 x 576 0.50 -> 0.38
+ms); inside this context those layers compute in fp32, as the fp32 originals were swapped in for (a bf16 input from
+an autocast op is cast up). Entered inside merged_lora (it packs the merged copies) and full_precision. Left as
+they are: every layer under autograd (the op has no backward), a LoRA adapter's own small layers, weights that are
+not plain fp32 CPU tensors (quantized, bf16-held, ZeRO-3 / FSDP2 shards), and all of them where this torch build
+lacks the ops. The packed copies live only during the call: one more copy of the Linear weights while generating
+(SmolLM2: 0.5 GB).
 """
 
 from __future__ import annotations
@@ -48,16 +52,29 @@ def packable(module: torch.nn.Module) -> bool:
 
 
 def _packed_forward(module: torch.nn.Linear):
-    packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), _ROWS_HINT)
+    packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach().contiguous(), _ROWS_HINT)
     bias = None if module.bias is None else module.bias.detach()
     plain = type(module).forward.__get__(module)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+        if torch.is_grad_enabled():
             return plain(x)
+        if x.dtype != torch.float32:
+            if not (x.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu")):
+                return plain(x)
+            x = x.float()  # an autocast op's bf16 output (fp32_attention hands o_proj bf16)
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
     return forward
+
+
+def _adapter_layers(model: torch.nn.Module) -> set[int]:
+    """A LoRA adapter's own small Linear layers (lora_A, lora_B): idle while it is merged for generation, and too
+    small for packing to pay (~0.25 ms a layer to pack, SmolLM2's 420 of them 0.1 s a call)."""
+    from peft.tuners.lora import LoraLayer
+
+    return {id(m) for layer in model.modules() if isinstance(layer, LoraLayer)
+            for adapters in (layer.lora_A, layer.lora_B) for m in adapters.values()}
 
 
 @contextmanager
@@ -65,11 +82,14 @@ def packed_linears(model: torch.nn.Module, enabled: bool = True) -> Iterator[Non
     """While inside, the model's plain fp32 Linear layers compute on packed copies of their current weights (a
     generation call under no_grad); their own forward is back on exit."""
     # grad may still be on here (TRL turns it off inside its generation call): each forward checks again
-    usable = enabled and packing_available() and not torch.is_autocast_enabled("cpu")
-    modules = [m for m in model.modules() if packable(m)] if usable else []
+    adapters = _adapter_layers(model) if enabled and packing_available() else None
+    modules = [m for m in model.modules() if packable(m) and id(m) not in adapters] if adapters is not None else []
     for module in modules:
         module.forward = _packed_forward(module)
     if modules:
+        if not reached["packed linears"]:
+            log.info("generation: %d fp32 Linear layers on weight copies oneDNN packed once per call "
+                     "(hw.packed_linears; levers/packed_linears.py)", len(modules))
         reached["packed linears"] += 1
     try:
         yield

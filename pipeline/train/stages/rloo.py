@@ -26,10 +26,10 @@ log = logging.getLogger(__name__)
 
 def run_rloo(plan: RunPlan) -> dict[str, Any]:
     cfg = plan.cfg
-    if cfg.hw.merge_lora_for_generation or cfg.hw.fast_sampling:
-        # both patch GRPOTrainer._generate_single_turn (levers/grpo_trainer.py); RLOOTrainer is used unpatched
-        log.info("hw.merge_lora_for_generation / hw.fast_sampling: off for stage=rloo (they are GRPOTrainer "
-                 "levers, not verified on RLOOTrainer); TRL's own generation is used")
+    if cfg.hw.merge_lora_for_generation or cfg.hw.fast_sampling or cfg.hw.packed_linears:
+        # all patch GRPOTrainer._generate_single_turn (levers/grpo_trainer.py); RLOOTrainer is used unpatched
+        log.info("hw.merge_lora_for_generation / hw.fast_sampling / hw.packed_linears: off for stage=rloo (they are "
+                 "GRPOTrainer levers, not verified on RLOOTrainer); TRL's own generation is used")
     reward_funcs, weights = build_reward_funcs(cfg.reward.terms)
     prep = prepare(plan)
     stage = cfg.stage
