@@ -9,7 +9,8 @@ before: training numbers are unchanged (tests/train/levers/test_bf16_frozen.py: 
 
 Kept fp32: trainable weights (LoRA adapters, modules_to_save, full fine-tuning), norms and embeddings (autocast keeps
 them fp32), and the LM head whose log-softmax stays fp32 (the lean LM head folds its tiles in fp32). The fp32
-originals stay in memory; `full_precision` swaps them back (no copy) for generation outside autocast -- held-out
+originals stay in memory; `full_precision` swaps them back (no copy) for generation (under accelerate's autocast
+wrapper of the prepared model's forward: levers/packed_linears.py computes those Linear layers in fp32) -- held-out
 accuracy and the completions table score the fp32 model as before -- and they return when training ends, so what
 is saved and exported is the fp32 model.
 """
@@ -67,7 +68,7 @@ def castable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 @contextmanager
 def frozen_bf16(*models: torch.nn.Module | None) -> Iterator[None]:
     """While inside, the models' frozen Linear weights hold bf16 copies and their `generate` runs on the fp32
-    originals (trainers generate outside autocast); the fp32 originals are back on exit."""
+    originals; the fp32 originals are back on exit."""
     held: list[tuple[torch.nn.Module, list]] = []
     for model in (m for m in models if m is not None):
         triples = [(w, w.data, w.data.to(torch.bfloat16)) for w in castable(model)]
@@ -105,7 +106,7 @@ def _generate_in_full_precision(model: torch.nn.Module) -> None:
 
 @contextmanager
 def full_precision(model: torch.nn.Module) -> Iterator[None]:
-    """The fp32 originals back in place of the bf16 copies (a generation outside autocast: sampling, held-out
+    """The fp32 originals back in place of the bf16 copies (a generation on them: sampling, held-out
     accuracy, the completions table). A weight holding something else (merged_lora's merged copy of the
     originals) is left alone, so this nests under merged_lora and under itself."""
     swapped = [t for t in _held_for(model) if t[0].data_ptr() == t[2].data_ptr()]

@@ -5,7 +5,8 @@ CPU). On the CPUs bf16 is picked for (avx512_bf16; torch 2.13, 2 threads) the bf
 step's attention (32 rows, 9/3 heads x 64, 56 cached tokens) 1.21 ms vs 0.50 ms cast to fp32, a packed training
 row's forward + backward (4 x 153 tokens) 14.4 ms vs 9.7 ms, casts included (bench/attention_precision_cpu.py).
 Attention is a small part of the matmul work, so the projections (and their bf16 speed) stay bf16; only q, k and v
-are cast up, the attention runs outside autocast, and its output goes back to bf16 for o_proj. fp32 attention is
+are cast up, the attention runs outside autocast, and its output goes back to the values' dtype: bf16 for o_proj
+(fp32 in a generation whose projections packed_linears computes in fp32). fp32 attention is
 also the more exact one (softmax over fp32 scores), so sampling and training on it agree no worse than before.
 
 The model's `sdpa` is switched to `sdpa_fp32_on_cpu` (registered through transformers' AttentionInterface, its mask
