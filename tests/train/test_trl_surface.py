@@ -45,7 +45,7 @@ def test_every_hook_is_reached_in_a_one_step_grpo_run(tmp_path: Path, monkeypatc
     # counts the sampler calls transformers routes through torch.multinomial while the swap is active
     monkeypatch.setattr(fast_sampling, "_inverse_cdf", lambda *a, **k: draws.append(1) or inverse_cdf(*a, **k))
     monkeypatch.setattr(trl_surface, "reached", trl_surface.Counter())
-    for module in ("lean_lm_head", "grpo_trainer", "shared_prefix"):
+    for module in ("lean_lm_head", "grpo_trainer", "shared_prefix", "packed_linears"):
         monkeypatch.setattr(f"pipeline.train.levers.{module}.reached", trl_surface.reached)
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     config = tiny_config(len(tokenizer))
@@ -58,7 +58,7 @@ def test_every_hook_is_reached_in_a_one_step_grpo_run(tmp_path: Path, monkeypatc
         model=Qwen3ForCausalLM(config), args=args, processing_class=tokenizer,
         reward_funcs=lambda completions, **_: [float(len(c)) for c in completions],
         train_dataset=Dataset.from_list([{"prompt": "1+1="}] * 4), peft_config=LoraConfig(r=4, lora_alpha=8),
-        levers=GRPOLevers(merge_lora=True, fast_sampling=True, shared_prefix=True),
+        levers=GRPOLevers(merge_lora=True, fast_sampling=True, shared_prefix=True, packed_linears=True),
     )
     with lean_lm_head():  # as stages/finish.py trains
         trainer.train()
@@ -69,6 +69,8 @@ def test_every_hook_is_reached_in_a_one_step_grpo_run(tmp_path: Path, monkeypatc
     # TRL's fused LM head asked whether to score only labelled positions and folded its tiles through ours
     assert reached["_use_triton"] >= 1 and reached["_forward_tile"] >= 1 and reached["_backward_tile"] >= 1
     assert reached["torch.multinomial"] >= 1 and draws, "transformers no longer samples through torch.multinomial"
+    # oneDNN's packed linear (torch.ops.mkldnn) ran the sampling's Linear layers
+    assert reached["packed linears"] >= 1
     logs = trl_surface.latest_completions(trainer)
     assert logs is not None and logs["prompt"] and logs["completion"] and logs["advantages"]
     trl_surface.load_checkpoint_weights(trainer, str(tmp_path / "checkpoint-1"))

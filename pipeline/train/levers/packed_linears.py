@@ -8,11 +8,13 @@ its weight packed once by `torch.ops.mkldnn._reorder_linear_weight` (the pair to
 linears). The same fp32 arithmetic summed in another order: outputs within ~1e-5 relative of F.linear, the same
 tokens in the tests' generations (tests/train/levers/test_packed_linears.py).
 
-Under bf16 autocast too: accelerate wraps the prepared model's forward in autocast, so a bf16 run's generation on
-the fp32 originals (full_precision) had each matmul cast its weight to bf16 again at every decode step, slower than
-the packed fp32 product here (32 rows: the LM head 38.9 ms under autocast, 11.6 ms packed; 1536 x 576 0.50 -> 0.38
-ms); inside this context those layers compute in fp32, as the fp32 originals were swapped in for (a bf16 input from
-an autocast op is cast up). Entered inside merged_lora (it packs the merged copies) and full_precision. Left as
+Under bf16 autocast too: accelerate wraps the prepared model's forward in autocast, so in a bf16 run each call of
+the model itself during generation on the fp32 originals (prefill_once's forward of the shared opening) cast every
+weight to bf16 again, slower than the packed fp32 product here (32 rows: the LM head 38.9 ms under autocast, 11.6
+ms packed; 1536 x 576 0.50 -> 0.38 ms), while transformers' own steps ran in fp32; inside this context those layers
+compute in fp32 throughout (a bf16 input from an autocast op is cast up). The held-out evaluation always enters it;
+GRPO's sampling in fp32 runs only (stages/grpo.py says why). Entered inside merged_lora (it packs the merged copies)
+and full_precision. Left as
 they are: every layer under autograd (the op has no backward), a LoRA adapter's own small layers, weights that are
 not plain fp32 CPU tensors (quantized, bf16-held, ZeRO-3 / FSDP2 shards), and all of them where this torch build
 lacks the ops. The packed copies live only during the call: one more copy of the Linear weights while generating

@@ -48,7 +48,7 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
     levers = GRPOLevers(merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
                         bf16_sampling=cfg.hw.bf16_sampling,
                         # a bf16 run keeps the sampling numerics its learning was measured on (docs/benchmarks.md:
-                        # sampled in fp32 throughout, 5 seeds learned less)
+                        # sampled in fp32 throughout, 4 of 5 seeds learned less)
                         packed_linears=cfg.hw.packed_linears and not cpu_bf16(cfg),
                         shared_prefix=stage.shared_prefix, prefill_once=stage.prefill_once,
                         drop_finished_rows=stage.drop_finished_rows,
