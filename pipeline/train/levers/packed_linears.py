@@ -64,7 +64,7 @@ def _packed_forward(module: torch.nn.Linear):
         if x.dtype != torch.float32:
             if not (x.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu")):
                 return plain(x)
-            x = x.float()  # an autocast op's bf16 output (fp32_attention hands o_proj bf16)
+            x = x.float()  # an autocast op's bf16 output, as the fp32 layer it feeds would have taken it
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
     return forward
@@ -84,8 +84,9 @@ def packed_linears(model: torch.nn.Module, enabled: bool = True) -> Iterator[Non
     """While inside, the model's plain fp32 Linear layers compute on packed copies of their current weights (a
     generation call under no_grad); their own forward is back on exit."""
     # grad may still be on here (TRL turns it off inside its generation call): each forward checks again
-    adapters = _adapter_layers(model) if enabled and packing_available() else None
-    modules = [m for m in model.modules() if packable(m) and id(m) not in adapters] if adapters is not None else []
+    usable = enabled and packing_available()
+    adapters = _adapter_layers(model) if usable else set()
+    modules = [m for m in model.modules() if usable and packable(m) and id(m) not in adapters]
     for module in modules:
         module.forward = _packed_forward(module)
     if modules:

@@ -122,9 +122,9 @@ def generate_texts(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
         # compact_sample: answered problems leave the batch (the trained model answers in a few tokens);
         # a LoRA adapter merged into a copy of the fp32 weights for the call (levers/merged_lora.py), and the fp32
         # Linear layers on packed copies of those weights (levers/packed_linears.py)
-        whole = not (is_sharded(model) or is_fsdp2(model))
-        with torch.no_grad(), full_precision(model), merged_lora(model) if mergeable(model, not whole) \
-                else nullcontext(), packed_linears(model, enabled=whole), prefill_once(model):
+        sharded = is_sharded(model) or is_fsdp2(model)
+        with torch.no_grad(), full_precision(model), merged_lora(model) if mergeable(model, sharded) \
+                else nullcontext(), packed_linears(model, enabled=not sharded), prefill_once(model):
             out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                  custom_generate=compact_sample, **decoding)
     finally:
