@@ -48,10 +48,11 @@ def rank_main(argv: list[str]) -> None:
     from pipeline.train.stages.trl_args import training_args
 
     sampler = MemoryTimeline()
+    # the phases of bench/load_peak.py's ZeRO-3 child, so the two timelines compare phase for phase; the first is
+    # set before the sampler starts, so no sample lands in a phase of its own ("start") on a busy machine
+    sampler.phase = "training_args"
     sampler.start()
     started = time.time()
-    # the phases of bench/load_peak.py's ZeRO-3 child, so the two timelines compare phase for phase
-    sampler.phase = "training_args"
     live = sharded_loading(plan, training_args(plan))  # the process group, before from_pretrained
     sampler.phase = "build_model"
     model, _ = build_model(plan.cfg)

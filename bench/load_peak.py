@@ -128,10 +128,11 @@ def main(argv: list[str]) -> None:
     logging.getLogger("pipeline.train.levers.zero3_slices").addHandler(handler)
     logging.getLogger("pipeline.train.levers.zero3_slices").setLevel(logging.INFO)
     sampler = MemoryTimeline()
+    # the order of a stage's prepare(): the ZeRO-3 config live (or not) before the model loads (the first phase set
+    # before the sampler starts: no stray "start" sample)
+    sampler.phase = "training_args"
     sampler.start()
     started = time.time()
-    # the order of a stage's prepare(): the ZeRO-3 config live (or not) before the model loads
-    sampler.phase = "training_args"
     live = sharded_loading(plan, training_args(plan))
     sampler.phase = "build_model"
     model, _ = build_model(plan.cfg, reward_head=reward_head)
