@@ -10,9 +10,9 @@ before: training numbers are unchanged (tests/train/levers/test_bf16_frozen.py: 
 Kept fp32: trainable weights (LoRA adapters, modules_to_save, full fine-tuning), norms and embeddings (autocast keeps
 them fp32), and the LM head whose log-softmax stays fp32 (the lean LM head folds its tiles in fp32). The fp32
 originals stay in memory; `full_precision` swaps them back (no copy) for generation (under accelerate's autocast
-wrapper of the prepared model's forward: levers/packed_linears.py computes those Linear layers in fp32) -- held-out
-accuracy and the completions table score the fp32 model as before -- and they return when training ends, so what
-is saved and exported is the fp32 model.
+wrapper of the prepared model's forward the held-out evaluation's Linear layers compute in fp32 through
+levers/packed_linears.py) -- held-out accuracy and the completions table score the fp32 model as before -- and they
+return when training ends, so what is saved and exported is the fp32 model.
 """
 
 from __future__ import annotations

@@ -212,7 +212,8 @@ class LeveredGRPOTrainer(GRPOTrainer):
         if levers.merge_lora and not sampling_bf16:
             stack.enter_context(merged_lora(model))
         if levers.packed_linears and not sampling_bf16:
-            stack.enter_context(packed_linears(model))  # after the merge: it packs the merged copies
+            # after the merge: it packs the merged copies; autocast's calls (prefill_once's, in a bf16 run) as they were
+            stack.enter_context(packed_linears(model, leave_autocast=True))
         if levers.fast_sampling:
             stack.enter_context(inverse_cdf_sampling())
         if self._turns is not None:  # a tool run: prefill_once's fresh prefill, then each turn continues the last

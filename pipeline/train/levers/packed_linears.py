@@ -12,13 +12,13 @@ Under bf16 autocast too: accelerate wraps the prepared model's forward in autoca
 the model itself during generation on the fp32 originals (prefill_once's forward of the shared opening) cast every
 weight to bf16 again, slower than the packed fp32 product here (32 rows: the LM head 38.9 ms under autocast, 11.6
 ms packed; 1536 x 576 0.50 -> 0.38 ms), while transformers' own steps ran in fp32; inside this context those layers
-compute in fp32 throughout (a bf16 input from an autocast op is cast up). The held-out evaluation always enters it;
-GRPO's sampling in fp32 runs only (stages/grpo.py says why). Entered inside merged_lora (it packs the merged copies)
-and full_precision. Left as
-they are: every layer under autograd (the op has no backward), a LoRA adapter's own small layers, weights that are
-not plain fp32 CPU tensors (quantized, bf16-held, ZeRO-3 / FSDP2 shards), and all of them where this torch build
-lacks the ops. The packed copies live only during the call: one more copy of the Linear weights while generating
-(SmolLM2: 0.5 GB).
+compute in fp32 throughout (a bf16 input from an autocast op is cast up). The held-out evaluation always enters it
+so; GRPO's sampling with `leave_autocast`: a call under autocast keeps its bf16 product, so sampling has the numerics
+it had unpacked, the ones a bf16 run's learning was measured on (docs/benchmarks.md). Entered inside merged_lora (it
+packs the merged copies) and full_precision. Left as they are: every layer under autograd (the op has no
+backward), a LoRA adapter's own small layers, weights that are not plain fp32 CPU tensors (quantized, bf16-held,
+ZeRO-3 / FSDP2 shards), and all of them where this torch build lacks the ops. The packed copies live only during the
+call: one more copy of the Linear weights while generating (SmolLM2: 0.5 GB).
 """
 
 from __future__ import annotations
@@ -53,13 +53,13 @@ def packable(module: torch.nn.Module) -> bool:
             and not hasattr(weight, "ds_id"))
 
 
-def _packed_forward(module: torch.nn.Linear):
+def _packed_forward(module: torch.nn.Linear, leave_autocast: bool):
     packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach().contiguous(), _ROWS_HINT)
     bias = None if module.bias is None else module.bias.detach()
     plain = type(module).forward.__get__(module)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or (leave_autocast and torch.is_autocast_enabled("cpu")):
             return plain(x)
         if x.dtype != torch.float32:
             if not (x.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu")):
@@ -80,15 +80,18 @@ def _adapter_layers(model: torch.nn.Module) -> set[int]:
 
 
 @contextmanager
-def packed_linears(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
+def packed_linears(model: torch.nn.Module, enabled: bool = True, leave_autocast: bool = False) -> Iterator[None]:
     """While inside, the model's plain fp32 Linear layers compute on packed copies of their current weights (a
-    generation call under no_grad); their own forward is back on exit."""
+    generation call under no_grad); their own forward is back on exit. With `leave_autocast`, a call under CPU
+    autocast keeps autocast's bf16 product, so packing changes only the fp32 products' summation order."""
     # grad may still be on here (TRL turns it off inside its generation call): each forward checks again
     usable = enabled and packing_available()
     adapters = _adapter_layers(model) if usable else set()
     modules = [m for m in model.modules() if usable and packable(m) and id(m) not in adapters]
+    if modules and not _copies_fit(modules):
+        modules = []
     for module in modules:
-        module.forward = _packed_forward(module)
+        module.forward = _packed_forward(module, leave_autocast)
     if modules:
         if not reached["packed linears"]:
             log.info("generation: %d fp32 Linear layers on weight copies oneDNN packed once per call "
@@ -99,3 +102,28 @@ def packed_linears(model: torch.nn.Module, enabled: bool = True) -> Iterator[Non
     finally:
         for module in modules:
             module.__dict__.pop("forward", None)
+
+
+def _copies_fit(modules: list[torch.nn.Module]) -> bool:
+    """Whether the packed copies take at most half the memory available now (a 7B model in fp32 would need 28 GB
+    more while generating); logged once when they do not, and generation keeps F.linear."""
+    needed, available = sum(m.weight.nbytes for m in modules), available_memory()
+    if available is None or needed <= available // 2:
+        return True
+    if not reached["packed linears: memory"]:
+        log.info("generation: Linear weights not packed (hw.packed_linears): their copies would take %.1f GB, more "
+                 "than half the %.1f GB available", needed / 2**30, available / 2**30)
+    reached["packed linears: memory"] += 1
+    return False
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (Linux); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -17,7 +17,6 @@ from pipeline.config.plan import RunPlan
 from pipeline.config.stage_schemas import GenerationEngine, GRPOStageConfig, RLOOStageConfig
 from pipeline.rewards import build_reward_funcs, place_reward_models
 from pipeline.train.checkpoint.environment_state import EnvironmentState
-from pipeline.train.levers.bf16_frozen import cpu_bf16
 from pipeline.train.levers.grpo_trainer import GRPOLevers, LeveredGRPOTrainer
 from pipeline.train.stages.agent import agent_inputs
 from pipeline.train.stages.finish import finish, train
@@ -47,9 +46,7 @@ def run_grpo(plan: RunPlan) -> dict[str, Any]:
     ))
     levers = GRPOLevers(merge_lora=cfg.hw.merge_lora_for_generation, fast_sampling=cfg.hw.fast_sampling,
                         bf16_sampling=cfg.hw.bf16_sampling,
-                        # a bf16 run keeps the sampling numerics its learning was measured on (docs/benchmarks.md:
-                        # sampled in fp32 throughout, 4 of 5 seeds learned less)
-                        packed_linears=cfg.hw.packed_linears and not cpu_bf16(cfg),
+                        packed_linears=cfg.hw.packed_linears,
                         shared_prefix=stage.shared_prefix, prefill_once=stage.prefill_once,
                         drop_finished_rows=stage.drop_finished_rows,
                         zero_std_groups=stage.zero_std_groups.value, resample_tries=stage.resample_tries)

@@ -1,13 +1,14 @@
 """Generation's fp32 Linear layers on oneDNN-packed weight copies (pipeline/train/levers/packed_linears.py): the same
 logits as F.linear to fp32 rounding and the same tokens, through a merged LoRA adapter too, and fp32 logits under
-autocast; autograd, the adapter's own layers and non-fp32 weights keep the plain layer; every layer's own forward is
-back on exit."""
+autocast (with leave_autocast, autocast's own bf16 product); autograd, the adapter's own layers and non-fp32 weights
+keep the plain layer; every layer's own forward is back on exit."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from pipeline.train.levers import packed_linears as packing
 from pipeline.train.levers.fp32_attention import fp32_attention
 from pipeline.train.levers.merged_lora import merged_lora
 from pipeline.train.levers.packed_linears import packable, packed_linears, packing_available
@@ -70,3 +71,39 @@ def test_autograd_and_bf16_weights_keep_the_plain_layer_and_autocast_gets_fp32()
     assert not packable(head)
     with packed_linears(model, enabled=False):
         assert patched(model) == []
+
+
+def test_leave_autocast_keeps_autocasts_product_and_packs_the_fp32_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GRPO's sampling in a bf16 run: the model's own call under accelerate's autocast keeps autocast's bf16 product
+    # (the numerics its learning was measured on), transformers' inner fp32 steps compute on the packed copies
+    model = tiny_lora_model().eval()
+    ids = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad(), merged_lora(model):
+        fp32 = model(input_ids=ids).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = model(input_ids=ids).logits
+        with packed_linears(model, leave_autocast=True):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                kept = model(input_ids=ids).logits
+            plain_calls = []
+            linear = torch.nn.functional.linear
+            monkeypatch.setattr(torch.nn.functional, "linear", lambda *a, **k: plain_calls.append(1) or linear(*a, **k))
+            packed = model(input_ids=ids).logits
+            monkeypatch.undo()
+    assert torch.equal(kept, autocast)
+    assert plain_calls == []
+    torch.testing.assert_close(packed, fp32, rtol=1e-5, atol=1e-5)
+
+
+def test_copies_larger_than_half_the_available_memory_are_not_made(monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    model = tiny_lora_model().eval()
+    weights = sum(m.weight.nbytes for m in model.modules() if packable(m))
+    assert packing.available_memory() > 0  # read from this machine's /proc/meminfo
+    monkeypatch.setattr(packing, "available_memory", lambda: weights)  # the copies would take ~all of it
+    with caplog.at_level("INFO", logger=packing.__name__), packed_linears(model):
+        assert patched(model) == []
+    assert any("not packed" in r.message for r in caplog.records)
+    monkeypatch.setattr(packing, "available_memory", lambda: 4 * weights)
+    with packed_linears(model):
+        assert patched(model)
