@@ -18,7 +18,8 @@ it had unpacked, the ones a bf16 run's learning was measured on (docs/benchmarks
 packs the merged copies) and full_precision. Left as they are: every layer under autograd (the op has no
 backward), a LoRA adapter's own small layers, weights that are not plain fp32 CPU tensors (quantized, bf16-held,
 ZeRO-3 / FSDP2 shards), and all of them where this torch build lacks the ops. The packed copies live only during the
-call: one more copy of the Linear weights while generating (SmolLM2: 0.5 GB).
+call: one more copy of the Linear weights while generating (SmolLM2: 0.5 GB), not made where it would not fit
+(levers/host_memory.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from functools import cache
 
 import torch
 
+from pipeline.train.levers.host_memory import copies_fit
 from pipeline.train.trl_surface import reached
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,7 @@ def packed_linears(model: torch.nn.Module, enabled: bool = True, leave_autocast:
     usable = enabled and packing_available()
     adapters = _adapter_layers(model) if usable else set()
     modules = [m for m in model.modules() if usable and packable(m) and id(m) not in adapters]
-    if modules and not _copies_fit(modules):
+    if modules and not copies_fit(sum(m.weight.nbytes for m in modules), "hw.packed_linears"):
         modules = []
     for module in modules:
         module.forward = _packed_forward(module, leave_autocast)
@@ -103,27 +105,3 @@ def packed_linears(model: torch.nn.Module, enabled: bool = True, leave_autocast:
         for module in modules:
             module.__dict__.pop("forward", None)
 
-
-def _copies_fit(modules: list[torch.nn.Module]) -> bool:
-    """Whether the packed copies take at most half the memory available now (a 7B model in fp32 would need 28 GB
-    more while generating); logged once when they do not, and generation keeps F.linear."""
-    needed, available = sum(m.weight.nbytes for m in modules), available_memory()
-    if available is None or needed <= available // 2:
-        return True
-    if not reached["packed linears: memory"]:
-        log.info("generation: Linear weights not packed (hw.packed_linears): their copies would take %.1f GB, more "
-                 "than half the %.1f GB available", needed / 2**30, available / 2**30)
-    reached["packed linears: memory"] += 1
-    return False
-
-
-def available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo in bytes (Linux); None where it cannot be read."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
