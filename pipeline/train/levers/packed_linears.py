@@ -104,4 +104,3 @@ def packed_linears(model: torch.nn.Module, enabled: bool = True, leave_autocast:
     finally:
         for module in modules:
             module.__dict__.pop("forward", None)
-
