@@ -9,7 +9,7 @@ holds, else 0) beside the metrics in TensorBoard and metrics.jsonl, so the step 
     entropy_collapse   entropy < entropy_min
     kl_blowup          kl > kl_max                                  (stage.beta > 0)
     clipped_ratio      clip_ratio/region_mean > clip_ratio_max
-    truncated          completions/clipped_ratio > truncated_max
+    truncated          completions/clipped_ratio > truncated_max for truncated_steps logged steps in a row
     reward_hacking     eval/accuracy below its best by accuracy_drop while the reward is above its value then
     constant_reward    rewards/<term>/std == 0 for constant_term_steps logged steps in a row
 """
@@ -71,8 +71,9 @@ class HealthMonitor:
     cfg: HealthConfig
     family: str = "rl"
     said: set[str] = field(default_factory=set)
-    # rewards/<term>/std == 0 streaks; the best eval/accuracy and the training reward at that evaluation
-    constant_steps: dict[str, int] = field(default_factory=dict)
+    # logged steps in a row each streak sign has held (rewards/<term>/std == 0, truncation); the best
+    # eval/accuracy and the training reward at that evaluation
+    streaks: dict[str, int] = field(default_factory=dict)
     best_accuracy: float | None = None
     reward_at_best: float | None = None
     last_reward: float | None = None
@@ -91,20 +92,25 @@ class HealthMonitor:
         signs += _below(logs, "entropy", c.entropy_min, "entropy_collapse")
         signs += _above(logs, "kl", c.kl_max, "kl_blowup")
         signs += _above(logs, "clip_ratio/region_mean", c.clip_ratio_max, "clipped_ratio")
-        signs += _above(logs, "completions/clipped_ratio", c.truncated_max, "truncated")
+        truncated = _above(logs, "completions/clipped_ratio", c.truncated_max, "truncated")
+        signs += self._persisting(truncated, "completions/clipped_ratio", logs, c.truncated_steps)
         signs += self._constant_terms(logs)
         signs += self._reward_hacking(logs)
         return signs
 
+    def _persisting(self, held: list[Sign], key: str, logs: dict[str, Any], steps: int) -> list[Sign]:
+        """`held` (this log's sign on `key`, or none) once it has held `steps` logged steps in a row."""
+        if not _number(logs.get(key)):
+            return []
+        self.streaks[key] = self.streaks.get(key, 0) + 1 if held else 0
+        return held if self.streaks[key] >= steps else []
+
     def _constant_terms(self, logs: dict[str, Any]) -> list[Sign]:
         signs = []
         for key, value in logs.items():
-            if not (key.startswith("rewards/") and key.endswith("/std") and _number(value)):
-                continue
-            streak = self.constant_steps.get(key, 0) + 1 if value == 0 else 0
-            self.constant_steps[key] = streak
-            if streak >= self.cfg.constant_term_steps:
-                signs.append(Sign("constant_reward", key, float(value), 0.0))
+            if key.startswith("rewards/") and key.endswith("/std") and _number(value):
+                flat = [Sign("constant_reward", key, float(value), 0.0)] if value == 0 else []
+                signs += self._persisting(flat, key, logs, self.cfg.constant_term_steps)
         return signs
 
     def _reward_hacking(self, logs: dict[str, Any]) -> list[Sign]:

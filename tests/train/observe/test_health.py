@@ -18,7 +18,6 @@ STEADY = {"loss": 0.1, "reward": 0.5, "entropy": 1.2, "kl": 0.01, "clip_ratio/re
     ("entropy", 0.01, "entropy_collapse"),
     ("kl", 3.0, "kl_blowup"),
     ("clip_ratio/region_mean", 0.5, "clipped_ratio"),
-    ("completions/clipped_ratio", 0.9, "truncated"),
 ])
 def test_each_threshold_sign_fires_past_its_threshold_only(key: str, value: float, sign: str) -> None:
     monitor = HealthMonitor(HealthConfig())
@@ -35,6 +34,20 @@ def test_a_term_that_never_varies_is_named_after_its_streak() -> None:
     assert monitor.check(flat) == [] and monitor.check(flat) == []
     assert [s.metric for s in monitor.check(flat)] == ["rewards/format/std"]
     assert monitor.check({**flat, "rewards/format/std": 0.3}) == [] and monitor.check(flat) == []  # restarted
+
+
+def test_truncation_is_named_only_once_it_persists() -> None:
+    # a base model's first completions run to the limit until it learns to stop: step 1 alone is no sign
+    monitor = HealthMonitor(HealthConfig(truncated_max=0.5, truncated_steps=3))
+    cut = {**STEADY, "completions/clipped_ratio": 0.9}
+    assert monitor.check(cut) == [] and monitor.check(STEADY) == []
+    assert monitor.check(cut) == [] and monitor.check(cut) == []
+    [sign] = monitor.check(cut)
+    assert (sign.name, sign.metric, sign.value) == ("truncated", "completions/clipped_ratio", 0.9)
+    assert "completions/clipped_ratio=0.9" in sign.line() and FIXES["truncated"] in sign.line()
+    assert monitor.check({**cut, "completions/clipped_ratio": 0.5}) == []  # at the threshold: not above it
+    assert monitor.check(cut) == []  # the streak restarted
+    assert [s.name for s in HealthMonitor(HealthConfig(truncated_steps=1)).check(cut)] == ["truncated"]
 
 
 def test_reward_rising_while_heldout_accuracy_falls_is_reward_hacking() -> None:
