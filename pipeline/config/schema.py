@@ -141,8 +141,7 @@ class HwConfig(Schema):
     num_processes: int = 1
     num_nodes: int = 1
     precision: Precision = Precision.fp32
-    # Sequences per forward/backward on one device; accumulation covers the rest of stage.batch_size.
-    micro_batch: int = 8
+    micro_batch: int = 8  # sequences per forward/backward on one device; accumulation covers the rest of a batch
     # Recompute activations in backward (less memory, ~30% more compute).
     gradient_checkpointing: bool = False
     eval_batch: int = 50  # problems generated at once in held-out evaluation
@@ -154,9 +153,10 @@ class HwConfig(Schema):
     # numbers); bf16_sampling: GRPO samples on them under autocast too (else on the fp32 originals)
     bf16_frozen_weights: bool = True
     bf16_sampling: bool = False
-    # TRL's fused LM head on CPU scores only the labelled positions and folds its vocabulary tiles in place: the
-    # same log-probs, entropies and gradients, 2-5x cheaper (pipeline/train/levers/lean_lm_head.py); no effect on CUDA.
+    # CPU only, the same numbers (pipeline/train/levers/): TRL's fused LM head on the labelled positions, tiles folded
+    # in place (2-5x cheaper); padding-free rows (SFT) attend one row at a time instead of under one block mask.
     lean_lm_head: bool = True
+    row_attention: bool = True
     # CUDA-only levers (pipeline/config/gpu_levers.py refuses them elsewhere): Liger's fused kernels (TRL's
     # use_liger_kernel), TF32 matmuls (Ampere+), GRPO generation by transformers' continuous batching.
     liger_kernel: bool = False

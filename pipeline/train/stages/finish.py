@@ -13,6 +13,7 @@ from typing import Any
 
 from transformers import Trainer
 
+from pipeline.config.enums import Device
 from pipeline.config.plan import RunPlan
 from pipeline.config.run_dir import partial_of
 from pipeline.data.predictions import write_predictions
@@ -23,6 +24,7 @@ from pipeline.train.checkpoint.saving import save_model_dir
 from pipeline.train.levers.bf16_frozen import cpu_bf16, frozen_bf16, holds_frozen_bf16
 from pipeline.train.levers.fp32_attention import fp32_attention
 from pipeline.train.levers.lean_lm_head import lean_lm_head
+from pipeline.train.levers.row_attention import row_attention
 from pipeline.train.observe.console import console, end_block, install_console
 from pipeline.train.observe.eval_callback import best_checkpoint
 from pipeline.train.observe.heldout import stage_accuracy
@@ -58,7 +60,8 @@ def train(plan: RunPlan, trainer: Trainer, prep: Prepared, *, bf16_frozen: bool 
                                             cfg.checkpoint.keep))
     with checkpoint_writes(run_dir, model_bytes + optimizer_bytes), lean_lm_head(cfg.hw.lean_lm_head), \
             frozen_bf16(trainer.model if bf16_frozen and holds_frozen_bf16(cfg) else None), \
-            fp32_attention(trainer.model if cpu_bf16(cfg) else None):
+            fp32_attention(trainer.model if cpu_bf16(cfg) else None), \
+            row_attention(trainer.model if cfg.hw.row_attention and cfg.hw.device == Device.cpu else None):
         trainer.train(resume_from_checkpoint=checkpoint)
     stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, SignalCheckpoint)), None)
     if stopper is not None and stopper.received is not None:
