@@ -16,7 +16,7 @@ def run_steps(tmp_path, model_cache, name: str, args: list[str]) -> tuple[dict[i
     run_dir = tmp_path / name
     proc = run_pipeline([*TINY, *args, f"output_dir={run_dir}", f"paths.cache_dir={model_cache}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return logged(run_dir), proc.stderr
+    return logged(run_dir), proc.stdout + proc.stderr
 
 
 def assert_same_training(a: dict[int, dict], b: dict[int, dict], steps: int) -> None:
@@ -29,7 +29,9 @@ def assert_same_training(a: dict[int, dict], b: dict[int, dict], steps: int) -> 
 def test_sft_padding_free_micro_batches_train_like_padded_single_rows(tmp_path, model_cache) -> None:
     packed, log = run_steps(tmp_path, model_cache, "pf", [*SFT, "hw.micro_batch=4"])
     assert "padding-free off" not in log
-    padded, _ = run_steps(tmp_path, model_cache, "padded", [*SFT, "hw.micro_batch=1", "stage.padding_free=false"])
+    assert "padding-free rows were attended one row at a time (" in log  # hw.row_attention ran
+    padded, log = run_steps(tmp_path, model_cache, "padded", [*SFT, "hw.micro_batch=1", "stage.padding_free=false"])
+    assert "attended one row at a time" not in log
     assert_same_training(packed, padded, 3)
 
 

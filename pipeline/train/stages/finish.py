@@ -38,10 +38,12 @@ from pipeline.train.stages.trl_args import trl_args
 log = logging.getLogger(__name__)
 
 
-def train(plan: RunPlan, trainer: Trainer, prep: Prepared, *, bf16_frozen: bool = False) -> None:
+def train(plan: RunPlan, trainer: Trainer, prep: Prepared, *, bf16_frozen: bool = False,
+          padding_free: bool = False) -> None:
     """trainer.train(), resumed when asked; exits with 128+signal after a SIGTERM/SIGINT checkpoint. `bf16_frozen`:
     the trainer runs every training forward under autocast, so frozen weights may be held in bf16 (distill's
-    loss calls the backbone outside it)."""
+    loss calls the backbone outside it). `padding_free`: the batches are TRL's padding-free rows (SFT), attended
+    one row at a time on CPU (the other stages' 4-D masks keep their own attention switches)."""
     cfg, run_dir = plan.cfg, plan.run_dir
     checkpoint = prep.checkpoint
     release_shared_memory_names()
@@ -61,7 +63,8 @@ def train(plan: RunPlan, trainer: Trainer, prep: Prepared, *, bf16_frozen: bool 
     with checkpoint_writes(run_dir, model_bytes + optimizer_bytes), lean_lm_head(cfg.hw.lean_lm_head), \
             frozen_bf16(trainer.model if bf16_frozen and holds_frozen_bf16(cfg) else None), \
             fp32_attention(trainer.model if cpu_bf16(cfg) else None), \
-            row_attention(trainer.model if cfg.hw.row_attention and cfg.hw.device == Device.cpu else None):
+            row_attention(trainer.model if padding_free and cfg.hw.row_attention and cfg.hw.device == Device.cpu
+                          else None):
         trainer.train(resume_from_checkpoint=checkpoint)
     stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, SignalCheckpoint)), None)
     if stopper is not None and stopper.received is not None:

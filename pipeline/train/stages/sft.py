@@ -42,7 +42,7 @@ def run_sft(plan: RunPlan) -> dict[str, Any]:
             if inputs[split] is not None:
                 inputs[split] = assistant_token_rows(inputs[split], prep.tokenizer, cfg.data.train_on)
     trainer = SFTTrainer(args=args, **inputs)
-    train(plan, trainer, prep, bf16_frozen=True)
+    train(plan, trainer, prep, bf16_frozen=True, padding_free=padding_free)
     return finish(plan, trainer, prep)
 
 
