@@ -27,7 +27,7 @@ class HealthConfig(Schema):
     # Share of completions cut at stage.max_completion_length (`completions/clipped_ratio`) above this for
     # truncated_steps logged steps in a row (a base model rambles for its first steps, then learns to stop).
     truncated_max: float = 0.5
-    truncated_steps: int = 3
+    truncated_steps: int = 5
     # Held-out accuracy (`eval/accuracy`, needs eval.every_steps) this far below its best while the training
     # reward is above what it was then: the reward is being gamed.
     accuracy_drop: float = 0.05
