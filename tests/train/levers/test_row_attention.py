@@ -5,6 +5,7 @@ implementation is back on exit."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
@@ -84,10 +85,11 @@ def test_batches_without_row_bounds_and_generation_pass_through() -> None:
     assert reached["attention by row"] == before
 
 
-def test_other_attention_implementations_are_left_alone() -> None:
+@pytest.mark.parametrize("switch", [row_attention, fp32_attention])
+def test_other_attention_implementations_are_left_alone(switch) -> None:
     model = tiny_lora_model()
     model.base_model.model.set_attn_implementation("eager")
-    with row_attention(model):
+    with switch(model):
         assert model.base_model.model.config._attn_implementation == "eager"
-    with row_attention(None):
+    with switch(None):
         pass
