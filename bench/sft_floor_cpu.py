@@ -35,7 +35,10 @@ def row_lengths(n_rows: int) -> tuple[float, float]:
     from transformers import AutoTokenizer
 
     # the embedded model's converted copy, which any pipeline run on it leaves in the cache
-    [model_dir] = [d for d in (REPO / ".cache" / "pipeline").glob("smollm2_135m-*") if d.is_dir()][:1]
+    cached = [d for d in (REPO / ".cache" / "pipeline").glob("smollm2_135m-*") if d.is_dir()]
+    if not cached:
+        raise SystemExit(f"no converted SmolLM2 in {REPO / '.cache' / 'pipeline'}: run `make run` once first")
+    model_dir = cached[0]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     totals, labelled = [], []
     with GSM8K.open() as rows:

@@ -92,4 +92,3 @@ def test_leave_autocast_keeps_autocasts_product_and_packs_the_fp32_calls(monkeyp
     assert torch.equal(kept, autocast)
     assert plain_calls == []
     torch.testing.assert_close(packed, fp32, rtol=1e-5, atol=1e-5)
-
